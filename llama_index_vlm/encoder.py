@@ -1,0 +1,322 @@
+"""ColPali-family multi-vector encoder: page images and queries to unit vectors.
+
+:class:`ColPaliEncoder` wraps transformers' native ``ColPaliForRetrieval`` and
+``ColQwen2ForRetrieval`` with their processors. A page becomes about a thousand 128-dimensional
+unit vectors (one per image patch, plus a few prompt tokens), a query a few dozen; the retriever
+scores them by late interaction (MaxSim).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from llama_index_vlm.devices import resolve_device, resolve_dtype
+from llama_index_vlm.errors import EmptyInputError, InvalidCheckpointError, MissingWeightsError
+from llama_index_vlm.images import to_rgb
+
+DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
+
+#: The fingerprint fields that decide whether two encoders' vectors may share an index. The
+#: checkpoint's name or path is recorded too, but only for people: the same weights copied to
+#: another directory are the same model.
+FINGERPRINT_IDENTITY_KEYS = ("model_class", "embedding_dim", "weights_digest", "processor")
+
+# model_type in the checkpoint's config -> transformers class name. Chosen from the config,
+# never from the checkpoint's name, so a renamed or fine-tuned checkpoint still loads right.
+_RETRIEVAL_CLASSES = {
+    "colpali": "ColPaliForRetrieval",
+    "colqwen2": "ColQwen2ForRetrieval",
+}
+
+
+class ColPaliEncoder:
+    """Embed page images and text queries with a ColPali or ColQwen2 checkpoint.
+
+    Build one with :meth:`from_pretrained`. Embeddings are float32 NumPy arrays of shape
+    ``(n_vectors, embedding_dim)``, one per input, with L2-normalised rows and the padding rows
+    of a batch removed, so the same page gives the same vectors whatever it was batched with.
+
+    Example::
+
+        encoder = ColPaliEncoder.from_pretrained("vidore/colpali-v1.3-hf")
+        page_vectors = encoder.embed_images([page_image])        # [(1030, 128)]
+        query_vectors = encoder.embed_queries(["2023 revenue"])  # [(n_tokens, 128)]
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        name_or_path: str,
+        revision: str | None = None,
+        batch_size: int = 4,
+        show_progress: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.name_or_path = name_or_path
+        self.revision = revision
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._fingerprint: dict[str, Any] | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] = DEFAULT_ENCODER,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        revision: str | None = None,
+        batch_size: int = 4,
+        show_progress: bool = True,
+        **model_kwargs: Any,
+    ) -> ColPaliEncoder:
+        """Load a ColPali-family checkpoint from the hub or a local directory.
+
+        Args:
+            name_or_path: a hub id (``"vidore/colpali-v1.3-hf"``, ``"vidore/colqwen2-v1.0-hf"``)
+                or a local directory in transformers' native format.
+            device: ``"auto"`` picks cuda, then mps, then cpu.
+            dtype: ``"auto"`` picks bfloat16 on cuda and float32 elsewhere.
+            revision: a hub branch, tag or commit; recorded in the fingerprint.
+            batch_size: default batch size of :meth:`embed_images` and :meth:`embed_queries`.
+            show_progress: show a progress bar when there is more than one batch.
+            **model_kwargs: passed to the model's ``from_pretrained`` (``attn_implementation``...).
+
+        Raises:
+            InvalidCheckpointError: the path or id holds no checkpoint, or one of another family.
+            MissingWeightsError: the checkpoint lacks weights (such as the projection head) that
+                transformers would otherwise initialise at random, giving inconsistent scores.
+        """
+        import transformers
+
+        name_or_path = os.fspath(name_or_path)
+        model_type = _model_type(name_or_path, revision)
+        class_name = _RETRIEVAL_CLASSES.get(model_type)
+        if class_name is None:
+            raise InvalidCheckpointError(
+                f"{name_or_path!r} is a {model_type!r} checkpoint, not a ColPali-family retriever; "
+                f"use a checkpoint whose config has model_type in {sorted(_RETRIEVAL_CLASSES)} "
+                "(e.g. 'vidore/colpali-v1.3-hf' or 'vidore/colqwen2-v1.0-hf')"
+            )
+        device = resolve_device(device)
+        model_class = getattr(transformers, class_name)
+        model_kwargs.setdefault("trust_remote_code", False)
+        model, loading_info = model_class.from_pretrained(
+            name_or_path,
+            revision=revision,
+            dtype=resolve_dtype(dtype, device),
+            output_loading_info=True,
+            **model_kwargs,
+        )
+        missing = sorted(loading_info.get("missing_keys") or [])
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise MissingWeightsError(
+                f"{name_or_path!r} lacks {len(missing)} weight(s) that transformers would "
+                f"initialise at random ({shown}); "
+                "embeddings would change on every load. Use a complete checkpoint in "
+                "transformers' format (an '-hf' checkpoint such as 'vidore/colpali-v1.3-hf').",
+                missing,
+            )
+        processor = transformers.AutoProcessor.from_pretrained(name_or_path, revision=revision)
+        return cls(
+            model.to(device),
+            processor,
+            name_or_path=name_or_path,
+            revision=revision,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model runs on."""
+        return next(self.model.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        """The dimension of every output vector (128 for the released ColPali models)."""
+        return int(self.model.config.embedding_dim)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this encoder's vector space, stored with an index.
+
+        A JSON-able dict: ``model`` and ``revision`` (for people), ``model_class``,
+        ``embedding_dim``, ``weights_digest`` (a hash of the projection head, which differs
+        between every released ColPali version and fine-tune) and ``processor`` (the settings
+        that change what the model sees). Two encoders may share an index when the fields named
+        in :data:`FINGERPRINT_IDENTITY_KEYS` are equal.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = {
+                "model": self.name_or_path,
+                "revision": self.revision,
+                "model_class": type(self.model).__name__,
+                "embedding_dim": self.embedding_dim,
+                "weights_digest": _projection_digest(self.model),
+                "processor": _processor_settings(self.processor),
+            }
+        return dict(self._fingerprint)
+
+    def embed_images(
+        self,
+        images: Sequence[Image.Image],
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> list[np.ndarray]:
+        """Embed page images; one ``(n_vectors_i, embedding_dim)`` float32 array per image.
+
+        Images may be in any Pillow mode (RGBA, P, L, CMYK, I;16, ...): they are converted to
+        RGB first, transparency onto white.
+
+        Raises:
+            EmptyInputError: ``images`` is empty.
+            TypeError: an item is not a PIL image.
+        """
+        images = list(images)
+        if not images:
+            raise EmptyInputError("embed_images got no images; pass at least one PIL image")
+        for position, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"images[{position}] is a {type(image).__name__}, not a PIL image")
+        rgb_images = [to_rgb(image) for image in images]
+        return self._embed(
+            rgb_images,
+            lambda batch: self.processor.process_images(images=batch),
+            batch_size,
+            show_progress,
+            "Embedding pages",
+        )
+
+    def embed_queries(
+        self,
+        queries: Sequence[str],
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> list[np.ndarray]:
+        """Embed text queries; one ``(n_tokens_i, embedding_dim)`` float32 array per query.
+
+        Raises:
+            EmptyInputError: there are no queries, or a query is empty or only whitespace.
+        """
+        if isinstance(queries, str):
+            queries = [queries]
+        queries = list(queries)
+        if not queries:
+            raise EmptyInputError("embed_queries got no queries; pass at least one string")
+        for position, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise EmptyInputError(
+                    f"query {position} is empty or only whitespace; ask a question in words"
+                )
+        return self._embed(
+            queries,
+            lambda batch: self.processor.process_queries(text=batch),
+            batch_size,
+            show_progress,
+            "Embedding queries",
+        )
+
+    def _embed(self, items, process, batch_size, show_progress, description) -> list[np.ndarray]:
+        batch_size = batch_size or self.batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        n_batches = -(-len(items) // batch_size)
+        show = self.show_progress if show_progress is None else show_progress
+        embeddings: list[np.ndarray] = []
+        with tqdm(
+            total=len(items), desc=description, unit="item", disable=not show or n_batches < 2
+        ) as progress:
+            for start in range(0, len(items), batch_size):
+                batch = items[start : start + batch_size]
+                inputs = process(batch).to(self.device)
+                with torch.inference_mode():
+                    output = self.model(**inputs).embeddings
+                embeddings.extend(_unpad(output, inputs["attention_mask"]))
+                progress.update(len(batch))
+        return embeddings
+
+
+def _unpad(embeddings: torch.Tensor, attention_mask: torch.Tensor) -> list[np.ndarray]:
+    """Split a padded batch into per-item float32 arrays, re-normalised in float32.
+
+    transformers zeroes the rows under the attention mask rather than dropping them; a zero row
+    never wins a MaxSim but would bloat the store, so it is removed here. Normalising again in
+    float32 makes rows unit length to float32 precision even when the model ran in bfloat16.
+    """
+    vectors = embeddings.float()
+    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+    keep = attention_mask.bool()
+    return [vectors[row][keep[row]].cpu().numpy() for row in range(vectors.shape[0])]
+
+
+def _model_type(name_or_path: str, revision: str | None) -> str:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as error:
+        if os.path.isdir(name_or_path):
+            hint = "the directory holds no config.json of a transformers checkpoint"
+        elif os.path.exists(name_or_path):
+            hint = "it is a file; pass the checkpoint's directory"
+        else:
+            hint = (
+                "there is no local directory of that name, and it could not be fetched from the "
+                "Hugging Face hub (offline?); download it where you have the hub, or pass a "
+                "local directory holding the checkpoint"
+            )
+        raise InvalidCheckpointError(
+            f"cannot load a checkpoint from {name_or_path!r}: {hint}"
+        ) from error
+    return str(getattr(config, "model_type", ""))
+
+
+def _projection_digest(model: torch.nn.Module) -> str:
+    # Rounded to bfloat16 first: a float32 checkpoint loaded in bf16 on a GPU and in fp32 on a CPU
+    # must give the same digest, since it holds the same model.
+    weight = model.embedding_proj_layer.weight.detach().to("cpu", torch.bfloat16).float()
+    return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
+
+
+def _processor_settings(processor: Any) -> dict[str, Any]:
+    image_processor = processor.image_processor
+    settings: dict[str, Any] = {
+        "class": type(processor).__name__,
+        "query_prefix": getattr(processor, "query_prefix", None),
+        "visual_prompt_prefix": getattr(processor, "visual_prompt_prefix", None),
+    }
+    for name in (
+        "size",
+        "image_seq_length",
+        "min_pixels",
+        "max_pixels",
+        "patch_size",
+        "merge_size",
+    ):
+        value = getattr(image_processor, name, None)
+        if value is not None:
+            settings[name] = _jsonable(value)
+    return settings
+
+
+def _jsonable(value: Any) -> Any:
+    # Image processors hold sizes as dicts or as transformers' SizeDict dataclass.
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value

@@ -1,0 +1,63 @@
+"""The package's exceptions: one small hierarchy, each raised with a message saying what to do.
+
+Every error a user can cause by bad input, a bad checkpoint or a mismatched index derives from
+:class:`VLMError`, so an application can catch them all in one place. Errors about a bad value
+also derive from :class:`ValueError`, so code written against plain Python conventions still
+catches them.
+"""
+
+from __future__ import annotations
+
+
+class VLMError(Exception):
+    """Base class of every error raised by llama-index-vlm."""
+
+
+class InvalidCheckpointError(VLMError, ValueError):
+    """A path or name does not hold a checkpoint of a supported architecture."""
+
+
+class MissingWeightsError(InvalidCheckpointError):
+    """A checkpoint lacks weights that transformers would silently initialise at random.
+
+    Attributes:
+        missing: the names of the weights that are missing from the checkpoint.
+    """
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = list(missing)
+
+
+class EmptyInputError(VLMError, ValueError):
+    """A call got nothing to work on: no images, or a query that is empty or only whitespace."""
+
+
+class UnreadableDocumentError(VLMError):
+    """A file could not be read as a PDF or an image.
+
+    Attributes:
+        path: the file that could not be read.
+        reason: a short, human-readable reason.
+    """
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read {path!r}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class ModelMismatchError(VLMError):
+    """Vectors from one model were about to be mixed with an index built by another."""
+
+
+class UnsupportedFilterError(VLMError, ValueError):
+    """A metadata filter uses an operator or value type the store cannot translate."""
+
+
+class StoreError(VLMError):
+    """The page store could not complete an operation; the last committed version is intact."""
+
+
+class ContextWindowExceededError(VLMError, ValueError):
+    """A prompt (text plus image tokens) does not fit in the model's context window."""

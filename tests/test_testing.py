@@ -1,0 +1,99 @@
+"""Tiny checkpoints: every kind builds, saves and loads back through the public from_pretrained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from llama_index_vlm.testing import TINY_CHECKPOINT_KINDS, make_tiny_checkpoint
+
+EXPECTED_CLASSES = {
+    "colpali": "ColPaliForRetrieval",
+    "colqwen2": "ColQwen2ForRetrieval",
+    "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
+    "paligemma": "PaliGemmaForConditionalGeneration",
+    "blip2": "Blip2ForConditionalGeneration",
+}
+
+
+def test_all_required_kinds_exist():
+    assert set(EXPECTED_CLASSES) <= set(TINY_CHECKPOINT_KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_CLASSES))
+def test_kind_builds_and_reloads_through_from_pretrained(kind, tiny_checkpoint):
+    path = tiny_checkpoint(kind)
+    config = AutoConfig.from_pretrained(path)
+    assert config.architectures == [EXPECTED_CLASSES[kind]]
+    processor = AutoProcessor.from_pretrained(path)
+    loader = AutoModel if kind.startswith("col") else AutoModelForImageTextToText
+    if kind.startswith("col"):
+        import transformers
+
+        model = getattr(transformers, EXPECTED_CLASSES[kind]).from_pretrained(path)
+    else:
+        model = loader.from_pretrained(path)
+    assert type(model).__name__ == EXPECTED_CLASSES[kind]
+    # The tokenizer was trained locally and round-trips text through the real processor.
+    ids = processor.tokenizer("What was the 2023 revenue?", add_special_tokens=False)["input_ids"]
+    assert processor.tokenizer.decode(ids) == "What was the 2023 revenue?"
+
+
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_llava_kinds_have_the_real_chat_template(kind, tiny_checkpoint):
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint(kind))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    expected = "USER: <image>\nHi? ASSISTANT:" if kind == "llava" else "[INST] <image>\nHi? [/INST]"
+    assert prompt == expected
+
+
+def test_generator_kinds_generate_text(tiny_checkpoint):
+    path = tiny_checkpoint("llava")
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    inputs = processor(
+        images=[Image.new("RGB", (40, 30), "white")],
+        text="USER: <image>\nHi? ASSISTANT:",
+        return_tensors="pt",
+    )
+    output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+def test_same_seed_gives_identical_weights_and_other_seed_differs(tmp_path):
+    first = load_file(make_tiny_checkpoint("colpali", tmp_path / "a", seed=7) / "model.safetensors")
+    again = load_file(make_tiny_checkpoint("colpali", tmp_path / "b", seed=7) / "model.safetensors")
+    other = load_file(make_tiny_checkpoint("colpali", tmp_path / "c", seed=8) / "model.safetensors")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)
+
+
+def test_existing_checkpoint_is_reused_not_rebuilt(tmp_path):
+    path = make_tiny_checkpoint("blip2", tmp_path / "blip2")
+    weights = path / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert make_tiny_checkpoint("blip2", path) == path
+    assert weights.stat().st_mtime_ns == before
+    marker = json.loads((path / "llama_index_vlm_tiny.json").read_text())
+    assert marker["kind"] == "blip2"
+
+
+def test_half_built_checkpoint_is_rebuilt(tmp_path):
+    path = tmp_path / "llava"
+    path.mkdir()
+    (path / "config.json").write_text("{}")  # an interrupted build: no marker
+    make_tiny_checkpoint("llava", path)
+    assert AutoConfig.from_pretrained(path).model_type == "llava"
+
+
+def test_unknown_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown tiny checkpoint kind 'gpt5'"):
+        make_tiny_checkpoint("gpt5", tmp_path)
