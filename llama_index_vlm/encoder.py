@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -227,6 +228,43 @@ class ColPaliEncoder:
             show_progress,
             "Embedding queries",
         )
+
+    def embed_image_patches(self, image: Image.Image) -> np.ndarray:
+        """Embed one page and return only its image-patch vectors, laid out on the patch grid.
+
+        Returns a float32 array of shape ``(rows, cols, embedding_dim)``: the grid comes from the
+        processor (ColPali: a square grid of ``image_seq_length`` patches; ColQwen2: the
+        ``image_grid_thw`` of this page divided by the merge size), never from fixed numbers.
+        Row ``r``, column ``c`` covers the same fraction of the page in both families, since
+        both resize the whole page without cropping. Used for similarity maps.
+        """
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"image is a {type(image).__name__}, not a PIL image")
+        inputs = self.processor.process_images(images=[to_rgb(image)]).to(self.device)
+        with torch.inference_mode():
+            embeddings = self.model(**inputs).embeddings[0]
+        is_patch = inputs["input_ids"][0] == self.processor.image_token_id
+        patches = torch.nn.functional.normalize(embeddings.float()[is_patch], dim=-1)
+        if "image_grid_thw" in inputs:
+            _, height, width = inputs["image_grid_thw"][0].tolist()
+            merge = int(self.processor.image_processor.merge_size)
+            rows, cols = height // merge, width // merge
+        else:
+            rows = cols = math.isqrt(patches.shape[0])
+        if rows * cols != patches.shape[0]:
+            raise ValueError(
+                f"{patches.shape[0]} image tokens do not fill a {rows}x{cols} patch grid"
+            )
+        return patches.reshape(rows, cols, -1).cpu().numpy()
+
+    def query_token_labels(self, query: str) -> list[str]:
+        """The token strings of ``query`` as the model sees it, one per query vector.
+
+        They include the processor's prefix (``"Question: "``) and the augmentation tokens
+        ColPali appends, so ``labels[i]`` names the i-th row of ``embed_queries([query])[0]``.
+        """
+        (vectors_ids,) = self.processor.process_queries(text=[query])["input_ids"].tolist()
+        return self.processor.tokenizer.convert_ids_to_tokens(vectors_ids)
 
     def _embed(self, items, process, batch_size, show_progress, description) -> list[np.ndarray]:
         batch_size = batch_size or self.batch_size
