@@ -20,8 +20,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from llama_index_vlm.checkpoints import model_type as _model_type
+from llama_index_vlm.checkpoints import raise_if_missing_weights
 from llama_index_vlm.devices import resolve_device, resolve_dtype
-from llama_index_vlm.errors import EmptyInputError, InvalidCheckpointError, MissingWeightsError
+from llama_index_vlm.errors import EmptyInputError, InvalidCheckpointError
 from llama_index_vlm.images import to_rgb
 
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
@@ -119,16 +121,13 @@ class ColPaliEncoder:
             output_loading_info=True,
             **model_kwargs,
         )
-        missing = sorted(loading_info.get("missing_keys") or [])
-        if missing:
-            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise MissingWeightsError(
-                f"{name_or_path!r} lacks {len(missing)} weight(s) that transformers would "
-                f"initialise at random ({shown}); "
-                "embeddings would change on every load. Use a complete checkpoint in "
-                "transformers' format (an '-hf' checkpoint such as 'vidore/colpali-v1.3-hf').",
-                missing,
-            )
+        raise_if_missing_weights(
+            name_or_path,
+            loading_info,
+            "embeddings would change on every load",
+            "Use a complete checkpoint in transformers' format (an '-hf' checkpoint such as "
+            "'vidore/colpali-v1.3-hf').",
+        )
         processor = transformers.AutoProcessor.from_pretrained(name_or_path, revision=revision)
         return cls(
             model.to(device),
@@ -297,28 +296,6 @@ def _unpad(embeddings: torch.Tensor, attention_mask: torch.Tensor) -> list[np.nd
     vectors = torch.nn.functional.normalize(vectors, dim=-1)
     keep = attention_mask.bool()
     return [vectors[row][keep[row]].cpu().numpy() for row in range(vectors.shape[0])]
-
-
-def _model_type(name_or_path: str, revision: str | None) -> str:
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
-    except (OSError, ValueError) as error:
-        if os.path.isdir(name_or_path):
-            hint = "the directory holds no config.json of a transformers checkpoint"
-        elif os.path.exists(name_or_path):
-            hint = "it is a file; pass the checkpoint's directory"
-        else:
-            hint = (
-                "there is no local directory of that name, and it could not be fetched from the "
-                "Hugging Face hub (offline?); download it where you have the hub, or pass a "
-                "local directory holding the checkpoint"
-            )
-        raise InvalidCheckpointError(
-            f"cannot load a checkpoint from {name_or_path!r}: {hint}"
-        ) from error
-    return str(getattr(config, "model_type", ""))
 
 
 def _projection_digest(model: torch.nn.Module) -> str:

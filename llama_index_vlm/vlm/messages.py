@@ -1,0 +1,262 @@
+"""LlamaIndex chat messages to a plain conversation: turns of text and decoded page images.
+
+Everything that can be wrong with a caller's messages (nothing to answer, an image that is not
+an image, a content block a vision-language model cannot read) is found here, before a model
+sees anything, and reported with the message and block it is about.
+
+LlamaIndex's multimodal synthesizers put the retrieved pages into one user message as text
+blocks (the page's metadata, ``file_name: ...``/``page_number: ...``, and for citations
+``Source N:``) each followed by the page's image block. The text just before an image is turned
+into the image's *label*, so an answer can name the page it is about.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
+from llama_index_vlm.images import decode_image, to_rgb
+
+# LlamaIndex roles that are not the three every chat template knows, mapped to the one they mean.
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "tool": "user",
+    "function": "user",
+    "assistant": "assistant",
+    "chatbot": "assistant",
+    "model": "assistant",
+}
+# Blocks that carry nothing a vision-language model reads: skipped rather than refused, so a
+# history that went through another LLM (thinking traces, cache hints) can still be answered.
+_IGNORED_BLOCKS = {"cache", "thinking", "citation"}
+
+_SOURCE = re.compile(r"Source (\d+):")
+# A value runs to the end of its line, or to a "Source N:" that LlamaIndex's prompt helper
+# glued onto the line when it merged the page's metadata block with its citation label.
+_VALUE_END = r"(?=[ \t]+Source \d+:|[ \t]*$)"
+_FILE_NAME = re.compile(r"^[ \t]*file_name:[ \t]*(.+?)" + _VALUE_END, re.MULTILINE)
+_PAGE_NUMBER = re.compile(r"^[ \t]*page_number:[ \t]*(.+?)" + _VALUE_END, re.MULTILINE)
+
+
+@dataclass
+class PageImage:
+    """One image of a conversation, decoded to RGB, with the label answers use to name it."""
+
+    image: Image.Image
+    label: str
+
+
+@dataclass
+class Turn:
+    """One speaker's contiguous part of a conversation: its text and the images it showed."""
+
+    role: str  # "system", "user" or "assistant"
+    text: str
+    images: list[PageImage] = field(default_factory=list)
+    #: The text after the turn's last image (all its text if it has none): where a question
+    #: follows the pages it is about, the text before them labels the pages.
+    trailing_text: str = ""
+
+
+def to_turns(messages: Sequence[Any]) -> list[Turn]:
+    """Turn LlamaIndex ``ChatMessage`` s into validated turns, images decoded.
+
+    - System (and developer) messages are gathered into one leading system turn: chat templates
+      accept a system prompt only at the start.
+    - Consecutive messages of the same role are merged, their images kept in order.
+    - Images keep their order across the whole conversation, so earlier turns' pages stay in
+      the prompt of later turns.
+
+    Raises:
+        EmptyInputError: there are no messages, the conversation does not end with a user
+            message, or that message has no text.
+        UnreadableDocumentError: an image block holds no readable image.
+        TypeError: a message holds audio, video, documents or tool calls.
+
+    Example::
+
+        turns = to_turns([ChatMessage(role="user", blocks=[ImageBlock(path="p1.png"),
+                                                           TextBlock(text="What is this?")])])
+        turns[0].images[0].label  # "Image 1"
+    """
+    messages = list(messages or [])
+    if not messages:
+        raise EmptyInputError("no messages; pass at least one ChatMessage holding the question")
+
+    system_texts: list[str] = []
+    turns: list[Turn] = []
+    n_images = 0
+    for position, message in enumerate(messages):
+        role = _ROLES.get(str(getattr(message.role, "value", message.role)), "user")
+        texts: list[str] = []
+        images: list[PageImage] = []
+        # The text since the previous image names the next image (see the module docstring).
+        since_image: list[str] = []
+        for block, title in _flatten(getattr(message, "blocks", []), position):
+            if isinstance(block, str):
+                texts.append(block)
+                since_image.append(block)
+                continue
+            n_images += 1
+            where = f"message {position}, image {len(images) + 1}"
+            images.append(
+                PageImage(
+                    image=image_from_block(block, where),
+                    label=title or page_label("\n".join(since_image), n_images),
+                )
+            )
+            since_image = []
+        text = _join(texts)
+        trailing = _join(since_image)
+        if role == "system":
+            if text:
+                system_texts.append(text)
+            continue
+        if not text and not images and position < len(messages) - 1:
+            continue  # an empty earlier message carries nothing; the last one is checked below
+        if turns and turns[-1].role == role:
+            merged = turns[-1]
+            merged.text = _join([merged.text, text])
+            merged.trailing_text = trailing if images else _join([merged.trailing_text, text])
+            merged.images.extend(images)
+        else:
+            turns.append(Turn(role=role, text=text, images=images, trailing_text=trailing))
+
+    if not turns or turns[-1].role != "user":
+        raise EmptyInputError(
+            "the conversation does not end with a user message; the last message must be the "
+            "user's question"
+        )
+    if not turns[-1].text:
+        raise EmptyInputError(
+            "the last user message has no text; ask a question about the image(s) "
+            "(e.g. 'What is the total revenue?', or 'caption en' for a PaliGemma caption)"
+        )
+    if system_texts:
+        turns.insert(0, Turn(role="system", text="\n\n".join(system_texts)))
+    return turns
+
+
+def _join(texts: Iterable[str]) -> str:
+    return "\n".join(part.strip() for part in texts if part.strip())
+
+
+def _flatten(
+    blocks: Iterable[Any], position: int, title: str | None = None
+) -> Iterable[tuple[Any, str | None]]:
+    """Yield ``(text or image block, citable title)`` in order, through citable blocks."""
+    for block in blocks:
+        kind = getattr(block, "block_type", None)
+        if kind == "text":
+            yield block.text, title
+        elif kind == "image":
+            yield block, title
+        elif kind == "citable":
+            # A citable block names its content; that title beats any guess from the text.
+            yield from _flatten(block.content, position, block.title)
+        elif kind in _IGNORED_BLOCKS:
+            continue
+        else:
+            raise TypeError(
+                f"message {position} holds a {kind or type(block).__name__!r} block; a "
+                "vision-language model reads only text and image blocks"
+            )
+
+
+def image_from_block(block: Any, where: str) -> Image.Image:
+    """Decode a LlamaIndex ``ImageBlock`` (bytes, base64, path, data URL or URL) to RGB.
+
+    Raises:
+        UnreadableDocumentError: the block is empty, its file or URL cannot be read, or its
+            bytes are not an image Pillow can open.
+
+    Example::
+
+        image_from_block(ImageBlock(path="page_3.png"), "message 0, image 1").size
+    """
+    source = _describe_source(block, where)
+    try:
+        data = block.resolve_image().read()
+    except Exception as error:  # resolve_image raises ValueError, OSError or HTTP errors
+        reason = f"the image block holds no image ({error})"
+        raise UnreadableDocumentError(source, reason) from error
+    try:
+        return decode_image(data)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UnreadableDocumentError(
+            source, f"its {len(data)} bytes are not an image Pillow can open ({error})"
+        ) from error
+
+
+def _describe_source(block: Any, where: str) -> str:
+    if getattr(block, "path", None):
+        return f"{where} ({block.path})"
+    url = str(getattr(block, "url", None) or "")
+    if url and not url.startswith("data:"):
+        return f"{where} ({url})"
+    return where
+
+
+def page_label(text_before: str, index: int) -> str:
+    """Name an image from the text just before it, as LlamaIndex's synthesizers write it.
+
+    >>> page_label("file_name: report.pdf\\npage_number: 3", 1)
+    'report.pdf, page 3'
+    >>> page_label("file_name: report.pdf\\npage_number: 3\\nSource 2:", 2)
+    'Source 2 (report.pdf, page 3)'
+    >>> page_label("", 4)
+    'Image 4'
+    """
+    source = _last(_SOURCE, text_before)
+    file_name = _last(_FILE_NAME, text_before)
+    page_number = _last(_PAGE_NUMBER, text_before)
+    if file_name and page_number:
+        document = f"{file_name}, page {page_number}"
+    else:
+        document = file_name or (f"page {page_number}" if page_number else "")
+    if source:
+        return f"Source {source} ({document})" if document else f"Source {source}"
+    return document or f"Image {index}"
+
+
+def _last(pattern: re.Pattern[str], text: str) -> str:
+    matches = pattern.findall(text)
+    return matches[-1].strip() if matches else ""
+
+
+def images_to_blocks(images: Iterable[Any]) -> list[Any]:
+    """Legacy ``image_documents`` (ImageNode, ImageDocument, NodeWithScore, PIL, ImageBlock)
+    to ``ImageBlock`` s, so ``complete(prompt, image_documents=nodes)`` works as it did for
+    LlamaIndex's old multimodal LLMs.
+
+    >>> [block.block_type for block in images_to_blocks([Image.new("RGB", (4, 4))])]
+    ['image']
+    """
+    from llama_index.core.base.llms.types import ImageBlock
+
+    from llama_index_vlm.images import encode_image
+
+    blocks = []
+    for item in images:
+        item = getattr(item, "node", item)  # NodeWithScore -> its node
+        if getattr(item, "block_type", None) == "image":
+            blocks.append(item)
+        elif isinstance(item, Image.Image):
+            blocks.append(ImageBlock(image=encode_image(to_rgb(item), "PNG")))
+        elif hasattr(item, "resolve_image"):  # ImageNode, ImageDocument
+            blocks.append(
+                ImageBlock(image=item.resolve_image().read(), image_mimetype=item.image_mimetype)
+            )
+        else:
+            raise TypeError(
+                f"cannot use a {type(item).__name__} as an image; pass ImageNode, ImageDocument, "
+                "ImageBlock or PIL images"
+            )
+    return blocks
