@@ -77,6 +77,7 @@ from llama_index.core.vector_stores.types import (
 )
 from PIL import Image
 
+from llama_index_vlm.encoder import FINGERPRINT_IDENTITY_KEYS
 from llama_index_vlm.errors import ModelMismatchError, StoreError
 from llama_index_vlm.filters import ColumnType, in_list, quote_literal, to_lance_where
 from llama_index_vlm.images import mimetype_of
@@ -329,7 +330,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         schema = table.schema
         stored_dim, stored = _schema_dim(schema), _schema_fingerprint(schema)
         if stored is not None and fingerprint is not None:
-            if _canonical_json(stored) != _canonical_json(fingerprint):
+            if _identity(stored) != _identity(fingerprint):
                 raise ModelMismatchError(
                     f"table {self.table_name!r} at {self.uri!r} holds vectors from encoder "
                     f"{_canonical_json(stored)}, not from {_canonical_json(fingerprint)}; use the "
@@ -836,7 +837,7 @@ def page_content_hash(node: BaseNode) -> str:
     """The content hash the store records for ``node``: sha256 of its image bytes, image
     mimetype, text and metadata (page fields and user metadata, without the file's path).
     """
-    image, mimetype = _node_image(node)
+    image, mimetype = node_image(node)
     fields, user_metadata = _split_metadata(node)
     return _content_hash(image, mimetype, _node_text(node), fields, _metadata_json(user_metadata))
 
@@ -861,7 +862,7 @@ def _content_hash(
 
 def _prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> _PreparedPage:
     page_id = node.node_id
-    image, mimetype = _node_image(node)
+    image, mimetype = node_image(node)
     fields, user_metadata = _split_metadata(node)
     text = _node_text(node)
     metadata_json = _metadata_json(user_metadata)
@@ -894,8 +895,12 @@ def _prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> _PreparedPage:
     )
 
 
-def _node_image(node: BaseNode) -> tuple[bytes, str]:
-    """The encoded image bytes of a node and their mimetype; the bytes are kept as given."""
+def node_image(node: BaseNode) -> tuple[bytes, str]:
+    """The encoded image bytes of a page node and their mimetype; the bytes are kept as given.
+
+    Reads wherever LlamaIndex keeps a node's image: ``ImageNode.image`` (base64), an
+    ``ImageDocument``'s ``image_resource`` (base64 data or a path), or ``image_path``.
+    """
     data: bytes | None = None
     path: str | None = None
     mimetype: str | None = None
@@ -984,6 +989,15 @@ def _metadata_json(user_metadata: dict[str, Any]) -> str:
         )
     except ValueError as error:
         raise ValueError(f"metadata cannot be stored as JSON: {error}") from error
+
+
+def _identity(fingerprint: dict[str, Any]) -> str:
+    """The part of a fingerprint that decides whether vectors may share a table.
+
+    The checkpoint's name or path is left out: the same weights copied to another directory,
+    or loaded from the hub on one machine and from disk on another, are the same model.
+    """
+    return _canonical_json({key: fingerprint.get(key) for key in FINGERPRINT_IDENTITY_KEYS})
 
 
 def _canonical_json(value: Any) -> str:

@@ -41,8 +41,22 @@ from llama_index_vlm.store import (
 )
 
 DIM = 16
-FINGERPRINT = {"model": "vidore/colpali-v1.3-hf", "revision": "abc", "embedding_dim": DIM}
-OTHER_FINGERPRINT = {"model": "vidore/colqwen2-v1.0-hf", "revision": "def", "embedding_dim": DIM}
+FINGERPRINT = {
+    "model": "vidore/colpali-v1.3-hf",
+    "revision": "abc",
+    "model_class": "ColPaliForRetrieval",
+    "embedding_dim": DIM,
+    "weights_digest": "0c516a4216330f1d",
+    "processor": {"class": "ColPaliProcessor", "image_seq_length": 1024},
+}
+OTHER_FINGERPRINT = {
+    "model": "vidore/colqwen2-v1.0-hf",
+    "revision": "def",
+    "model_class": "ColQwen2ForRetrieval",
+    "embedding_dim": DIM,
+    "weights_digest": "4b4af5771ab070a2",
+    "processor": {"class": "ColQwen2Processor", "max_pixels": 602112},
+}
 
 
 def _image_bytes(seed: int, image_format: str = "PNG") -> bytes:
@@ -307,6 +321,17 @@ def test_fingerprint_mismatch_raises_and_writes_nothing(store):
     with pytest.raises(ModelMismatchError):
         store.check_fingerprint(OTHER_FINGERPRINT)
     store.check_fingerprint(dict(reversed(list(FINGERPRINT.items()))))  # key order is irrelevant
+
+
+def test_same_model_from_another_path_is_accepted_but_another_finetune_is_not(store):
+    store.add(_doc("d1", 1), page_vectors=[_vectors(1)], fingerprint=FINGERPRINT)
+    moved = {**FINGERPRINT, "model": "/models/colpali-copy", "revision": None}
+    store.add(_doc("d2", 1), page_vectors=[_vectors(2)], fingerprint=moved)
+    assert store.doc_ids() == ["d1", "d2"]
+    finetuned = {**FINGERPRINT, "weights_digest": "ffffffffffffffff"}
+    with pytest.raises(ModelMismatchError):
+        store.add(_doc("d3", 1), page_vectors=[_vectors(3)], fingerprint=finetuned)
+    assert store.fingerprint == FINGERPRINT  # the first fingerprint stays the table's
 
 
 def test_dimension_mismatch_raises(store):

@@ -1,0 +1,219 @@
+"""VisualDocumentIndex: the LlamaIndex facade over encoder, page store, retriever and VLM.
+
+It is a LlamaIndex managed index (``BaseManagedIndex``, as the integrations whose storage lives
+outside LlamaIndex's docstore are): pages live in the :class:`LanceDBPageStore`, and the usual
+verbs (``from_documents``, ``insert``, ``delete_ref_doc``, ``as_retriever``,
+``as_query_engine``, ``as_chat_engine``) work as they do for a ``VectorStoreIndex``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from llama_index.core import Settings
+from llama_index.core.chat_engine import CondenseQuestionChatEngine
+from llama_index.core.data_structs.data_structs import IndexDict
+from llama_index.core.indices.managed.base import BaseManagedIndex
+from llama_index.core.llms import LLM
+from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
+from llama_index.core.response_synthesizers import get_response_synthesizer
+from llama_index.core.schema import BaseNode, Document
+
+from llama_index_vlm.encoder import ColPaliEncoder
+from llama_index_vlm.ingest import IngestReport, ingest, ingest_documents
+from llama_index_vlm.reader import PDFPageReader
+from llama_index_vlm.retriever import _SETTINGS as RETRIEVER_SETTINGS
+from llama_index_vlm.retriever import ColPaliRetriever
+from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.vlm import HuggingFaceVLM
+
+
+class VisualDocumentIndex(BaseManagedIndex):
+    """An index of document pages as images, answered by a vision-language model.
+
+    Args:
+        encoder: the ColPali-family encoder of pages and queries.
+        store: the page store (default: ``LanceDBPageStore()`` at ``./vlm_index``).
+        batch_size: pages per commit when inserting.
+        show_progress: progress bars while inserting.
+
+    Example::
+
+        index = VisualDocumentIndex.from_documents(docs, encoder=encoder, store=store)
+        engine = index.as_query_engine(llm=vlm, similarity_top_k=3, streaming=True)
+        engine.query("What was the 2023 revenue?").print_response_stream()
+    """
+
+    def __init__(
+        self,
+        encoder: ColPaliEncoder,
+        store: LanceDBPageStore | None = None,
+        batch_size: int = 16,
+        show_progress: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._encoder = encoder
+        self._page_store = store if store is not None else LanceDBPageStore()
+        self._batch_size = batch_size
+        #: The report of the last insertion (pages added, unchanged, failed files).
+        self.last_report: IngestReport | None = None
+        super().__init__(index_struct=IndexDict(), show_progress=show_progress, **kwargs)
+
+    @property
+    def encoder(self) -> ColPaliEncoder:
+        """The page and query encoder."""
+        return self._encoder
+
+    @property
+    def store(self) -> LanceDBPageStore:
+        """The page store."""
+        return self._page_store
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[Document],
+        encoder: ColPaliEncoder | None = None,
+        store: LanceDBPageStore | None = None,
+        batch_size: int = 16,
+        show_progress: bool = True,
+        **kwargs: Any,
+    ) -> VisualDocumentIndex:
+        """Embed and store page documents (e.g. from :class:`PDFPageReader`) into an index.
+
+        Pages already stored unchanged are skipped, so building the same index twice writes
+        nothing the second time. See :attr:`last_report` for what was written.
+        """
+        if encoder is None:
+            raise TypeError("VisualDocumentIndex.from_documents needs encoder=ColPaliEncoder(...)")
+        index = cls(
+            encoder=encoder, store=store, batch_size=batch_size, show_progress=show_progress
+        )
+        index._insert(list(documents))
+        return index
+
+    @classmethod
+    def from_store(cls, store: LanceDBPageStore, encoder: ColPaliEncoder, **kwargs: Any):
+        """Open an index over pages already in ``store`` (its fingerprint is checked)."""
+        store.check_fingerprint(encoder.fingerprint, encoder.embedding_dim)
+        return cls(encoder=encoder, store=store, **kwargs)
+
+    def ingest(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        reader: PDFPageReader | None = None,
+    ) -> IngestReport:
+        """Read, embed and store the PDFs and images under ``paths`` (see :func:`ingest`)."""
+        self.last_report = ingest(
+            paths,
+            self._encoder,
+            self._page_store,
+            reader=reader,
+            batch_size=self._batch_size,
+            show_progress=self._show_progress,
+        )
+        return self.last_report
+
+    def _insert(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
+        self.last_report = ingest_documents(
+            nodes,
+            self._encoder,
+            self._page_store,
+            batch_size=self._batch_size,
+            show_progress=self._show_progress,
+        )
+
+    def insert(self, document: Document, **insert_kwargs: Any) -> None:
+        """Embed and store one page document (no text splitting: a page is the unit)."""
+        self._insert([document])
+
+    def insert_nodes(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
+        """Embed and store page nodes."""
+        self._insert(nodes)
+
+    def delete_ref_doc(
+        self, ref_doc_id: str, delete_from_docstore: bool = False, **delete_kwargs: Any
+    ) -> None:
+        """Delete every page of the document ``ref_doc_id`` (its ``doc_id``)."""
+        self._page_store.delete(ref_doc_id)
+
+    def update_ref_doc(self, document: Document, **update_kwargs: Any) -> None:
+        """Store a new version of a page document; its page is replaced if it changed."""
+        self._insert([document])
+
+    def as_retriever(self, **kwargs: Any) -> ColPaliRetriever:
+        """A :class:`ColPaliRetriever` over this index (``similarity_top_k``, ``filters``...)."""
+        return ColPaliRetriever(
+            encoder=self._encoder,
+            store=self._page_store,
+            callback_manager=self._callback_manager,
+            **kwargs,
+        )
+
+    def as_query_engine(
+        self,
+        llm: LLM | None = None,
+        streaming: bool = False,
+        citations: bool = False,
+        **kwargs: Any,
+    ):
+        """A query engine whose answers come from the retrieved page images.
+
+        Args:
+            llm: the answering model; defaults to ``Settings.llm`` (set it to a
+                :class:`HuggingFaceVLM`).
+            streaming: stream the answer (``response.response_gen``).
+            citations: use LlamaIndex's ``CitationQueryEngine``: pages become numbered sources
+                and the model is asked to cite them as ``[1]``, ``[2]``.
+            **kwargs: retriever settings (``similarity_top_k``, ``filters``, ``search_mode``,
+                ``candidate_depth``) and LlamaIndex query-engine arguments
+                (``node_postprocessors``, ``response_mode``...).
+
+        The response's ``source_nodes`` are the retrieved pages with their images, scores,
+        ``file_name`` and ``page_number``.
+        """
+        llm = llm or Settings.llm
+        retriever_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in RETRIEVER_SETTINGS}
+        retriever = self.as_retriever(**retriever_kwargs)
+        synthesizer_kwargs: dict[str, Any] = {"llm": llm, "streaming": streaming}
+        if isinstance(llm, HuggingFaceVLM):
+            # LlamaIndex budgets every image at 2125 tokens whatever the model; packing by
+            # page count lets LLaVA see all pages in one prompt (see chat_prompt_helper).
+            synthesizer_kwargs["chat_prompt_helper"] = llm.chat_prompt_helper()
+        if citations:
+            return CitationQueryEngine.from_args(
+                None, retriever=retriever, multimodal=True, **synthesizer_kwargs, **kwargs
+            )
+        synthesizer = get_response_synthesizer(
+            multimodal=True,
+            response_mode=kwargs.pop("response_mode", "compact"),
+            **synthesizer_kwargs,
+        )
+        return RetrieverQueryEngine.from_args(
+            retriever, llm=llm, response_synthesizer=synthesizer, **kwargs
+        )
+
+    def as_chat_engine(self, llm: LLM | None = None, **kwargs: Any) -> CondenseQuestionChatEngine:
+        """A chat engine: each follow-up is condensed into a standalone question, then answered
+        from retrieved pages by :meth:`as_query_engine` (same keyword arguments).
+
+        Condensing is a text-only call, which LLaVA families accept; with PaliGemma or BLIP-2
+        (image-only prompts) pass a text LLM as ``condense_llm``.
+        """
+        llm = llm or Settings.llm
+        condense_llm = kwargs.pop("condense_llm", llm)
+        query_engine = self.as_query_engine(llm=llm, **kwargs)
+        return CondenseQuestionChatEngine.from_defaults(query_engine=query_engine, llm=condense_llm)
+
+
+def cited_pages(response: Any) -> list[str]:
+    """The pages behind a response, best first, as ``"report.pdf, page 3 (score 12.31)"``."""
+    cited = []
+    for hit in response.source_nodes:
+        metadata = hit.node.metadata
+        name = metadata.get("file_name") or metadata.get("doc_id") or hit.node.node_id
+        label = f"{name}, page {metadata.get('page_number', '?')}"
+        cited.append(f"{label} (score {hit.score:.2f})" if hit.score is not None else label)
+    return cited

@@ -1,0 +1,148 @@
+"""VisualDocumentIndex: the LlamaIndex facade over reader, encoder, store, retriever and VLM."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from llama_index.core import Settings
+from llama_index.core.base.response.schema import Response, StreamingResponse
+from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
+from pdfs import write_text_pdf
+
+from llama_index_vlm import (
+    ColPaliRetriever,
+    HuggingFaceVLM,
+    LanceDBPageStore,
+    PDFPageReader,
+    VisualDocumentIndex,
+)
+from llama_index_vlm.errors import ModelMismatchError
+from llama_index_vlm.index import cited_pages
+
+
+@pytest.fixture(scope="module")
+def llava(tiny_checkpoint):
+    return HuggingFaceVLM.from_pretrained(tiny_checkpoint("llava"), max_new_tokens=6)
+
+
+@pytest.fixture
+def documents(tmp_path):
+    write_text_pdf(tmp_path / "report.pdf", ["Revenue 2023", "Costs", "Outlook"])
+    write_text_pdf(tmp_path / "manual.pdf", ["Installation", "Safety"])
+    return PDFPageReader(dpi=36).load_data(tmp_path)
+
+
+@pytest.fixture
+def index(documents, colpali_encoder, tmp_path):
+    store = LanceDBPageStore(uri=str(tmp_path / "vlm_index"))
+    return VisualDocumentIndex.from_documents(
+        documents, encoder=colpali_encoder, store=store, show_progress=False
+    )
+
+
+def test_from_documents_stores_every_page_once(index, documents, colpali_encoder):
+    assert index.store.count() == len(documents) == 5
+    assert index.last_report.pages_added == 5
+    again = VisualDocumentIndex.from_documents(
+        documents, encoder=colpali_encoder, store=index.store, show_progress=False
+    )
+    assert again.last_report.pages_added == 0 and again.last_report.pages_unchanged == 5
+    assert index.store.count() == 5
+
+
+def test_from_store_reopens_and_checks_the_model(index, colpali_encoder, colqwen2_encoder):
+    reopened = VisualDocumentIndex.from_store(
+        LanceDBPageStore(uri=index.store.uri), encoder=colpali_encoder
+    )
+    assert reopened.store.count() == 5
+    with pytest.raises(ModelMismatchError):
+        VisualDocumentIndex.from_store(index.store, encoder=colqwen2_encoder)
+
+
+def test_ingest_insert_and_delete_documents(index, tmp_path):
+    (tmp_path / "extra").mkdir()
+    write_text_pdf(tmp_path / "extra" / "slides.pdf", ["Roadmap", "Market", "Survey", "Team"])
+    report = index.ingest(tmp_path / "extra")
+    assert report.pages_added == 4 and index.store.count() == 9
+    slides = [n for n in index.store.get_nodes() if n.metadata["file_name"] == "slides.pdf"]
+    index.delete_ref_doc(slides[0].metadata["doc_id"])
+    assert index.store.count() == 5
+    assert "slides.pdf" not in {n.metadata["file_name"] for n in index.store.get_nodes()}
+
+
+def test_insert_one_page_document(index, tmp_path):
+    write_text_pdf(tmp_path / "single.pdf", ["Appendix"])
+    (page,) = PDFPageReader(dpi=36).load_data(tmp_path / "single.pdf")
+    index.insert(page)
+    assert index.store.count() == 6
+    assert index.store.get_nodes([page.id_])[0].metadata["file_name"] == "single.pdf"
+
+
+def test_as_retriever_returns_our_retriever(index):
+    retriever = index.as_retriever(similarity_top_k=2)
+    assert isinstance(retriever, ColPaliRetriever)
+    hits = retriever.retrieve("revenue")
+    assert len(hits) == 2
+    assert {"file_name", "page_number"} <= set(hits[0].node.metadata)
+
+
+def test_query_engine_answers_from_pages_and_cites_them(index, llava):
+    engine = index.as_query_engine(llm=llava, similarity_top_k=2)
+    assert isinstance(engine, RetrieverQueryEngine)
+    response = engine.query("What was the 2023 revenue?")
+    assert isinstance(response, Response) and isinstance(response.response, str)
+    assert len(response.source_nodes) == 2
+    for hit in response.source_nodes:
+        assert hit.node.image  # the page image travels with the source node
+        assert hit.score is not None
+    labels = cited_pages(response)
+    assert labels[0].startswith(
+        f"{response.source_nodes[0].node.metadata['file_name']}, page "
+        f"{response.source_nodes[0].node.metadata['page_number']} (score "
+    )
+
+
+def test_streaming_equals_plain_greedy_answer(index, llava):
+    plain = index.as_query_engine(llm=llava, similarity_top_k=2).query("revenue?")
+    streamed = index.as_query_engine(llm=llava, similarity_top_k=2, streaming=True).query(
+        "revenue?"
+    )
+    assert isinstance(streamed, StreamingResponse)
+    assert "".join(streamed.response_gen) == plain.response
+    asynchronous = asyncio.run(
+        index.as_query_engine(llm=llava, similarity_top_k=2).aquery("revenue?")
+    )
+    assert asynchronous.response == plain.response
+
+
+def test_citation_engine(index, llava):
+    engine = index.as_query_engine(llm=llava, similarity_top_k=2, citations=True)
+    assert isinstance(engine, CitationQueryEngine)
+    response = engine.query("What was the 2023 revenue?")
+    assert [n.node.metadata["page_number"] for n in response.source_nodes]
+    assert all(n.node.metadata.get("file_name") for n in response.source_nodes)
+
+
+def test_settings_llm_is_used_when_no_llm_is_given(index, llava, monkeypatch):
+    monkeypatch.setattr(Settings, "_llm", llava)
+    calls = []
+    original = type(llava).chat
+    monkeypatch.setattr(
+        type(llava), "chat", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    index.as_query_engine(similarity_top_k=1).query("revenue?")
+    assert calls
+
+
+def test_chat_engine_answers_follow_ups(index, llava):
+    chat = index.as_chat_engine(llm=llava, similarity_top_k=1)
+    first = chat.chat("What was the revenue?")
+    second = chat.chat("And the costs?")
+    assert isinstance(first.response, str) and isinstance(second.response, str)
+    assert len(chat.chat_history) == 4
+
+
+def test_documents_need_an_encoder(documents):
+    with pytest.raises(TypeError, match="needs encoder"):
+        VisualDocumentIndex.from_documents(documents)
