@@ -1,0 +1,44 @@
+"""Search math for late-interaction page retrieval: pure functions over numpy arrays and tensors.
+
+- :mod:`~llama_index_vlm.search.maxsim`: exact MaxSim of queries against packed pages, top-k.
+- :mod:`~llama_index_vlm.search.pooling`: token pooling (Ward hierarchical, batched k-means).
+- :mod:`~llama_index_vlm.search.binary`: sign codes and Hamming MaxSim.
+- :mod:`~llama_index_vlm.search.fast`: the two-stage fast index and the search-mode choice.
+
+Nothing here knows about LanceDB or LlamaIndex: callers hand in vectors (and, for the fast
+index's rerank, a function that fetches full vectors by page id).
+
+Example:
+    >>> import numpy as np
+    >>> from llama_index_vlm.search import PageVectorMatrix, maxsim_scores, top_k
+    >>> rng = np.random.default_rng(0)
+    >>> pages = PageVectorMatrix.from_pages([rng.standard_normal((30, 8)) for _ in range(5)])
+    >>> query = pages.page(3)[:4]
+    >>> top_k(maxsim_scores(query, pages)[0], k=1)[0]
+    array([3])
+"""
+
+from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores
+from llama_index_vlm.search.fast import (
+    DEFAULT_CANDIDATE_DEPTH,
+    FAST_MODE_MIN_PAGES,
+    FastPageIndex,
+    choose_search_mode,
+)
+from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, top_k
+from llama_index_vlm.search.pooling import hierarchical_pool, kmeans_pool, ward_cluster_labels
+
+__all__ = [
+    "DEFAULT_CANDIDATE_DEPTH",
+    "FAST_MODE_MIN_PAGES",
+    "FastPageIndex",
+    "PageVectorMatrix",
+    "binary_codes",
+    "choose_search_mode",
+    "hamming_maxsim_scores",
+    "hierarchical_pool",
+    "kmeans_pool",
+    "maxsim_scores",
+    "top_k",
+    "ward_cluster_labels",
+]
