@@ -26,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
+from full_size import paligemma_3b_448_config  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from llama_index_vlm.encoder import ColPaliEncoder  # noqa: E402
@@ -83,10 +84,7 @@ def full_size_colpali(directory: Path) -> Path:
         ColPaliConfig,
         ColPaliForRetrieval,
         ColPaliProcessor,
-        GemmaConfig,
-        PaliGemmaConfig,
         SiglipImageProcessor,
-        SiglipVisionConfig,
     )
 
     tokenizer_source = make_tiny_checkpoint("colpali", directory / "tiny")
@@ -98,29 +96,7 @@ def full_size_colpali(directory: Path) -> Path:
         image_std=[0.5] * 3,
     )
     processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    vlm_config = PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=448,
-            patch_size=14,
-            projection_dim=2048,
-        ),
-        text_config=GemmaConfig(
-            vocab_size=257216,
-            hidden_size=2048,
-            intermediate_size=16384,
-            num_hidden_layers=18,
-            num_attention_heads=8,
-            num_key_value_heads=1,
-            head_dim=256,
-        ),
-        image_token_id=processor.image_token_id,
-        projection_dim=2048,
-        hidden_size=2048,
-    )
+    vlm_config = paligemma_3b_448_config(processor.image_token_id)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         model = ColPaliForRetrieval(ColPaliConfig(vlm_config=vlm_config, embedding_dim=128))

@@ -37,6 +37,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from full_size import paligemma_3b_448_config  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import StoppingCriteria  # noqa: E402
@@ -133,14 +134,11 @@ def full_size_models(device: str) -> list[tuple[str, HuggingFaceVLM]]:
         AutoProcessor,
         CLIPImageProcessor,
         CLIPVisionConfig,
-        GemmaConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaProcessor,
-        PaliGemmaConfig,
         PaliGemmaProcessor,
         SiglipImageProcessor,
-        SiglipVisionConfig,
     )
 
     directory = Path(tempfile.mkdtemp())
@@ -199,31 +197,10 @@ def full_size_models(device: str) -> list[tuple[str, HuggingFaceVLM]]:
         ),
         tokenizer=gemma_tokenizer,
     )
-    paligemma_config = PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=448,
-            patch_size=14,
-            projection_dim=2048,
-        ),
-        text_config=GemmaConfig(
-            vocab_size=257216,
-            hidden_size=2048,
-            intermediate_size=16384,
-            num_hidden_layers=18,
-            num_attention_heads=8,
-            num_key_value_heads=1,
-            head_dim=256,
-            max_position_embeddings=8192,
-            eos_token_id=gemma_tokenizer.eos_token_id,
-            pad_token_id=gemma_tokenizer.pad_token_id,
-        ),
-        image_token_id=paligemma_processor.image_token_id,
-        projection_dim=2048,
-        hidden_size=2048,
+    paligemma_config = paligemma_3b_448_config(
+        paligemma_processor.image_token_id,
+        eos_token_id=gemma_tokenizer.eos_token_id,
+        pad_token_id=gemma_tokenizer.pad_token_id,
     )
     models = []
     for label, config, processor in [
