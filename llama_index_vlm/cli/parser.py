@@ -1,0 +1,232 @@
+"""The command line's arguments: one argparse sub-parser per command.
+
+Only the standard library is imported here, so ``llama-index-vlm --help`` answers at once; the
+commands import torch, transformers and LanceDB when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# The same values as llama_index_vlm.encoder.DEFAULT_ENCODER and llama_index_vlm.vlm.DEFAULT_VLM
+# (a test checks): written out here because importing those modules means importing torch.
+DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
+DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
+DEFAULT_STORE = "./vlm_index"
+
+_DESCRIPTION = """\
+RAG over document pages as images: index PDFs and images with a ColPali retriever into a
+LanceDB store, then search them, ask a vision-language model about them, and see where on a
+page a query matched."""
+
+_EPILOG = """\
+examples:
+  llama-index-vlm index reports/ --store ./vlm_index
+  llama-index-vlm search "2023 revenue" --filter page_number=3
+  llama-index-vlm ask "What was the 2023 revenue?" --stream
+  llama-index-vlm maps "revenue" --page report.pdf:3 --out revenue.png
+  llama-index-vlm info
+  llama-index-vlm delete report.pdf
+
+Models are hub ids or local directories. Querying commands use the retriever the index was
+built with (recorded in the store) unless --model names another copy of it. Offline, pass
+local checkpoint directories (set HF_HUB_OFFLINE=1 to skip network timeouts).
+
+exit status: 0 success, 1 a failure (a file that could not be indexed, an I/O error),
+2 a usage error (bad arguments, no index, a model that cannot be loaded or does not match)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def filter_pair(text: str) -> tuple[str, str]:
+    """argparse type: ``key=value`` -> ``(key, value)``; the value is typed later, per key."""
+    key, separator, value = text.partition("=")
+    key = key.strip()
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not key=value (e.g. page_number=3 or file_name=report.pdf)"
+        )
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``llama-index-vlm`` parser; each sub-command sets ``command`` in the parsed args."""
+    from llama_index_vlm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="llama-index-vlm",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="DIR",
+        help=f"the index: a directory or LanceDB URI (default: {DEFAULT_STORE})",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show info logs and library warnings"
+    )
+
+    def encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
+        options = argparse.ArgumentParser(add_help=False)
+        default = (
+            f"the index's own model, or {DEFAULT_ENCODER} for a new index"
+            if new_store_default
+            else "the model the index was built with"
+        )
+        options.add_argument(
+            "--model",
+            metavar="CKPT",
+            help=f"ColPali/ColQwen2 retriever: hub id or local directory (default: {default})",
+        )
+        options.add_argument(
+            "--device",
+            default="auto",
+            help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... "
+            "(default: auto)",
+        )
+        return options
+
+    filter_options = argparse.ArgumentParser(add_help=False)
+    filter_options.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        type=filter_pair,
+        default=[],
+        metavar="KEY=VALUE",
+        help="only pages whose metadata KEY equals VALUE (repeat to require several); page "
+        "fields (page_number, file_name, doc_id, ...) or your own metadata keys",
+    )
+
+    index = commands.add_parser(
+        "index",
+        parents=[common, encoder_options(new_store_default=True)],
+        help="read, embed and store PDFs and images",
+        description="Read PDFs and images (folders recursively), embed every page and store it. "
+        "Pages already stored unchanged are skipped, so running it again is cheap and finishes "
+        "an interrupted run. Exits with 1 when any file could not be indexed.",
+    )
+    index.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to index")
+    index.add_argument(
+        "--dpi", type=positive_int, default=144, help="PDF render resolution (default: 144)"
+    )
+    index.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="pages per commit and per encoder call (default: 16)",
+    )
+    index.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ask = commands.add_parser(
+        "ask",
+        parents=[common, encoder_options(new_store_default=False), filter_options],
+        help="answer a question from the indexed pages",
+        description="Retrieve the pages that best match a question and have a vision-language "
+        "model answer from their images; prints the answer and the pages it was given.",
+    )
+    ask.add_argument("question", help="the question, in words")
+    ask.add_argument(
+        "--vlm",
+        default=DEFAULT_VLM,
+        metavar="CKPT",
+        help="LLaVA, LLaVA-NeXT, PaliGemma or BLIP-2: hub id or local directory "
+        f"(default: {DEFAULT_VLM})",
+    )
+    ask.add_argument(
+        "-k", type=positive_int, default=3, help="pages given to the model (default: 3)"
+    )
+    ask.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    ask.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="longest answer in tokens (default: 256)",
+    )
+
+    search = commands.add_parser(
+        "search",
+        parents=[common, encoder_options(new_store_default=False), filter_options],
+        help="rank pages by a query, without a language model",
+        description="Rank the indexed pages by late-interaction (MaxSim) score against a query. "
+        "Prints each page's page id, which `maps --page` takes.",
+    )
+    search.add_argument("query", help="the query, in words")
+    search.add_argument("-k", type=positive_int, default=5, help="pages to list (default: 5)")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    maps = commands.add_parser(
+        "maps",
+        parents=[common, encoder_options(new_store_default=False)],
+        help="draw where on a page each query token matched",
+        description="Draw similarity maps of a query over a stored page: one heatmap panel per "
+        "query token, or one token over the full page with its hottest region outlined.",
+    )
+    maps.add_argument("query", help="the query, in words")
+    maps.add_argument(
+        "--page",
+        required=True,
+        metavar="PAGE",
+        help="a page id (as `search` prints) or FILE_NAME:PAGE_NUMBER, e.g. report.pdf:3",
+    )
+    maps.add_argument("--out", required=True, metavar="FILE.png", help="image file to write")
+    maps.add_argument(
+        "--token",
+        type=non_negative_int,
+        metavar="N",
+        help="draw only query token N (the numbers are printed with each map)",
+    )
+    maps.add_argument(
+        "--all-tokens",
+        action="store_true",
+        help="also draw the special tokens the model appends to a query (padding)",
+    )
+
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help="describe an index",
+        description="Pages, documents, the retriever model's fingerprint, disk size and table "
+        "version of an index, and its documents with their ids.",
+    )
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a document's pages",
+        description="Delete every page of one document, named by its doc id (as `info` prints) "
+        "or by its file name or path.",
+    )
+    delete.add_argument("document", metavar="DOC_ID", help="doc id, file name or file path")
+
+    return parser
