@@ -18,6 +18,12 @@ from llama_index.core.data_structs.data_structs import IndexDict
 from llama_index.core.indices.managed.base import BaseManagedIndex
 from llama_index.core.llms import LLM
 from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
+from llama_index.core.query_engine.citation_query_engine import (
+    CITATION_CHAT_CONTENT_QA_TEMPLATE,
+    CITATION_CHAT_CONTENT_REFINE_TEMPLATE,
+    CITATION_QA_TEMPLATE,
+    CITATION_REFINE_TEMPLATE,
+)
 from llama_index.core.response_synthesizers import get_response_synthesizer
 from llama_index.core.schema import BaseNode, Document
 
@@ -183,14 +189,28 @@ class VisualDocumentIndex(BaseManagedIndex):
             # page count lets LLaVA see all pages in one prompt (see chat_prompt_helper).
             synthesizer_kwargs["chat_prompt_helper"] = llm.chat_prompt_helper()
         if citations:
-            return CitationQueryEngine.from_args(
-                None, retriever=retriever, multimodal=True, **synthesizer_kwargs, **kwargs
+            # CitationQueryEngine.from_args drops a chat_prompt_helper given to it, so its
+            # synthesizer is built here with the citation prompts it would use.
+            synthesizer_kwargs.update(
+                text_qa_template=CITATION_QA_TEMPLATE,
+                refine_template=CITATION_REFINE_TEMPLATE,
+                chat_content_qa_template=CITATION_CHAT_CONTENT_QA_TEMPLATE,
+                chat_content_refine_template=CITATION_CHAT_CONTENT_REFINE_TEMPLATE,
             )
         synthesizer = get_response_synthesizer(
             multimodal=True,
             response_mode=kwargs.pop("response_mode", "compact"),
             **synthesizer_kwargs,
         )
+        if citations:
+            return CitationQueryEngine.from_args(
+                None,
+                retriever=retriever,
+                llm=llm,
+                response_synthesizer=synthesizer,
+                multimodal=True,
+                **kwargs,
+            )
         return RetrieverQueryEngine.from_args(
             retriever, llm=llm, response_synthesizer=synthesizer, **kwargs
         )

@@ -119,6 +119,13 @@ def test_streaming_equals_plain_greedy_answer(index, llava):
 def test_citation_engine(index, llava):
     engine = index.as_query_engine(llm=llava, similarity_top_k=2, citations=True)
     assert isinstance(engine, CitationQueryEngine)
+    synthesizer = engine._response_synthesizer
+    # The VLM's page-count packing, not LlamaIndex's default 4096-token helper.
+    assert synthesizer._chat_prompt_helper.chunk_size_limit == (
+        llava.chat_prompt_helper().chunk_size_limit
+    )
+    prompts = engine.get_prompts()
+    assert "Source 1" in prompts["response_synthesizer:chat_content_qa_template"].get_template()
     response = engine.query("What was the 2023 revenue?")
     assert [n.node.metadata["page_number"] for n in response.source_nodes]
     assert all(n.node.metadata.get("file_name") for n in response.source_nodes)
