@@ -61,3 +61,43 @@ def text_pdf(tmp_path):
 
     pages = ["Revenue 2023", ["Net income 42", "Costs 7"]]
     return write_text_pdf(tmp_path / "text.pdf", pages, width_pt=300, height_pt=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingestion tests (tests/test_ingest.py, tests/test_ingest_faults.py).
+
+
+@pytest.fixture
+def check_whole_pages():
+    """``check_whole_pages(store)`` -> the set of stored page ids, after checking that every
+    page is whole and stored once: its vectors (as many as its ``n_vectors``, finite unit rows),
+    an image that decodes at its recorded size, and complete page metadata.
+    """
+    import numpy as np
+
+    from llama_index_vlm.images import decode_image
+
+    def check(store) -> set[str]:
+        page_ids = store.page_ids()
+        assert len(page_ids) == len(set(page_ids)) == store.count(), "a page_id is duplicated"
+        if not page_ids:
+            return set()
+        rows = store.table.search().select(["page_id", "n_vectors"]).limit(None).to_arrow()
+        n_vectors = dict(
+            zip(rows["page_id"].to_pylist(), rows["n_vectors"].to_pylist(), strict=True)
+        )
+        nodes = store.get_nodes(page_ids)
+        assert [node.node_id for node in nodes] == page_ids
+        for node, vectors in zip(nodes, store.get_page_vectors(page_ids), strict=True):
+            page_id, metadata = node.node_id, node.metadata
+            assert vectors.shape == (n_vectors[page_id], store.dim) and len(vectors) > 0, page_id
+            norms = np.linalg.norm(vectors.astype(np.float32), axis=1)
+            np.testing.assert_allclose(norms, 1.0, atol=1e-2, err_msg=page_id)
+            for key in ("doc_id", "file_path", "file_name", "page_number", "page_count"):
+                assert metadata.get(key) is not None, (page_id, key)
+            assert page_id == f"{metadata['doc_id']}-p{metadata['page_number']}"
+            assert 1 <= metadata["page_number"] <= metadata["page_count"], page_id
+            assert decode_image(node.image).size == (metadata["width"], metadata["height"])
+        return set(page_ids)
+
+    return check
