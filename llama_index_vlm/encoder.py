@@ -23,7 +23,11 @@ from tqdm.auto import tqdm
 from llama_index_vlm.checkpoints import model_type as _model_type
 from llama_index_vlm.checkpoints import raise_if_missing_weights
 from llama_index_vlm.devices import resolve_device, resolve_dtype
-from llama_index_vlm.errors import EmptyInputError, InvalidCheckpointError
+from llama_index_vlm.errors import (
+    ContextWindowExceededError,
+    EmptyInputError,
+    InvalidCheckpointError,
+)
 from llama_index_vlm.images import to_rgb
 
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
@@ -32,6 +36,9 @@ DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
 #: checkpoint's name or path is recorded too, but only for people: the same weights copied to
 #: another directory are the same model.
 FINGERPRINT_IDENTITY_KEYS = ("model_class", "embedding_dim", "weights_digest", "processor")
+
+#: The longest side of an image, over its shortest, that every supported processor accepts.
+MAX_ASPECT_RATIO = 200
 
 # model_type in the checkpoint's config -> transformers class name. Chosen from the config,
 # never from the checkpoint's name, so a renamed or fine-tuned checkpoint still loads right.
@@ -149,6 +156,16 @@ class ColPaliEncoder:
         return int(self.model.config.embedding_dim)
 
     @property
+    def max_query_tokens(self) -> int | None:
+        """The longest query the model reads, in tokens, counting the prompt the processor adds
+        (``"Question: "``, augmentation tokens): its text model's context length (8192 for
+        ColPali's Gemma). None when the config does not say.
+        """
+        text_config = getattr(getattr(self.model.config, "vlm_config", None), "text_config", None)
+        limit = getattr(text_config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    @property
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this encoder's vector space, stored with an index.
 
@@ -178,7 +195,9 @@ class ColPaliEncoder:
         """Embed page images; one ``(n_vectors_i, embedding_dim)`` float32 array per image.
 
         Images may be in any Pillow mode (RGBA, P, L, CMYK, I;16, ...): they are converted to
-        RGB first, transparency onto white.
+        RGB first, transparency onto white. An image more than 200 times longer than wide (a
+        strip, a one-pixel line), which Qwen2-VL's processor refuses, is padded with white to
+        that ratio.
 
         Raises:
             EmptyInputError: ``images`` is empty.
@@ -190,7 +209,7 @@ class ColPaliEncoder:
         for position, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise TypeError(f"images[{position}] is a {type(image).__name__}, not a PIL image")
-        rgb_images = [to_rgb(image) for image in images]
+        rgb_images = [_within_aspect_ratio(to_rgb(image)) for image in images]
         return self._embed(
             rgb_images,
             lambda batch: self.processor.process_images(images=batch),
@@ -209,6 +228,9 @@ class ColPaliEncoder:
 
         Raises:
             EmptyInputError: there are no queries, or a query is empty or only whitespace.
+            ContextWindowExceededError: a query is longer than :attr:`max_query_tokens`. It
+                is refused, not truncated (its end would be silently ignored), before the model
+                runs: attention over a query costs memory quadratic in its length.
         """
         if isinstance(queries, str):
             queries = [queries]
@@ -220,12 +242,16 @@ class ColPaliEncoder:
                 raise EmptyInputError(
                     f"query {position} is empty or only whitespace; ask a question in words"
                 )
+        # Lone surrogates (text decoded with errors="surrogateescape") make the tokenizer raise
+        # a TypeError; they become U+FFFD, as a decoder with errors="replace" would give.
+        queries = [q.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for q in queries]
         return self._embed(
             queries,
             lambda batch: self.processor.process_queries(text=batch),
             batch_size,
             show_progress,
             "Embedding queries",
+            max_tokens=self.max_query_tokens,
         )
 
     def embed_image_patches(self, image: Image.Image) -> np.ndarray:
@@ -265,7 +291,9 @@ class ColPaliEncoder:
         (vectors_ids,) = self.processor.process_queries(text=[query])["input_ids"].tolist()
         return self.processor.tokenizer.convert_ids_to_tokens(vectors_ids)
 
-    def _embed(self, items, process, batch_size, show_progress, description) -> list[np.ndarray]:
+    def _embed(
+        self, items, process, batch_size, show_progress, description, max_tokens=None
+    ) -> list[np.ndarray]:
         batch_size = batch_size or self.batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -278,11 +306,34 @@ class ColPaliEncoder:
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
                 inputs = process(batch).to(self.device)
+                if max_tokens is not None:
+                    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+                    for offset, length in enumerate(lengths):
+                        if length > max_tokens:
+                            raise ContextWindowExceededError(
+                                f"query {start + offset} is {length} tokens long with the "
+                                f"model's prompt, but {self.name_or_path!r} reads at most "
+                                f"{max_tokens}; shorten it"
+                            )
                 with torch.inference_mode():
                     output = self.model(**inputs).embeddings
                 embeddings.extend(_unpad(output, inputs["attention_mask"]))
                 progress.update(len(batch))
         return embeddings
+
+
+def _within_aspect_ratio(image: Image.Image) -> Image.Image:
+    """``image``, padded at the right or bottom with white paper if its long side is over
+    :data:`MAX_ASPECT_RATIO` times its short side: Qwen2-VL's processor raises a ValueError for
+    such an image, which would fail every page of the batch it is in.
+    """
+    width, height = image.size
+    if max(width, height) <= MAX_ASPECT_RATIO * min(width, height):
+        return image
+    short = math.ceil(max(width, height) / MAX_ASPECT_RATIO)
+    paper = Image.new("RGB", (max(width, short), max(height, short)), (255, 255, 255))
+    paper.paste(image, (0, 0))
+    return paper
 
 
 def _unpad(embeddings: torch.Tensor, attention_mask: torch.Tensor) -> list[np.ndarray]:

@@ -92,6 +92,13 @@ def quote_literal(value: str) -> str:
     """
     if not isinstance(value, str):
         raise UnsupportedFilterError(f"expected a string, got {type(value).__name__}: {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (e.g. from undecodable bytes): LanceDB's SQL is UTF-8 and refuses them.
+        raise UnsupportedFilterError(
+            f"{value!r} is not valid Unicode (it holds lone surrogates); filter on valid text"
+        ) from None
     return "'" + value.replace("'", "''") + "'"
 
 

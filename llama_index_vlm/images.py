@@ -32,6 +32,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _wide_grey_to_rgb(image)
+    if image.mode == "La":
+        image = image.convert("LA")  # Pillow converts premultiplied La to LA only
     if image.mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

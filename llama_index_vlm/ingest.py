@@ -25,7 +25,7 @@ from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError, VLMError
 from llama_index_vlm.images import decode_image
 from llama_index_vlm.reader import SUPPORTED_EXTENSIONS, PDFPageReader
-from llama_index_vlm.store import LanceDBPageStore, node_image
+from llama_index_vlm.store import LanceDBPageStore, node_image, page_content_hash
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,13 @@ class _BatchWriter:
     def add(self, source: str, node: BaseNode) -> None:
         if source in self.failed_sources:
             return  # the rest of a failed file is not indexed
+        try:
+            # What the store would refuse (no image, inconsistent page fields, text that is not
+            # valid Unicode) fails this page's file here, not the batch it would share.
+            page_content_hash(node)
+        except (ValueError, OSError) as error:
+            self.fail(source, str(error))
+            return
         file_path = node.metadata.get("file_path")
         self.documents_by_source.setdefault(source, set()).add(
             (_doc_id(node), None if file_path is None else str(file_path))
@@ -140,7 +147,7 @@ class _BatchWriter:
             else:
                 result = None
         except VLMError:
-            raise  # a model mismatch or bad configuration concerns every file: stop
+            raise  # a model mismatch, bad configuration or unwritable store concerns all: stop
         except Exception as error:  # noqa: BLE001 - reported per file, never swallowed silently
             # Nothing of this batch was committed: its upsert is a single commit. The files
             # with pages to write in it are not indexed; files whose pages here were all
@@ -232,12 +239,17 @@ def ingest(
     Returns:
         An :class:`IngestReport`. A file that cannot be read (corrupted, encrypted, empty,
         mislabelled, too large...) or fails to embed is listed in ``report.failed`` with the
-        reason, the other files still go in, and none of its pages is left half-indexed by
-        this run.
+        reason, the other files still go in, and none of its pages is left in the store
+        once it failed mid-way (neither this run's nor those an interrupted earlier run
+        stored); its pages are counted back out of ``pages_added``/``pages_unchanged``, and
+        pages stored before this run count as ``pages_removed``.
 
     Raises:
         EmptyInputError: ``paths`` holds no supported file.
         ModelMismatchError: the store holds vectors of another encoder (nothing is written).
+        StoreError: the store could not be written (disk full, permission denied...). The
+            batches committed before stay; run the same ingest again once the cause is fixed
+            and it continues where it stopped.
 
     Example::
 

@@ -103,6 +103,8 @@ class PDFPageReader(BasePydanticReader):
     ``file_path`` (absolute), ``file_name``, ``page_number`` (1-based), ``page_count`` (pages in
     the whole file), ``width`` and ``height`` (pixels of the stored image) and ``dpi`` (the dpi
     the page was rendered at; for image files, the resolution the file records, or ``None``).
+    In ``file_path`` and ``file_name``, the bytes of a file name that is not valid UTF-8 are
+    written as ``\\xNN`` escapes, so the metadata is always valid Unicode.
 
     Example:
         >>> reader = PDFPageReader(dpi=144)
@@ -455,8 +457,8 @@ class PDFPageReader(BasePydanticReader):
         metadata.update(
             doc_id=doc_id,
             page_id=page_id,
-            file_path=str(path),
-            file_name=path.name,
+            file_path=_unicode_path(path),
+            file_name=_unicode_path(path.name),
             page_number=page.page_number,
             page_count=page.page_count,
             width=width,
@@ -546,6 +548,19 @@ def _image_dpi(image: Image.Image) -> int | None:
         return round(float(resolution[0])) if resolution else None
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def _unicode_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid Unicode text, for metadata.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates in it (PEP 383),
+    which Arrow, LanceDB, JSON and tokenizers all refuse; its undecodable bytes are written as
+    ``\\xNN`` escapes instead (``caf\\xe9.pdf``), the same way on every run.
+
+    >>> _unicode_path(os.fsdecode(b"caf\\xe9.pdf"))
+    'caf\\\\xe9.pdf'
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _as_path_list(path_or_paths: Any) -> list[str | os.PathLike[str]]:

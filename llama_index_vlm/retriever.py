@@ -108,9 +108,18 @@ class _PageCache:
         k: int,
         allowed: set[str] | None,
         candidate_depth: int,
+        version: int,
     ) -> list[tuple[str, float]]:
+        """The best ``k`` pages at table ``version``.
+
+        The cache is refreshed to ``version`` first, under the lock: a concurrent query that
+        read an older version may have moved it back since this query refreshed it, and
+        searching that older version would miss pages committed before this query began.
+        """
         if self.mode == "exact":
-            snapshot = self.exact  # one read: a concurrent refresh swaps, never mutates
+            with self.lock:
+                self.refresh(version)
+                snapshot = self.exact  # a later refresh swaps it, never mutates it
             if snapshot.matrix is None:
                 return []
             scores = maxsim_scores(query_vectors, snapshot.matrix)[0]
@@ -124,9 +133,9 @@ class _PageCache:
                 if np.isfinite(v)
             ]
         with self.lock:
+            self.refresh(version)
             if len(self.fast) == 0:
                 return []
-            version = self.version
             page_ids, scores = self.fast.search(
                 query_vectors,
                 k=k,
@@ -233,7 +242,9 @@ class ColPaliRetriever(BaseRetriever):
             allowed = set(self.store.page_ids(filters=self.filters, version=version))
             if not allowed:
                 return []
-        hits = cache.search(query_vectors, self.similarity_top_k, allowed, self.candidate_depth)
+        hits = cache.search(
+            query_vectors, self.similarity_top_k, allowed, self.candidate_depth, version
+        )
         if not hits:
             return []
         nodes = {node.node_id: node for node in self.store.get_nodes([i for i, _ in hits])}

@@ -52,6 +52,7 @@ import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -368,9 +369,13 @@ class LanceDBPageStore(BasePydanticVectorStore):
         table = self._open_table()
         if table is None:
             schema = page_schema(dim, self.vector_dtype, fingerprint)
-            # exist_ok: another process may have created it since we looked; then it is
-            # opened as it is and checked like any existing table.
-            table = self._connection.create_table(self.table_name, schema=schema, exist_ok=True)
+            try:
+                table = self._connection.create_table(self.table_name, schema=schema)
+            except ValueError:
+                # Another process created it since we looked: open it as it is and check it
+                # like any existing table. (Not exist_ok=True: LanceDB then compares schemas,
+                # and a stored JSON column never equals pa.json_, so this would fail.)
+                table = self._connection.open_table(self.table_name)
             _check_page_table(table, self.table_name, self.uri)
             self._table = table
             self.check_fingerprint(fingerprint, dim)
@@ -437,6 +442,8 @@ class LanceDBPageStore(BasePydanticVectorStore):
                 dimension, than the stored ones. Nothing is written.
             ValueError: a node without an image, vectors of the wrong shape or not finite, or
                 inconsistent page metadata. Nothing is written.
+            StoreError: LanceDB could not write (disk full, permission denied...). Nothing
+                is written; retry once the cause is fixed.
         """
         pages = self._prepare(nodes, page_vectors)
         if not pages:
@@ -444,7 +451,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         page_ids = [page.page_id for page in pages]
         unique = _deduplicate(pages)
         dim = int(unique[0].vectors.shape[1])
-        with self._write_lock:
+        with self._writing():
             table = self._table_for_write(dim, fingerprint)
             stored_hashes = self._stored_hashes(table, [page.page_id for page in unique])
             result = AddResult(page_ids=page_ids)
@@ -568,14 +575,34 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """
         table = self._open_table()
         if table is not None:
-            with self._write_lock:
+            with self._writing():
                 table.optimize(cleanup_older_than=cleanup_older_than)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the write lock, and report a failed LanceDB write as :class:`StoreError`.
+
+        LanceDB raises ``RuntimeError`` (``lance error: LanceError(IO): ...``) or ``OSError``
+        when the disk is full, a file cannot be written or a commit conflict outlasts its
+        retries. Lance publishes a version only after all of its files are written, so the
+        store still shows the last committed version and the same call can simply be retried.
+        """
+        with self._write_lock:
+            try:
+                yield
+            except (OSError, RuntimeError) as error:
+                raise StoreError(
+                    f"writing to the page store at {self.uri!r} failed ({error}); nothing of "
+                    "this call was committed and the store still holds its last committed "
+                    "version. Free disk space or fix permissions, then run it again (pages "
+                    "already stored are skipped)"
+                ) from error
 
     def _delete_where(self, where: str) -> None:
         table = self._open_table()
         if table is None:
             return
-        with self._write_lock:
+        with self._writing():
             # Deleting nothing would still commit an empty version and make every retriever
             # cache look stale, so count first.
             if table.count_rows(where) == 0:
@@ -839,7 +866,9 @@ def page_content_hash(node: BaseNode) -> str:
     """
     image, mimetype = node_image(node)
     fields, user_metadata = _split_metadata(node)
-    return _content_hash(image, mimetype, _node_text(node), fields, _metadata_json(user_metadata))
+    text, metadata_json = _node_text(node), _metadata_json(user_metadata)
+    _check_unicode(fields, text, metadata_json)
+    return _content_hash(image, mimetype, text, fields, metadata_json)
 
 
 def _content_hash(
@@ -866,6 +895,7 @@ def _prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> _PreparedPage:
     fields, user_metadata = _split_metadata(node)
     text = _node_text(node)
     metadata_json = _metadata_json(user_metadata)
+    _check_unicode(fields, text, metadata_json)
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(
@@ -893,6 +923,23 @@ def _prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> _PreparedPage:
         content_hash=_content_hash(image, mimetype, text, fields, metadata_json),
         vectors=array,
     )
+
+
+def _check_unicode(fields: dict[str, Any], text: str, metadata_json: str) -> None:
+    """Refuse text Arrow cannot store: lone surrogates (PEP 383's stand-ins for the bytes of
+    a file name that is not UTF-8), which would otherwise fail the whole write late.
+    """
+    parts = {name: value for name, value in fields.items() if isinstance(value, str)}
+    parts.update(text=text, metadata=metadata_json)
+    for name, value in parts.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"page {fields['page_id']!r}: its {name} is not valid Unicode (it holds lone "
+                "surrogates, as a file name that is not UTF-8 gives); store valid text, e.g. "
+                "os.fsencode(name).decode('utf-8', 'backslashreplace')"
+            ) from None
 
 
 def node_image(node: BaseNode) -> tuple[bytes, str]:
