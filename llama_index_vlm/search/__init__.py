@@ -3,7 +3,7 @@
 - :mod:`~llama_index_vlm.search.maxsim`: exact MaxSim of queries against packed pages, top-k.
 - :mod:`~llama_index_vlm.search.pooling`: token pooling (Ward hierarchical, batched k-means).
 - :mod:`~llama_index_vlm.search.binary`: sign codes and Hamming MaxSim.
-- :mod:`~llama_index_vlm.search.fast`: the two-stage fast index and the search-mode choice.
+- :mod:`~llama_index_vlm.search.fast`: the fast multi-stage index and the search-mode choice.
 
 Nothing here knows about LanceDB or LlamaIndex: callers hand in vectors (and, for the fast
 index's rerank, a function that fetches full vectors by page id).
@@ -18,9 +18,10 @@ Example:
     array([3])
 """
 
-from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores
+from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores, hamming_similarity
 from llama_index_vlm.search.fast import (
     DEFAULT_CANDIDATE_DEPTH,
+    DEFAULT_PREFILTER_DEPTH,
     FAST_MODE_MIN_PAGES,
     FastPageIndex,
     choose_search_mode,
@@ -30,12 +31,14 @@ from llama_index_vlm.search.pooling import hierarchical_pool, kmeans_pool, ward_
 
 __all__ = [
     "DEFAULT_CANDIDATE_DEPTH",
+    "DEFAULT_PREFILTER_DEPTH",
     "FAST_MODE_MIN_PAGES",
     "FastPageIndex",
     "PageVectorMatrix",
     "binary_codes",
     "choose_search_mode",
     "hamming_maxsim_scores",
+    "hamming_similarity",
     "hierarchical_pool",
     "kmeans_pool",
     "maxsim_scores",

@@ -40,7 +40,10 @@ def binary_codes(vectors: ArrayLike) -> np.ndarray:
     Bit ``i`` is set where component ``i`` is positive; unused bits of the last word are zero
     for every vector, so they never count as disagreements.
     """
-    matrix = as_float32_matrix(vectors)
+    if isinstance(vectors, np.ndarray) and vectors.dtype == np.float16 and vectors.ndim == 2:
+        matrix = vectors  # only the signs matter: no need to widen
+    else:
+        matrix = as_float32_matrix(vectors)
     n_vectors, dim = matrix.shape
     n_words = -(-dim // 64)
     bits = np.zeros((n_vectors, n_words * 64), dtype=bool)

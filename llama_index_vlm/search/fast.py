@@ -55,7 +55,9 @@ FAST_MODE_MIN_PAGES = 2_000
 #: 100 ColPali pages on 2 cores, plus reading them).
 DEFAULT_CANDIDATE_DEPTH = 100
 
-#: Default number of pages the binary prefilter passes on to the pooled-code stage.
+#: Default number of pages the binary prefilter passes on to the pooled-code stage: at least
+#: this many, and at least 1% of the pages searched (Hamming MaxSim is coarser, and a larger
+#: corpus has more near-ties to let through).
 DEFAULT_PREFILTER_DEPTH = 500
 
 SearchMode = Literal["auto", "exact", "fast"]
@@ -90,7 +92,8 @@ class _GrowableArray:
     def append(self, rows: np.ndarray) -> None:
         needed = self.size + rows.shape[0]
         if needed > self._buffer.shape[0]:
-            capacity = max(needed, int(self._buffer.shape[0] * 1.5) + 16)
+            # Grow by a quarter: amortised O(1) appends, at most 25% unused capacity.
+            capacity = max(needed, int(self._buffer.shape[0] * 1.25) + 16)
             grown = np.empty((capacity, *self._buffer.shape[1:]), dtype=self._buffer.dtype)
             grown[: self.size] = self._buffer[: self.size]
             self._buffer = grown
@@ -126,7 +129,7 @@ class FastPageIndex:
     """
 
     def __init__(
-        self, pool_factor: float = 16, binary_prefilter: bool = True, kmeans_iterations: int = 1
+        self, pool_factor: float = 16, binary_prefilter: bool = True, kmeans_iterations: int = 3
     ) -> None:
         if pool_factor < 1:
             raise ValueError(f"pool_factor must be >= 1, got {pool_factor}")
@@ -270,7 +273,8 @@ class FastPageIndex:
     @property
     def page_ids(self) -> list[Hashable]:
         """Ids of the pages in the index, in insertion order."""
-        return [page_id for page_id in self._page_ids if page_id in self._slot_of]
+        alive = self._alive.values
+        return [page_id for slot, page_id in enumerate(self._page_ids) if alive[slot]]
 
     @property
     def nbytes(self) -> int:
@@ -284,13 +288,14 @@ class FastPageIndex:
         self,
         query_vectors: ArrayLike,
         depth: int = DEFAULT_CANDIDATE_DEPTH,
-        prefilter_depth: int = DEFAULT_PREFILTER_DEPTH,
+        prefilter_depth: int | None = None,
         allowed: Collection[Hashable] | None = None,
     ) -> tuple[list[Hashable], np.ndarray]:
         """The ``depth`` best pages by pooled-code MaxSim: ``(page_ids, approximate_scores)``.
 
-        With the binary prefilter on and more than ``prefilter_depth`` pages, only the
-        ``prefilter_depth`` best pages by Hamming MaxSim are scored with the pooled codes.
+        With the binary prefilter on and more than ``prefilter_depth`` pages (default:
+        ``max(DEFAULT_PREFILTER_DEPTH, 1% of the pages)``), only the ``prefilter_depth`` best
+        pages by Hamming MaxSim are scored with the pooled codes.
         ``allowed`` restricts the search to those page ids (a metadata filter's result).
         """
         query = _as_query(query_vectors)
@@ -311,6 +316,8 @@ class FastPageIndex:
             if n_alive == 0:
                 return [], np.zeros(0, dtype=np.float32)
         depth = min(depth, n_alive)
+        if prefilter_depth is None:
+            prefilter_depth = max(DEFAULT_PREFILTER_DEPTH, n_alive // 100)
         if not (self.binary_prefilter and prefilter_depth < n_alive):
             codes = PageVectorMatrix(vectors=self._codes.values, offsets=offsets)
             scores = maxsim_scores(query, codes)[0]
@@ -336,7 +343,7 @@ class FastPageIndex:
         k: int = 10,
         candidate_depth: int = DEFAULT_CANDIDATE_DEPTH,
         rerank_fn: RerankFn | None = None,
-        prefilter_depth: int = DEFAULT_PREFILTER_DEPTH,
+        prefilter_depth: int | None = None,
         allowed: Collection[Hashable] | None = None,
     ) -> tuple[list[Hashable], np.ndarray]:
         """The ``k`` best pages for one query, best first: ``(page_ids, scores)``.
@@ -349,7 +356,8 @@ class FastPageIndex:
                 (a list of ``(n_patches, dim)`` arrays or a :class:`PageVectorMatrix`); the
                 scores are then exact MaxSim. Without it, the top ``k`` candidates are returned
                 with their approximate pooled-code scores.
-            prefilter_depth: pages the binary prefilter keeps (ignored without it).
+            prefilter_depth: pages the binary prefilter keeps (ignored without it); default
+                ``max(DEFAULT_PREFILTER_DEPTH, 1% of the pages)``.
             allowed: only these page ids may be returned (e.g. the pages matching a filter).
         """
         if k < 1:

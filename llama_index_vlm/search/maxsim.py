@@ -25,11 +25,11 @@ import torch
 
 ArrayLike = np.ndarray | torch.Tensor
 
-#: Default number of page vectors scored per matrix product. With 128-dim vectors and a
-#: 20-token query this is ~8 MiB of float32 page vectors plus ~1.3 MiB of similarities per
-#: block: small enough to stay in the CPU's last-level cache, large enough that the product
-#: runs at full speed.
-DEFAULT_BLOCK_SIZE = 16_384
+#: Default number of page vectors scored per matrix product (12 ColPali pages). With 128-dim
+#: vectors and a 20-token query this is 6 MiB of float32 page vectors plus 1 MiB of
+#: similarities per block: small enough to stay in the CPU's last-level cache, large enough
+#: that the product runs at full speed.
+DEFAULT_BLOCK_SIZE = 12_288
 _SIMILARITY_BLOCK_ELEMENTS = 1 << 22  # 16 MiB of float32 similarities per block at most
 
 
@@ -200,12 +200,67 @@ def _pack_queries(query_vectors: ArrayLike | Sequence[ArrayLike]) -> tuple[np.nd
     return np.concatenate(matrices, axis=0), offsets
 
 
-def _as_page_matrix(page_vectors: PageVectorMatrix | Sequence[ArrayLike]) -> PageVectorMatrix:
-    if isinstance(page_vectors, PageVectorMatrix):
-        return page_vectors
-    if isinstance(page_vectors, np.ndarray) and page_vectors.ndim == 3:
-        return PageVectorMatrix.from_array(page_vectors)
-    return PageVectorMatrix.from_pages(page_vectors)
+class _PageBlocks:
+    """Reads pages block by block as float32 tensors, from a packed matrix or a list of pages.
+
+    A list is never packed first: each block's pages are gathered with one ``np.concatenate``
+    into a reused buffer (a plain memory copy) and widened from float16 with one torch copy, so
+    scoring pages fetched from a store costs no extra pass over them.
+    """
+
+    def __init__(self, page_vectors: PageVectorMatrix | Sequence[ArrayLike] | np.ndarray):
+        if isinstance(page_vectors, np.ndarray) and page_vectors.ndim == 3:
+            page_vectors = PageVectorMatrix.from_array(page_vectors)
+        if isinstance(page_vectors, PageVectorMatrix):
+            self._all_rows: np.ndarray | None = page_vectors.vectors
+            self._pages: list[np.ndarray] = []
+            self.offsets = page_vectors.offsets
+        else:
+            self._all_rows = None
+            self._pages = [_as_page_matrix(page, i) for i, page in enumerate(page_vectors)]
+            if not self._pages:
+                raise ValueError("page_vectors is empty; pass at least one page")
+            dims = {page.shape[1] for page in self._pages}
+            if len(dims) != 1:
+                raise ValueError(f"all pages must have the same vector dim, got {sorted(dims)}")
+            if len({page.dtype for page in self._pages}) > 1:
+                self._pages = [page.astype(np.float32) for page in self._pages]
+            self.offsets = np.zeros(len(self._pages) + 1, dtype=np.int64)
+            np.cumsum([page.shape[0] for page in self._pages], out=self.offsets[1:])
+        sample = self._all_rows if self._all_rows is not None else self._pages[0]
+        self.dim = sample.shape[1]
+        self.dtype = sample.dtype
+        self.lengths = np.diff(self.offsets)
+        self._buffer = torch.empty(0)  # float32 rows of the current block
+        self._gathered = np.empty((0, self.dim), dtype=self.dtype)  # list input, before widening
+
+    def block(self, first: int, last: int) -> torch.Tensor:
+        """Pages ``[first, last)`` as one ``(n_rows, dim)`` float32 tensor, valid until the
+        next call."""
+        row_start, row_stop = int(self.offsets[first]), int(self.offsets[last])
+        n_rows = row_stop - row_start
+        if self._all_rows is not None:
+            rows = self._all_rows[row_start:row_stop]
+        elif last - first == 1:
+            rows = self._pages[first]
+        else:
+            if self._gathered.shape[0] < n_rows:
+                self._gathered = np.empty((n_rows, self.dim), dtype=self.dtype)
+            rows = np.concatenate(self._pages[first:last], out=self._gathered[:n_rows])
+        if self.dtype == np.float32:
+            return tensor_view(rows)
+        # torch widens float16 with SIMD into a buffer that stays in cache; numpy's astype is
+        # scalar and ~20x slower.
+        if self._buffer.shape[0] < n_rows:
+            self._buffer = torch.empty((n_rows, self.dim), dtype=torch.float32)
+        return self._buffer[:n_rows].copy_(tensor_view(rows))
+
+
+def _as_page_matrix(page: ArrayLike, index: int) -> np.ndarray:
+    matrix = _as_storage_matrix(page, f"page_vectors[{index}]")
+    if matrix.shape[0] == 0:
+        raise ValueError(f"page_vectors[{index}] has no vectors; every page needs at least one")
+    return matrix
 
 
 def maxsim_scores(
@@ -226,7 +281,9 @@ def maxsim_scores(
         query_vectors: one query ``(n_q, dim)``, a batch ``(n_queries, n_q, dim)``, or a
             sequence of ``(n_q_i, dim)`` queries of different lengths (arrays or tensors).
         page_vectors: a :class:`PageVectorMatrix` (pack once, score many times), a sequence of
-            ``(n_p_j, dim)`` pages, or a ``(n_pages, n_p, dim)`` array.
+            ``(n_p_j, dim)`` pages (arrays or tensors, float16 or float32; e.g. as fetched
+            from a store, scored without packing them first), or a ``(n_pages, n_p, dim)``
+            array.
         block_size: page vectors per matrix product; bounds memory, does not change results.
 
     Returns:
@@ -242,35 +299,40 @@ def maxsim_scores(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     tokens, query_offsets = _pack_queries(query_vectors)
-    pages = _as_page_matrix(page_vectors)
+    pages = _PageBlocks(page_vectors)
     if tokens.shape[1] != pages.dim:
         raise ValueError(
             f"query vectors have dim {tokens.shape[1]} but page vectors have dim {pages.dim}"
         )
-    n_queries = query_offsets.size - 1
-    scores = np.empty((n_queries, pages.n_pages), dtype=np.float32)
+    n_queries, n_tokens = query_offsets.size - 1, tokens.shape[0]
+    scores = np.empty((n_queries, pages.lengths.size), dtype=np.float32)
     tokens_t = torch.from_numpy(tokens)
-    all_vectors = tensor_view(pages.vectors)
-    widen = pages.vectors.dtype != np.float32
-    widened: torch.Tensor | None = None
     # Many query tokens make the (n_tokens, n_rows) similarity block the larger buffer; cap it
     # too, so a batch of queries does not spill the block out of cache.
-    rows_per_block = max(1, min(block_size, _SIMILARITY_BLOCK_ELEMENTS // tokens.shape[0]))
+    rows_per_block = max(1, min(block_size, _SIMILARITY_BLOCK_ELEMENTS // n_tokens))
+    similarity_buffer = torch.empty(0)
     for first, last in page_blocks(pages.offsets, rows_per_block):
-        row_start, row_stop = int(pages.offsets[first]), int(pages.offsets[last])
-        block = all_vectors[row_start:row_stop]
-        if widen:
-            # torch widens float16 with SIMD into a reused buffer that stays in cache; numpy's
-            # astype is scalar and ~20x slower here.
-            if widened is None or widened.shape[0] < block.shape[0]:
-                widened = torch.empty((block.shape[0], pages.dim), dtype=torch.float32)
-            block = widened[: block.shape[0]].copy_(block)
-        # (n_tokens, n_rows): rows of the result are contiguous, which makes the per-page max
-        # below a fast contiguous reduction.
-        similarities = torch.mm(tokens_t, block.T).numpy()
-        page_starts = pages.offsets[first:last] - row_start
-        best = np.maximum.reduceat(similarities, page_starts, axis=1)
-        scores[:, first:last] = np.add.reduceat(best, query_offsets[:-1], axis=0)
+        block = pages.block(first, last)
+        n_rows = block.shape[0]
+        # (n_tokens, n_rows): each token's similarities to a page are contiguous, so the
+        # per-page max is a contiguous reduction (much faster than reducing the other layout).
+        if similarity_buffer.numel() < n_tokens * n_rows:
+            similarity_buffer = torch.empty(n_tokens * n_rows)
+        similarities = similarity_buffer[: n_tokens * n_rows].view(n_tokens, n_rows)
+        torch.mm(tokens_t, block.T, out=similarities)
+        lengths = pages.lengths[first:last]
+        if lengths.min() == lengths.max():
+            # Equal-length pages (every ColPali page of one image size): a reshape, no gather.
+            view = similarities.view(n_tokens, last - first, int(lengths[0]))
+            best = view.amax(2).numpy()
+        else:
+            starts = pages.offsets[first:last] - pages.offsets[first]
+            best = np.maximum.reduceat(similarities.numpy(), starts, axis=1)
+        # best: (n_tokens, n_pages_in_block); sum each query's tokens.
+        if n_queries == 1:
+            scores[0, first:last] = best.sum(axis=0)
+        else:
+            scores[:, first:last] = np.add.reduceat(best, query_offsets[:-1], axis=0)
     return scores
 
 
