@@ -10,7 +10,7 @@ Three measurements, each variant in a fresh Python subprocess so that its peak R
 
     - ``reader+store``: ``PDFPageReader.lazy_load_data`` -> ``LanceDBPageStore.upsert_pages``,
       the two components alone;
-    - ``ingest``: :func:`llama_index_vlm.ingest.ingest` with a stand-in encoder returning the
+    - ``ingest``: :func:`llama_index_vlm.ingestion.ingest` with a stand-in encoder returning the
       synthetic vectors, i.e. the real pipeline (page counting, look-up of unchanged pages,
       decoding each page back to pixels for the encoder, atomic commits) minus the model;
     - ``ingest-png``: the same, storing PNG pages instead of JPEG;
@@ -83,7 +83,7 @@ class SyntheticEncoder:
 
 def run_variant(variant: str, pdf: Path, dpi: int, batch_size: int, scratch: Path) -> dict:
     """Run one render + store variant in this process and return its measurements."""
-    from llama_index_vlm.ingest import ingest
+    from llama_index_vlm.ingestion import ingest
     from llama_index_vlm.reader import PDFPageReader
     from llama_index_vlm.store import LanceDBPageStore
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     from llama_index_vlm import ColPaliEncoder, HuggingFaceVLM, LanceDBPageStore
     from llama_index_vlm import VisualDocumentIndex as Index
     from llama_index_vlm.index import cited_pages
-    from llama_index_vlm.ingest import ingest
+    from llama_index_vlm.ingestion import ingest
     from llama_index_vlm.interpretability import (
         draw_region,
         hottest_region,

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     from llama_index.core.response_synthesizers import get_response_synthesizer
 
     from llama_index_vlm import ColPaliEncoder, ColPaliRetriever, HuggingFaceVLM, LanceDBPageStore
-    from llama_index_vlm.ingest import ingest
+    from llama_index_vlm.ingestion import ingest
 
     if args.real:
         encoder_path, vlm_path = REAL_ENCODER, REAL_VLM

@@ -20,8 +20,8 @@ _EXPORTS = {
     "ColPaliEncoder": "llama_index_vlm.encoder",
     "PDFPageReader": "llama_index_vlm.reader",
     "LanceDBPageStore": "llama_index_vlm.store",
-    "IngestReport": "llama_index_vlm.ingest",
-    "ingest": "llama_index_vlm.ingest",
+    "IngestReport": "llama_index_vlm.ingestion",
+    "ingest": "llama_index_vlm.ingestion",
     "ColPaliRetriever": "llama_index_vlm.retriever",
     "HuggingFaceVLM": "llama_index_vlm.vlm",
     "VisualDocumentIndex": "llama_index_vlm.index",
@@ -42,7 +42,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from llama_index_vlm.encoder import ColPaliEncoder
     from llama_index_vlm.index import VisualDocumentIndex
-    from llama_index_vlm.ingest import IngestReport, ingest
+    from llama_index_vlm.ingestion import IngestReport, ingest
     from llama_index_vlm.reader import PDFPageReader
     from llama_index_vlm.retriever import ColPaliRetriever
     from llama_index_vlm.store import LanceDBPageStore

@@ -28,7 +28,7 @@ from llama_index.core.response_synthesizers import get_response_synthesizer
 from llama_index.core.schema import BaseNode, Document
 
 from llama_index_vlm.encoder import ColPaliEncoder
-from llama_index_vlm.ingest import IngestReport, ingest, ingest_documents
+from llama_index_vlm.ingestion import IngestReport, ingest, ingest_documents
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import _SETTINGS as RETRIEVER_SETTINGS
 from llama_index_vlm.retriever import ColPaliRetriever

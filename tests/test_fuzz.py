@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from llama_index_vlm.errors import VLMError
 from llama_index_vlm.images import encode_image
-from llama_index_vlm.ingest import ingest_documents
+from llama_index_vlm.ingestion import ingest_documents
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from llama_index_vlm.errors import EmptyInputError, ModelMismatchError
 from llama_index_vlm.images import decode_image
-from llama_index_vlm.ingest import FailedFile, IngestReport, ingest, ingest_documents
+from llama_index_vlm.ingestion import FailedFile, IngestReport, ingest, ingest_documents
 from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -430,4 +430,7 @@ def test_report_summary_and_counts():
     assert IngestReport().ok
     assert IngestReport(files=2, pages_unchanged=2).summary() == (
         "0 pages added, 2 unchanged from 2 files in 0.0 s"
+    )
+    assert IngestReport(files=1, pages_unchanged=1).summary() == (
+        "0 pages added, 1 unchanged from 1 file in 0.0 s"
     )

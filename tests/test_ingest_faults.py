@@ -27,7 +27,7 @@ import pytest
 from pdfs import write_encrypted_pdf, write_text_pdf
 
 from llama_index_vlm import reader as reader_module
-from llama_index_vlm.ingest import ingest
+from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -206,7 +206,7 @@ def serve(checkpoint, folder):
     # at fork time could deadlock; this process never starts one.
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
     from llama_index_vlm.encoder import ColPaliEncoder
-    from llama_index_vlm.ingest import ingest
+    from llama_index_vlm.ingestion import ingest
     from llama_index_vlm.reader import PDFPageReader
     from llama_index_vlm.store import LanceDBPageStore
 

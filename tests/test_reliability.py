@@ -38,7 +38,7 @@ from PIL import Image
 from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import StoreError
 from llama_index_vlm.images import decode_image, encode_image
-from llama_index_vlm.ingest import ingest, ingest_documents
+from llama_index_vlm.ingestion import ingest, ingest_documents
 from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
@@ -464,7 +464,7 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
 from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import StoreError
-from llama_index_vlm.ingest import ingest
+from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.store import LanceDBPageStore
 

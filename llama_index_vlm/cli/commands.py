@@ -53,7 +53,7 @@ class DocumentSummary:
 
 def run_index(args: argparse.Namespace) -> int:
     """``index PATH...``: ingest files and folders; 1 when any file failed."""
-    from llama_index_vlm.ingest import ingest
+    from llama_index_vlm.ingestion import ingest
     from llama_index_vlm.reader import PDFPageReader
 
     store = open_store(args.store, must_exist=False)

@@ -70,7 +70,8 @@ class IngestReport:
             parts.append(f"{self.pages_removed} removed")
         if self.failed:
             parts.append(f"{len(self.failed)} file{'s' if len(self.failed) != 1 else ''} failed")
-        return f"{', '.join(parts)} from {self.files} files in {self.seconds:.1f} s"
+        files = f"{self.files} file{'s' if self.files != 1 else ''}"
+        return f"{', '.join(parts)} from {files} in {self.seconds:.1f} s"
 
 
 class _BatchWriter:

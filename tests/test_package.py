@@ -1,0 +1,26 @@
+"""The package's public surface: every export resolves to what its name says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import llama_index_vlm
+
+
+def test_every_public_name_resolves():
+    for name in llama_index_vlm.__all__:
+        assert getattr(llama_index_vlm, name) is not None, name
+
+
+def test_ingest_is_the_function_even_after_its_module_is_imported():
+    # A submodule named like an export would replace the export on the package once imported
+    # (the index imports it), making `from llama_index_vlm import ingest` a module.
+    code = (
+        "import llama_index_vlm.index\n"
+        "from llama_index_vlm import ingest, IngestReport\n"
+        "assert callable(ingest) and ingest.__name__ == 'ingest', ingest\n"
+        "assert IngestReport.__name__ == 'IngestReport'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
