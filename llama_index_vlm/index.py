@@ -28,11 +28,13 @@ from llama_index.core.response_synthesizers import get_response_synthesizer
 from llama_index.core.schema import BaseNode, Document
 
 from llama_index_vlm.encoder import ColPaliEncoder
+from llama_index_vlm.images import decode_image
 from llama_index_vlm.ingestion import IngestReport, ingest, ingest_documents
+from llama_index_vlm.interpretability import hottest_region, similarity_maps
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import _SETTINGS as RETRIEVER_SETTINGS
 from llama_index_vlm.retriever import ColPaliRetriever
-from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store import LanceDBPageStore, node_image
 from llama_index_vlm.vlm import HuggingFaceVLM
 
 
@@ -237,3 +239,40 @@ def cited_pages(response: Any) -> list[str]:
         label = f"{name}, page {metadata.get('page_number', '?')}"
         cited.append(f"{label} (score {hit.score:.2f})" if hit.score is not None else label)
     return cited
+
+
+#: Metadata key under which :func:`highlight_sources` stores a page's best-matching region.
+ANSWER_REGION_KEY = "answer_region"
+
+
+def highlight_sources(
+    response: Any, encoder: ColPaliEncoder, query: str, quantile: float = 0.9
+) -> list[tuple[int, int, int, int]]:
+    """Find where on each cited page the query matched, and keep it on the source node.
+
+    For every source node of ``response`` (or a list of ``NodeWithScore``), the page's patch
+    grid is embedded again and scored against the query's tokens; the summed per-token
+    similarity map's hottest patches give a box ``(left, top, right, bottom)`` in page pixels.
+    It is stored as ``node.metadata["answer_region"]`` (hidden from the LLM) and returned.
+    Draw it with :func:`llama_index_vlm.interpretability.draw_region`.
+
+    Example::
+
+        response = engine.query(question)
+        for hit, box in zip(response.source_nodes, highlight_sources(response, encoder, question)):
+            draw_region(decode_image(hit.node.image), box).save(f"{hit.node.node_id}.png")
+    """
+    hits = getattr(response, "source_nodes", response)
+    (query_vectors,) = encoder.embed_queries([query], show_progress=False)
+    regions = []
+    for hit in hits:
+        node = getattr(hit, "node", hit)
+        page = decode_image(node_image(node)[0])
+        maps = similarity_maps(query_vectors, encoder.embed_image_patches(page))
+        region = hottest_region(maps.sum(axis=0), page.size, quantile=quantile)
+        node.metadata[ANSWER_REGION_KEY] = list(region)
+        if ANSWER_REGION_KEY not in node.excluded_llm_metadata_keys:
+            node.excluded_llm_metadata_keys.append(ANSWER_REGION_KEY)
+            node.excluded_embed_metadata_keys.append(ANSWER_REGION_KEY)
+        regions.append(region)
+    return regions

@@ -153,3 +153,22 @@ def test_chat_engine_answers_follow_ups(index, llava):
 def test_documents_need_an_encoder(documents):
     with pytest.raises(TypeError, match="needs encoder"):
         VisualDocumentIndex.from_documents(documents)
+
+
+def test_highlight_sources_puts_the_matching_region_on_each_cited_page(index, llava):
+    from llama_index_vlm.images import decode_image
+    from llama_index_vlm.index import highlight_sources
+    from llama_index_vlm.interpretability import draw_region
+
+    question = "What was the 2023 revenue?"
+    response = index.as_query_engine(llm=llava, similarity_top_k=2).query(question)
+    regions = highlight_sources(response, index.encoder, question)
+    assert len(regions) == len(response.source_nodes) == 2
+    for hit, region in zip(response.source_nodes, regions, strict=True):
+        page = decode_image(hit.node.image)
+        left, top, right, bottom = region
+        assert 0 <= left < right <= page.width and 0 <= top < bottom <= page.height
+        assert hit.node.metadata["answer_region"] == list(region)
+        assert "answer_region" in hit.node.excluded_llm_metadata_keys
+        drawn = draw_region(page, region, width=2)
+        assert drawn.getpixel((left, top + 1)) == (255, 0, 0)
