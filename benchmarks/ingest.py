@@ -26,7 +26,7 @@ system, every thread of the process and its finished children) depends much less
 Usage::
 
     python benchmarks/ingest.py                                   # table on stdout
-    python benchmarks/ingest.py --repeat 2 --out benchmarks/RESULTS.ingest.md
+    python benchmarks/ingest.py --repeat 2 --out /tmp/ingest-section.md
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def main() -> None:
             f"best of {args.repeat} runs per variant, each in a fresh process; peak RSS is "
             "the largest of the runs.\n"
             f"- Command: `python benchmarks/ingest.py --pages {args.pages} --repeat "
-            f"{args.repeat} --out benchmarks/RESULTS.ingest.md`\n\n"
+            f"{args.repeat} --out /tmp/ingest-section.md`\n\n"
         )
         args.out.write_text(header + report + "\n")
 

@@ -19,7 +19,7 @@ page) is timed in-process on the first pages.
 Usage::
 
     python benchmarks/render.py                       # all variants, table on stdout
-    python benchmarks/render.py --pages 300 --repeat 2 --out benchmarks/RESULTS.render.md
+    python benchmarks/render.py --pages 300 --repeat 2 --out /tmp/render-section.md
 """
 
 from __future__ import annotations

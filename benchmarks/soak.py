@@ -15,7 +15,7 @@ refreshes, MaxSim), not a real model's speed.
 
 Usage::
 
-    python benchmarks/soak.py --seconds 60 --write benchmarks/RESULTS.reliability.md
+    python benchmarks/soak.py --seconds 60 --write benchmarks/RESULTS.md
 
 ``--write`` replaces the text between ``<!-- soak:begin -->`` and ``<!-- soak:end -->`` in that
 file with the measured table (or appends it).

@@ -9,7 +9,7 @@ not include what an earlier run left allocated.
 
 Usage::
 
-    python benchmarks/store.py --pages 1000 --repeat 3 --write benchmarks/RESULTS.store.md
+    python benchmarks/store.py --pages 1000 --repeat 3 --write /tmp/store-section.md
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def cpu_name() -> str:
 
 
 def report(runs: list[dict[str, float]], n_pages: int, batch_size: int) -> str:
-    """The Markdown section for RESULTS.store.md."""
+    """The Markdown section for the store part of RESULTS.md."""
 
     def median(key: str) -> float:
         return statistics.median(run[key] for run in runs)
