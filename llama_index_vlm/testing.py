@@ -307,6 +307,26 @@ def _clip_vision_config():
     )
 
 
+# What LLaVA-1.5 and LLaVA-NeXT processors and configs share: CLIP patches without the CLS
+# token ("default" strategy) from the second-to-last vision layer, one "<image>" placeholder.
+_LLAVA_PROCESSOR_KWARGS = {
+    "patch_size": _PATCH,
+    "vision_feature_select_strategy": "default",
+    "image_token": "<image>",
+    "num_additional_image_tokens": 1,
+}
+
+
+def _llava_config_kwargs(tokenizer) -> dict:
+    return {
+        "vision_config": _clip_vision_config(),
+        "text_config": _llama_config(tokenizer),
+        "image_token_id": tokenizer.convert_tokens_to_ids("<image>"),
+        "vision_feature_select_strategy": "default",
+        "vision_feature_layer": -2,
+    }
+
+
 def _save_generator(model, tokenizer, processor, path: Path) -> None:
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -330,19 +350,10 @@ def _build_llava(path: Path) -> None:
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=_PATCH,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
         chat_template=_LLAVA_CHAT_TEMPLATE,
+        **_LLAVA_PROCESSOR_KWARGS,
     )
-    config = LlavaConfig(
-        vision_config=_clip_vision_config(),
-        text_config=_llama_config(tokenizer),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
+    config = LlavaConfig(**_llava_config_kwargs(tokenizer))
     _save_generator(LlavaForConditionalGeneration(config), tokenizer, processor, path)
 
 
@@ -368,20 +379,10 @@ def _build_llava_next(path: Path) -> None:
     processor = LlavaNextProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=_PATCH,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
         chat_template=_LLAVA_NEXT_CHAT_TEMPLATE,
+        **_LLAVA_PROCESSOR_KWARGS,
     )
-    config = LlavaNextConfig(
-        vision_config=_clip_vision_config(),
-        text_config=_llama_config(tokenizer),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
+    config = LlavaNextConfig(image_grid_pinpoints=pinpoints, **_llava_config_kwargs(tokenizer))
     _save_generator(LlavaNextForConditionalGeneration(config), tokenizer, processor, path)
 
 
