@@ -216,3 +216,13 @@ def test_choose_search_mode():
     assert choose_search_mode(10**6, "exact") == "exact"
     with pytest.raises(ValueError, match="search_mode"):
         choose_search_mode(10, "quick")
+
+
+def test_hamming_popcount_fallback_for_numpy_1(monkeypatch):
+    rng = np.random.default_rng(8)
+    codes = binary_codes(rng.standard_normal((50, DIM)))
+    query_codes = binary_codes(rng.standard_normal((4, DIM)))
+    offsets = np.arange(0, 51, 5)
+    expected = hamming_maxsim_scores(query_codes, codes, offsets, DIM)
+    monkeypatch.delattr(np, "bitwise_count")  # numpy < 2 has no bitwise_count
+    np.testing.assert_allclose(hamming_maxsim_scores(query_codes, codes, offsets, DIM), expected)

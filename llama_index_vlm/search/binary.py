@@ -29,6 +29,20 @@ import numpy as np
 
 from llama_index_vlm.search.maxsim import ArrayLike, as_float32_matrix, page_blocks
 
+_BYTE_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+def _popcount(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Set bits of each uint64 (``np.bitwise_count`` on numpy >= 2, a byte table before)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words, out=out)
+    counts = _BYTE_POPCOUNT[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1, np.uint8)
+    if out is None:
+        return counts
+    out[...] = counts
+    return out
+
+
 #: Page codes scored per pass. 65,536 codes x 2 words is 1 MiB, small enough for the XOR and
 #: popcount temporaries to stay in cache.
 DEFAULT_CODE_BLOCK = 65_536
@@ -58,7 +72,7 @@ def hamming_similarity(query_codes: np.ndarray, codes: np.ndarray, dim: int) -> 
     """``(n_query, n_codes)`` float32 matrix of ``1 - 2 * hamming / dim`` between code sets."""
     distances = np.zeros((query_codes.shape[1], codes.shape[1]), dtype=np.int32)
     for word in range(codes.shape[0]):
-        distances += np.bitwise_count(query_codes[word][:, None] ^ codes[word][None, :])
+        distances += _popcount(query_codes[word][:, None] ^ codes[word][None, :])
     return (1.0 - 2.0 * distances / dim).astype(np.float32)
 
 
@@ -153,7 +167,7 @@ def _best_distances(
                 np.bitwise_xor(
                     page_codes[word][row_start:row_stop], query_codes[word, token], out=xor[:n_rows]
                 )
-                np.bitwise_count(xor[:n_rows], out=counts[:n_rows])
+                _popcount(xor[:n_rows], out=counts[:n_rows])
                 if word == 0:
                     np.copyto(row, counts[:n_rows])
                 else:
