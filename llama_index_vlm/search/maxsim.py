@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llama_index_vlm.errors import EmptyInputError
+
 ArrayLike = np.ndarray | torch.Tensor
 
 #: Default number of page vectors scored per matrix product (12 ColPali pages). With 128-dim
@@ -194,7 +196,7 @@ def _pack_queries(query_vectors: ArrayLike | Sequence[ArrayLike]) -> tuple[np.nd
         raise ValueError("query_vectors is empty; pass at least one query")
     matrices = [as_float32_matrix(query, f"query_vectors[{i}]") for i, query in enumerate(queries)]
     if any(matrix.shape[0] == 0 for matrix in matrices):
-        raise ValueError("every query needs at least one vector")
+        raise EmptyInputError("a query has no vectors; encode a non-empty query")
     offsets = np.zeros(len(matrices) + 1, dtype=np.int64)
     np.cumsum([matrix.shape[0] for matrix in matrices], out=offsets[1:])
     return np.concatenate(matrices, axis=0), offsets
