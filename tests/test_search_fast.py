@@ -14,6 +14,7 @@ from llama_index_vlm.search import (
     choose_search_mode,
     hamming_maxsim_scores,
     maxsim_scores,
+    rerank_exactly,
     top_k,
 )
 from llama_index_vlm.search.binary import hamming_similarity
@@ -166,6 +167,25 @@ def test_search_edge_cases(corpus):
     page_ids, scores = index.search(corpus[3][:4], k=20)
     assert len(page_ids) == 20 and list(scores) == sorted(scores, reverse=True)
     assert index.nbytes > 0
+
+
+def test_rerank_exactly_is_the_last_stage_of_search(corpus):
+    rng = np.random.default_rng(9)
+    index = FastPageIndex()
+    index.add(range(len(corpus)), corpus)
+    query = query_for(corpus[42], 15, rng)
+    candidate_ids, _ = index.candidates(query, depth=30)
+    page_ids, scores = rerank_exactly(query, candidate_ids, 5, fetch_from(corpus))
+    expected = index.search(query, k=5, candidate_depth=30, rerank_fn=fetch_from(corpus))
+    assert page_ids == expected[0]
+    np.testing.assert_array_equal(scores, expected[1])
+    exact = maxsim_scores(query, [corpus[i] for i in candidate_ids])[0]
+    assert page_ids == [candidate_ids[i] for i in np.argsort(-exact, kind="stable")[:5]]
+    assert rerank_exactly(query, [], 5, fetch_from(corpus))[0] == []
+    with pytest.raises(ValueError, match="returned 1 pages"):
+        rerank_exactly(query, [1, 2], 5, lambda ids: [corpus[0]])
+    with pytest.raises(ValueError, match="k must be"):
+        rerank_exactly(query, [1, 2], 0, fetch_from(corpus))
 
 
 def test_encode_then_add_codes_equals_add(corpus):

@@ -25,6 +25,7 @@ from llama_index_vlm.search.fast import (
     FAST_MODE_MIN_PAGES,
     FastPageIndex,
     choose_search_mode,
+    rerank_exactly,
 )
 from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, top_k
 from llama_index_vlm.search.pooling import hierarchical_pool, kmeans_pool, ward_cluster_labels
@@ -42,6 +43,7 @@ __all__ = [
     "hierarchical_pool",
     "kmeans_pool",
     "maxsim_scores",
+    "rerank_exactly",
     "top_k",
     "ward_cluster_labels",
 ]

@@ -368,17 +368,36 @@ class FastPageIndex:
         )
         if rerank_fn is None or not candidate_ids:
             return candidate_ids[:k], approximate[:k]
-        full_vectors = rerank_fn(candidate_ids)
-        n_fetched = (
-            full_vectors.n_pages
-            if isinstance(full_vectors, PageVectorMatrix)
-            else len(full_vectors)
-        )
-        if n_fetched != len(candidate_ids):
-            raise ValueError(f"rerank_fn returned {n_fetched} pages for {len(candidate_ids)} ids")
-        exact = maxsim_scores(query, full_vectors)[0]
-        order, values = top_k(exact, k)
-        return [candidate_ids[i] for i in order], values
+        return rerank_exactly(query, candidate_ids, k, rerank_fn)
+
+
+def rerank_exactly(
+    query_vectors: ArrayLike, candidate_ids: list[Hashable], k: int, rerank_fn: RerankFn
+) -> tuple[list[Hashable], np.ndarray]:
+    """The ``k`` best of ``candidate_ids`` by exact MaxSim, best first: ``(page_ids, scores)``.
+
+    The last stage of :meth:`FastPageIndex.search`, apart so that a caller can run it outside
+    whatever guards the index (it reads no index state, only ``rerank_fn``'s vectors).
+
+    Args:
+        query_vectors: ``(n_query_tokens, dim)`` query multi-vector.
+        candidate_ids: pages to rank (e.g. from :meth:`FastPageIndex.candidates`).
+        k: number of pages to return.
+        rerank_fn: ``rerank_fn(page_ids)`` returns those pages' full vectors in that order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not candidate_ids:
+        return [], np.zeros(0, dtype=np.float32)
+    query = _as_query(query_vectors)
+    full_vectors = rerank_fn(candidate_ids)
+    n_fetched = (
+        full_vectors.n_pages if isinstance(full_vectors, PageVectorMatrix) else len(full_vectors)
+    )
+    if n_fetched != len(candidate_ids):
+        raise ValueError(f"rerank_fn returned {n_fetched} pages for {len(candidate_ids)} ids")
+    order, values = top_k(maxsim_scores(query, full_vectors)[0], k)
+    return [candidate_ids[i] for i in order], values
 
 
 def _as_query(query_vectors: ArrayLike) -> np.ndarray:
