@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from llama_index_vlm.search import (
     PageVectorMatrix,
     choose_search_mode,
     maxsim_scores,
+    rerank_exactly,
     top_k,
 )
 from llama_index_vlm.store import LanceDBPageStore
@@ -136,18 +138,44 @@ class _PageCache:
             self.refresh(version)
             if len(self.fast) == 0:
                 return []
-            page_ids, scores = self.fast.search(
-                query_vectors,
-                k=k,
-                candidate_depth=candidate_depth,
-                rerank_fn=lambda ids: self.store.get_page_vectors(ids, version=version),
-                allowed=allowed,
+            candidate_ids, _ = self.fast.candidates(
+                query_vectors, max(candidate_depth, k), allowed=allowed
             )
+        # The rerank reads the candidates' vectors from the store, outside the lock: concurrent
+        # queries wait for each other only during the in-memory stages.
+        page_ids, scores = rerank_exactly(
+            query_vectors,
+            candidate_ids,
+            k,
+            lambda ids: self.store.get_page_vectors(ids, version=version),
+        )
         return [
             (page_id, float(score))
             for page_id, score in zip(page_ids, scores, strict=True)
             if np.isfinite(score)
         ]
+
+
+#: Page caches by ``id(store)``, then by mode, held weakly: a cache lives while a retriever
+#: holds it. A cache holds its store, so an id is not reused while its caches are alive.
+_SHARED_CACHES: dict[int, weakref.WeakValueDictionary[str, _PageCache]] = {}
+_SHARED_CACHES_LOCK = threading.Lock()
+
+
+def _shared_page_cache(store: LanceDBPageStore, mode: Literal["exact", "fast"]) -> _PageCache:
+    """The page cache of ``store`` in ``mode``, shared by every retriever over that store object.
+
+    Each ``index.as_query_engine()`` and ``as_retriever(...)`` copy makes a retriever; sharing
+    keeps the store's pages in memory once, and a page loaded by one is not loaded again.
+    """
+    with _SHARED_CACHES_LOCK:
+        for key in [key for key, caches in _SHARED_CACHES.items() if not caches]:
+            del _SHARED_CACHES[key]
+        caches = _SHARED_CACHES.setdefault(id(store), weakref.WeakValueDictionary())
+        cache = caches.get(mode)
+        if cache is None or cache.store is not store:
+            cache = caches[mode] = _PageCache(store, mode)
+        return cache
 
 
 class ColPaliRetriever(BaseRetriever):
@@ -216,14 +244,12 @@ class ColPaliRetriever(BaseRetriever):
         if not settings:
             return self
         current = {name: getattr(self, name) for name in _SETTINGS}
-        copy = ColPaliRetriever(
+        return ColPaliRetriever(
             self.encoder,
             self.store,
             **{**current, **settings},
             callback_manager=self.callback_manager,
         )
-        copy._cache = self._cache  # same pages in memory; no second copy
-        return copy
 
     @property
     def resolved_search_mode(self) -> Literal["exact", "fast"]:
@@ -269,13 +295,11 @@ class ColPaliRetriever(BaseRetriever):
     def _refreshed_cache(self, version: int) -> _PageCache:
         mode = choose_search_mode(self.store.count(), self.search_mode, self.fast_min_pages)
         with self._cache_lock:
-            if (
-                self._cache is None
-                or self._cache.mode != mode
-                or self._cache.store is not self.store
-            ):
-                self._cache = _PageCache(self.store, mode)
             cache = self._cache
+            if cache is None or cache.mode != mode or cache.store is not self.store:
+                # A retriever holds its cache; one it no longer uses (the store outgrew exact
+                # mode) is freed once no other retriever holds it either.
+                cache = self._cache = _shared_page_cache(self.store, mode)
         cache.refresh(version)
         return cache
 
