@@ -86,6 +86,8 @@ from llama_index_vlm.images import mimetype_of
 VECTOR_COLUMN = "vectors"
 FINGERPRINT_KEY = "llama_index_vlm.fingerprint"
 SCHEMA_VERSION_KEY = "llama_index_vlm.schema_version"
+#: Fingerprint key of the token pool factor the stored page vectors were shrunk by (1: none).
+POOL_FACTOR_KEY = "pool_factor"
 SCHEMA_VERSION = "1"
 _PRIMARY_KEY_KEY = "lance-schema:unenforced-primary-key:position"
 
@@ -297,6 +299,15 @@ class LanceDBPageStore(BasePydanticVectorStore):
         return _schema_fingerprint(table.schema)
 
     @property
+    def pool_factor(self) -> float:
+        """The token pool factor the stored page vectors were shrunk by at ingest (1: none).
+
+        Recorded in the fingerprint by :func:`~llama_index_vlm.ingestion.ingest`; 1 for a new
+        store and for pages stored without pooling.
+        """
+        return _pool_factor(self.fingerprint)
+
+    @property
     def dim(self) -> int | None:
         """The vectors' dimension (None before the first page is added)."""
         table = self._open_table()
@@ -336,6 +347,14 @@ class LanceDBPageStore(BasePydanticVectorStore):
                     f"table {self.table_name!r} at {self.uri!r} holds vectors from encoder "
                     f"{_canonical_json(stored)}, not from {_canonical_json(fingerprint)}; use the "
                     "same encoder, or another uri/table_name for the new model"
+                )
+            # Writers that pool say so; a query's fingerprint (the encoder's) does not.
+            if POOL_FACTOR_KEY in fingerprint and _pool_factor(fingerprint) != _pool_factor(stored):
+                raise ModelMismatchError(
+                    f"table {self.table_name!r} at {self.uri!r} holds page vectors pooled with "
+                    f"pool_factor={_pool_factor(stored):g}, these are pooled with "
+                    f"pool_factor={_pool_factor(fingerprint):g}; leave pool_factor unset to use "
+                    "the table's, or use another uri/table_name"
                 )
         if dim is not None and dim != stored_dim:
             raise ModelMismatchError(
@@ -1036,6 +1055,10 @@ def _metadata_json(user_metadata: dict[str, Any]) -> str:
         )
     except ValueError as error:
         raise ValueError(f"metadata cannot be stored as JSON: {error}") from error
+
+
+def _pool_factor(fingerprint: dict[str, Any] | None) -> float:
+    return float((fingerprint or {}).get(POOL_FACTOR_KEY) or 1)
 
 
 def _identity(fingerprint: dict[str, Any]) -> str:

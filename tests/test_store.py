@@ -334,6 +334,26 @@ def test_same_model_from_another_path_is_accepted_but_another_finetune_is_not(st
     assert store.fingerprint == FINGERPRINT  # the first fingerprint stays the table's
 
 
+def test_pool_factor_is_recorded_and_checked_on_writes_only(store):
+    assert store.pool_factor == 1  # a new store
+    pooled = {**FINGERPRINT, "pool_factor": 3}
+    store.add(_doc("d1", 1), page_vectors=[_vectors(1, n_vectors=4)], fingerprint=pooled)
+    assert store.pool_factor == 3
+    version = store.version
+    for other in (1, 2, None):
+        with pytest.raises(ModelMismatchError, match="pool_factor=3"):
+            store.add(
+                _doc("d2", 1),
+                page_vectors=[_vectors(2)],
+                fingerprint={**FINGERPRINT, "pool_factor": other},
+            )
+    assert store.version == version
+    # A query's fingerprint is the encoder's, without a pool factor: same vector space.
+    store.check_fingerprint(FINGERPRINT, DIM)
+    store.add(_doc("d3", 1), page_vectors=[_vectors(3, n_vectors=4)], fingerprint=pooled)
+    assert store.doc_ids() == ["d1", "d3"]
+
+
 def test_dimension_mismatch_raises(store):
     store.add(_doc("d1", 1), page_vectors=[_vectors(1)])
     version = store.version
