@@ -45,6 +45,8 @@ class VisualDocumentIndex(BaseManagedIndex):
         encoder: the ColPali-family encoder of pages and queries.
         store: the page store (default: ``LanceDBPageStore()`` at ``./vlm_index``).
         batch_size: pages per commit when inserting.
+        pool_factor: shrink stored page vectors by Ward token pooling (see :func:`ingest`);
+            default: the store's own, 1 (no pooling) for a new store.
         show_progress: progress bars while inserting.
 
     Example::
@@ -60,11 +62,13 @@ class VisualDocumentIndex(BaseManagedIndex):
         store: LanceDBPageStore | None = None,
         batch_size: int = 16,
         show_progress: bool = False,
+        pool_factor: float | None = None,
         **kwargs: Any,
     ) -> None:
         self._encoder = encoder
         self._page_store = store if store is not None else LanceDBPageStore()
         self._batch_size = batch_size
+        self._pool_factor = pool_factor
         #: The report of the last insertion (pages added, unchanged, failed files).
         self.last_report: IngestReport | None = None
         super().__init__(index_struct=IndexDict(), show_progress=show_progress, **kwargs)
@@ -87,6 +91,7 @@ class VisualDocumentIndex(BaseManagedIndex):
         store: LanceDBPageStore | None = None,
         batch_size: int = 16,
         show_progress: bool = True,
+        pool_factor: float | None = None,
         **kwargs: Any,
     ) -> VisualDocumentIndex:
         """Embed and store page documents (e.g. from :class:`PDFPageReader`) into an index.
@@ -97,7 +102,11 @@ class VisualDocumentIndex(BaseManagedIndex):
         if encoder is None:
             raise TypeError("VisualDocumentIndex.from_documents needs encoder=ColPaliEncoder(...)")
         index = cls(
-            encoder=encoder, store=store, batch_size=batch_size, show_progress=show_progress
+            encoder=encoder,
+            store=store,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            pool_factor=pool_factor,
         )
         index._insert(list(documents))
         return index
@@ -120,6 +129,7 @@ class VisualDocumentIndex(BaseManagedIndex):
             self._page_store,
             reader=reader,
             batch_size=self._batch_size,
+            pool_factor=self._pool_factor,
             show_progress=self._show_progress,
         )
         return self.last_report
@@ -130,6 +140,7 @@ class VisualDocumentIndex(BaseManagedIndex):
             self._encoder,
             self._page_store,
             batch_size=self._batch_size,
+            pool_factor=self._pool_factor,
             show_progress=self._show_progress,
         )
 

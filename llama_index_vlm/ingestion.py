@@ -11,11 +11,13 @@ stored unchanged are recognised by their content hash and neither re-encoded nor
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
@@ -25,7 +27,13 @@ from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError, VLMError
 from llama_index_vlm.images import decode_image
 from llama_index_vlm.reader import SUPPORTED_EXTENSIONS, PDFPageReader
-from llama_index_vlm.store import LanceDBPageStore, node_image, page_content_hash
+from llama_index_vlm.search.pooling import hierarchical_pool
+from llama_index_vlm.store import (
+    POOL_FACTOR_KEY,
+    LanceDBPageStore,
+    node_image,
+    page_content_hash,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +82,29 @@ class IngestReport:
         return f"{', '.join(parts)} from {files} in {self.seconds:.1f} s"
 
 
+def _page_fingerprint(
+    encoder: ColPaliEncoder, store: LanceDBPageStore, pool_factor: float | None = None
+) -> dict[str, Any]:
+    """The fingerprint of the page vectors an ingest writes: the encoder's and the pool factor.
+
+    ``pool_factor=None`` keeps the store's (1, no pooling, for a new store), so later ingests
+    pool as the first did. Raises :class:`ModelMismatchError` if the store holds another
+    encoder's vectors or vectors pooled by another factor.
+    """
+    if pool_factor is None:
+        pool_factor = store.pool_factor
+    if (
+        isinstance(pool_factor, bool)
+        or not isinstance(pool_factor, (int, float))
+        or not 1 <= pool_factor < math.inf
+    ):
+        raise ValueError(f"pool_factor must be a number >= 1 (1: no pooling), not {pool_factor!r}")
+    pool_factor = int(pool_factor) if float(pool_factor).is_integer() else float(pool_factor)
+    fingerprint = {**encoder.fingerprint, POOL_FACTOR_KEY: pool_factor}
+    store.check_fingerprint(fingerprint, encoder.embedding_dim)
+    return fingerprint
+
+
 class _BatchWriter:
     """Buffers pages, encodes the ones the store lacks, and commits each batch at once."""
 
@@ -84,13 +115,15 @@ class _BatchWriter:
         report: IngestReport,
         batch_size: int,
         progress: tqdm,
+        fingerprint: dict[str, Any],
     ):
         self.encoder = encoder
         self.store = store
         self.report = report
         self.batch_size = batch_size
         self.progress = progress
-        self.fingerprint = encoder.fingerprint
+        self.fingerprint = fingerprint
+        self.pool_factor = float(fingerprint[POOL_FACTOR_KEY])
         self.pending: list[tuple[str, BaseNode]] = []
         # What this run did to each source's pages (page_id -> "added", "replaced" or
         # "unchanged"), and the (doc_id, file_path) its pages carry: what to take back, and
@@ -142,6 +175,8 @@ class _BatchWriter:
         try:
             if to_write:
                 vectors = self.encoder.embed_images(images, show_progress=False)
+                if self.pool_factor > 1:
+                    vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
                 result = self.store.upsert_pages(
                     [node for _, node in to_write], vectors, fingerprint=self.fingerprint
                 )
@@ -222,6 +257,7 @@ def ingest(
     *,
     reader: PDFPageReader | None = None,
     batch_size: int = 16,
+    pool_factor: float | None = None,
     show_progress: bool = True,
 ) -> IngestReport:
     """Read, embed and store every page of the PDFs and images under ``paths``.
@@ -235,6 +271,10 @@ def ingest(
             ``PDFPageReader()``.
         batch_size: pages per commit (and per encoder call). Larger batches write faster;
             smaller ones lose less work to a crash.
+        pool_factor: shrink each page's vectors to ``1 / pool_factor`` of their number by
+            Ward token pooling (:func:`~llama_index_vlm.search.hierarchical_pool`) before
+            storing them: 3 stores a third of the vectors, and searches scan a third. Default:
+            the store's own (recorded with its first pages; 1, no pooling, for a new store).
         show_progress: a progress bar of pages done, with pages/s.
 
     Returns:
@@ -247,7 +287,8 @@ def ingest(
 
     Raises:
         EmptyInputError: ``paths`` holds no supported file.
-        ModelMismatchError: the store holds vectors of another encoder (nothing is written).
+        ModelMismatchError: the store holds vectors of another encoder, or pooled by another
+            ``pool_factor`` (nothing is written).
         StoreError: the store could not be written (disk full, permission denied...). The
             batches committed before stay; run the same ingest again once the cause is fixed
             and it continues where it stopped.
@@ -264,7 +305,7 @@ def ingest(
         raise EmptyInputError(
             f"no PDF or image files ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) under {paths!r}"
         )
-    store.check_fingerprint(encoder.fingerprint, encoder.embedding_dim)
+    fingerprint = _page_fingerprint(encoder, store, pool_factor)
     report = IngestReport(files=len(files))
     readable: list[Path] = []
     total_pages = 0
@@ -278,7 +319,7 @@ def ingest(
     with tqdm(
         total=total_pages, desc="Indexing", unit="page", disable=not show_progress
     ) as progress:
-        writer = _BatchWriter(encoder, store, report, batch_size, progress)
+        writer = _BatchWriter(encoder, store, report, batch_size, progress, fingerprint)
         for path in readable:
             try:
                 for document in reader.read_file(path):
@@ -298,22 +339,23 @@ def ingest_documents(
     store: LanceDBPageStore,
     *,
     batch_size: int = 16,
+    pool_factor: float | None = None,
     show_progress: bool = True,
 ) -> IngestReport:
     """Embed and store page documents already loaded (e.g. by :class:`PDFPageReader`).
 
-    Same batching, skipping of unchanged pages and atomic commits as :func:`ingest`. A
+    Same batching, pooling, skipping of unchanged pages and atomic commits as :func:`ingest`. A
     document whose image cannot be decoded fails its source file (``metadata["file_path"]``,
     or the document id) and is reported, like an unreadable file.
     """
     started = time.perf_counter()
-    store.check_fingerprint(encoder.fingerprint, encoder.embedding_dim)
+    fingerprint = _page_fingerprint(encoder, store, pool_factor)
     documents = list(documents)
     report = IngestReport(files=len({_source(document) for document in documents}))
     with tqdm(
         total=len(documents), desc="Indexing", unit="page", disable=not show_progress
     ) as progress:
-        writer = _BatchWriter(encoder, store, report, batch_size, progress)
+        writer = _BatchWriter(encoder, store, report, batch_size, progress, fingerprint)
         for document in documents:
             if _source(document) not in writer.failed_sources:
                 writer.add(_source(document), document)

@@ -163,6 +163,22 @@ def test_reindex_skips_unchanged_pages_with_the_stores_own_model(indexed):
     assert out.startswith("0 pages added, 3 unchanged")
 
 
+def test_index_with_a_pool_factor_stores_pooled_pages(indexed, tmp_path):
+    store = tmp_path / "pooled"
+    args = ["index", indexed["pdf"], "--store", store, "--model", indexed["colpali"], "--dpi", 72]
+    status, out, err = run_cli(*args, "--pool-factor", 2, "--no-progress")
+    assert status == 0, err
+    assert out.startswith("3 pages added")
+    status, out, _ = run_cli("info", "--store", store)
+    assert status == 0 and ", pool factor 2)" in out
+    status, out, _ = run_cli("search", "revenue 2023", "--store", store, "-k", 3)
+    assert status == 0 and len(search_lines(out)) == 3
+    status, _, err = run_cli(*args, "--pool-factor", 4)
+    assert status == 2 and "pooled with pool_factor=2" in err and "Traceback" not in err
+    status, _, err = run_cli(*args, "--pool-factor", "0.5")
+    assert status == 2 and "--pool-factor: must be at least 1" in err
+
+
 # --------------------------------------------------------------------------- search
 
 

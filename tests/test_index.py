@@ -9,6 +9,7 @@ from llama_index.core import Settings
 from llama_index.core.base.response.schema import Response, StreamingResponse
 from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
 from pdfs import write_text_pdf
+from PIL import Image
 
 from llama_index_vlm import (
     ColPaliRetriever,
@@ -49,6 +50,22 @@ def test_from_documents_stores_every_page_once(index, documents, colpali_encoder
     )
     assert again.last_report.pages_added == 0 and again.last_report.pages_unchanged == 5
     assert index.store.count() == 5
+
+
+def test_pool_factor_pools_every_insert(documents, colpali_encoder, tmp_path):
+    store = LanceDBPageStore(uri=str(tmp_path / "pooled"))
+    index = VisualDocumentIndex.from_documents(
+        documents[:3], encoder=colpali_encoder, store=store, pool_factor=4, show_progress=False
+    )
+    page = Image.open(documents[0].resolve_image())
+    (full,) = colpali_encoder.embed_images([page], show_progress=False)
+    pooled_length = -(-len(full) // 4)
+    (tmp_path / "extra").mkdir()
+    write_text_pdf(tmp_path / "extra" / "slides.pdf", ["Roadmap"])
+    assert index.ingest(tmp_path / "extra").pages_added == 1
+    index.insert_nodes(documents[3:])
+    assert store.pool_factor == 4 and store.count() == 6
+    assert {len(v) for v in store.get_page_vectors(store.page_ids())} == {pooled_length}
 
 
 def test_from_store_reopens_and_checks_the_model(index, colpali_encoder, colqwen2_encoder):

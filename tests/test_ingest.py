@@ -29,7 +29,8 @@ from llama_index_vlm.errors import EmptyInputError, ModelMismatchError
 from llama_index_vlm.images import decode_image
 from llama_index_vlm.ingestion import FailedFile, IngestReport, ingest, ingest_documents
 from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
-from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.search import hierarchical_pool
+from llama_index_vlm.store import LanceDBPageStore, node_image
 
 # 200 x 200 pt pages at 36 dpi are 100 x 100 pixels: the tiny model sees 32 x 32 anyway.
 DPI = 36
@@ -434,3 +435,59 @@ def test_report_summary_and_counts():
     assert IngestReport(files=1, pages_unchanged=1).summary() == (
         "0 pages added, 1 unchanged from 1 file in 0.0 s"
     )
+
+
+# ---------------------------------------------------------------- token pooling at ingest
+
+
+def test_pool_factor_stores_pooled_page_vectors(tmp_path, store, reader, colpali_encoder):
+    pdf = write_pdf(tmp_path / "docs" / "report.pdf", 2)
+    report = ingest(pdf, colpali_encoder, store, reader=reader, pool_factor=3, show_progress=False)
+    assert report.ok and report.pages_added == 2
+    assert store.pool_factor == 3 and store.fingerprint["pool_factor"] == 3
+    page_ids = sorted(page_ids_of(pdf, 2))
+    pages = [decode_image(node_image(document)[0]) for document in reader.read_file(pdf)]
+    full = colpali_encoder.embed_images(pages, show_progress=False)
+    for page_id, full_vectors, stored in zip(
+        page_ids, full, store.get_page_vectors(page_ids, dtype=np.float32), strict=True
+    ):
+        assert stored.shape == (-(-full_vectors.shape[0] // 3), full_vectors.shape[1])
+        np.testing.assert_allclose(
+            stored, hierarchical_pool(full_vectors, 3), atol=2e-3, err_msg=page_id
+        )
+        np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=2e-3)
+
+
+def test_later_ingests_keep_the_stores_pool_factor(tmp_path, store, reader, colpali_encoder):
+    first = write_pdf(tmp_path / "docs" / "first.pdf", 1)
+    second = write_pdf(tmp_path / "docs" / "second.pdf", 1)
+    ingest(first, colpali_encoder, store, reader=reader, pool_factor=2, show_progress=False)
+    (n_pooled,) = {len(v) for v in store.get_page_vectors(sorted(page_ids_of(first, 1)))}
+    ingest(second, colpali_encoder, store, reader=reader, show_progress=False)  # no pool_factor
+    assert [len(v) for v in store.get_page_vectors(sorted(page_ids_of(second, 1)))] == [n_pooled]
+    for other in (1, 3):
+        with pytest.raises(ModelMismatchError, match="pool_factor=2"):
+            ingest(second, colpali_encoder, store, reader=reader, pool_factor=other)
+    assert store.count() == 2
+
+
+def test_an_unpooled_store_refuses_pooled_pages(tmp_path, store, reader, colpali_encoder):
+    pdf = write_pdf(tmp_path / "docs" / "report.pdf", 1)
+    ingest(pdf, colpali_encoder, store, reader=reader, show_progress=False)
+    assert store.pool_factor == 1
+    version = store.version
+    with pytest.raises(ModelMismatchError, match="pool_factor=1"):
+        ingest_documents(
+            list(reader.read_file(pdf)), colpali_encoder, store, pool_factor=2, show_progress=False
+        )
+    assert store.version == version  # nothing written
+
+
+@pytest.mark.parametrize("bad", [0, 0.5, -3, float("nan"), float("inf"), True, "3"])
+def test_pool_factor_must_be_a_number_of_at_least_one(
+    tmp_path, store, reader, colpali_encoder, bad
+):
+    pdf = write_pdf(tmp_path / "docs" / "report.pdf", 1)
+    with pytest.raises(ValueError, match="pool_factor must be a number >= 1"):
+        ingest(pdf, colpali_encoder, store, reader=reader, pool_factor=bad)
+    assert store.count() == 0

@@ -113,6 +113,31 @@ def test_results_are_the_exact_maxsim_ranking(store, colpali_encoder, search_mod
     assert retriever.resolved_search_mode == ("exact" if search_mode == "exact" else "fast")
 
 
+@pytest.mark.parametrize("search_mode", ["exact", "fast"])
+def test_pages_pooled_at_ingest_rank_by_maxsim_of_their_stored_vectors(
+    tmp_path, colpali_encoder, search_mode
+):
+    store = LanceDBPageStore(uri=str(tmp_path / "pooled"))
+    ingest_documents(_documents(), colpali_encoder, store, pool_factor=2, show_progress=False)
+    n_vectors = {len(v) for v in store.get_page_vectors(store.page_ids())}
+    (full,) = colpali_encoder.embed_images([_page_image(1)], show_progress=False)
+    assert n_vectors == {-(-len(full) // 2)}
+    retriever = ColPaliRetriever(
+        encoder=colpali_encoder,
+        store=store,
+        similarity_top_k=5,
+        search_mode=search_mode,
+        candidate_depth=N_FILES * PAGES_PER_FILE,
+    )
+    reference = _reference_scores(colpali_encoder, store, "revenue in 2023")
+    hits = retriever.retrieve("revenue in 2023")
+    assert [hit.node.node_id for hit in hits] == sorted(reference, key=reference.get, reverse=True)[
+        :5
+    ]
+    for hit in hits:
+        assert hit.score == pytest.approx(reference[hit.node.node_id], abs=1e-3)
+
+
 def test_nodes_carry_page_metadata_and_their_image(store, colpali_encoder):
     retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, similarity_top_k=2)
     hit = retriever.retrieve("warranty")[0]

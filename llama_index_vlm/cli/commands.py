@@ -64,6 +64,7 @@ def run_index(args: argparse.Namespace) -> int:
         store,
         reader=PDFPageReader(dpi=args.dpi),
         batch_size=args.batch_size,
+        pool_factor=args.pool_factor,
         show_progress=not args.no_progress,
     )
     print(report.summary())
@@ -214,6 +215,7 @@ def run_info(args: argparse.Namespace) -> int:
             f"weights digest {fingerprint['weights_digest']}"
             if "weights_digest" in fingerprint
             else "",
+            f"pool factor {store.pool_factor:g}" if store.pool_factor > 1 else "",
         )
         if part
     )

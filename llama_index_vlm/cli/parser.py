@@ -58,6 +58,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def pool_factor(text: str) -> float:
+    """argparse type: a token pool factor, a number of at least 1 (whole numbers stay ints)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least 1 (1: no pooling), not {text}")
+    return int(value) if value.is_integer() else value
+
+
 def filter_pair(text: str) -> tuple[str, str]:
     """argparse type: ``key=value`` -> ``(key, value)``; the value is typed later, per key."""
     key, separator, value = text.partition("=")
@@ -143,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         metavar="N",
         help="pages per commit and per encoder call (default: 16)",
+    )
+    index.add_argument(
+        "--pool-factor",
+        type=pool_factor,
+        metavar="F",
+        help="store 1/F of each page's vectors, merged by Ward token pooling (3 keeps most of "
+        "the retrieval quality); default: the index's own, or 1 (no pooling) for a new index",
     )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
 
