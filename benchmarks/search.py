@@ -16,6 +16,8 @@ Methods, run on the same pages and queries:
   ``fast, no prefilter``: pooled codes over every page -> exact rerank.
 - ``naive padded``: transformers' ``ColPaliProcessor.score_retrieval`` (pad_sequence + einsum
   over batches of 128 pages, as colpali-engine's ``score_multi_vector``), float32 inputs.
+- ``exact, pooled xF at ingest``: exact search over pages Ward-pooled to ``1 / F`` of their
+  vectors (``ingest(..., pool_factor=F)``); recall is against the unpooled exact ranking.
 - ``lancedb flat`` / ``lancedb IVF_PQ``: LanceDB's native multivector search on a
   ``list<fixed_size_list<float32, 128>>`` column (cosine), without and with an IVF_PQ index.
 
@@ -55,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llama_index_vlm.search import (  # noqa: E402
     FastPageIndex,
     PageVectorMatrix,
+    hierarchical_pool,
     maxsim_scores,
     top_k,
 )
@@ -278,13 +281,25 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
     def rerank_fn(page_ids: list[int]) -> list[np.ndarray]:
         return [pages[i] for i in page_ids]
 
-    def exact(query: np.ndarray) -> list[int]:
-        return top_k(maxsim_scores(query, page_matrix)[0], K)[0].tolist()
+    def exact_over(matrix: PageVectorMatrix):
+        return lambda query: top_k(maxsim_scores(query, matrix)[0], K)[0].tolist()
 
     def fast_search(fast: FastPageIndex, depth: int):
         return lambda query: fast.search(query, K, candidate_depth=depth, rerank_fn=rerank_fn)[0]
 
-    methods = {"exact": exact}
+    methods = {"exact": exact_over(page_matrix)}
+    # Pages whose vectors were Ward-pooled at ingest (ingest(..., pool_factor=F)), searched
+    # exactly; their recall is against the unpooled exact ranking.
+    pooled: dict[str, tuple[PageVectorMatrix, float]] = {}
+    for pool_factor in args.ingest_pool_factors if n_pages in args.pool_pages else []:
+        started = time.perf_counter()
+        matrix = PageVectorMatrix.from_pages(
+            [hierarchical_pool(np.asarray(page), pool_factor) for page in pages]
+        )
+        name = f"exact, pooled x{pool_factor:g} at ingest"
+        pooled[name] = (matrix, time.perf_counter() - started)
+        methods[name] = exact_over(matrix)
+        log(f"pooled x{pool_factor:g} in {pooled[name][1]:.0f}s")
     for depth in args.candidate_depths:
         methods[f"fast (depth {depth})"] = fast_search(index, depth)
         methods[f"fast, no prefilter (depth {depth})"] = fast_search(plain, depth)
@@ -323,6 +338,10 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
         row.recall, row.target_first = _quality(found[name], truth[:n_run], targets[:n_run])
         if name == "exact":
             row.memory = _gb(pages.nbytes) + " (vectors in RAM)"
+        elif name in pooled:
+            row.memory = _gb(pooled[name][0].nbytes) + " (vectors in RAM)"
+            row.build_s = pooled[name][1]
+            row.notes.append("recall against unpooled exact; build = Ward pooling")
         elif name == naive:
             row.memory = _gb(sum(tensor.nbytes for tensor in page_tensors)) + " (float32 tensors)"
         else:
@@ -330,7 +349,7 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
             row.memory = f"{_gb((plain if 'no prefilter' in name else index).nbytes)} index"
         rows.append(row)
         log(f"{name}: p50 {np.median(latencies[name]) * 1000:.1f} ms recall {row.recall:.3f}")
-    del index, plain, methods
+    del index, plain, methods, pooled
     if not args.no_naive:
         del page_tensors, padded_search
     gc.collect()
@@ -522,6 +541,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast-queries", type=int, default=10, help="queries of --fast-pages")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--candidate-depths", default="100", help="rerank depths, comma-separated")
+    parser.add_argument(
+        "--ingest-pool-factors",
+        default="3",
+        help="pool factors of the 'pooled at ingest' exact rows, comma-separated",
+    )
+    parser.add_argument(
+        "--pool-pages", default="1000", help="sizes that get the pooled-at-ingest rows"
+    )
     parser.add_argument("--no-lancedb", action="store_true")
     parser.add_argument("--no-naive", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1k pages only, few queries")
@@ -531,7 +558,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.pages, args.fast_pages, args.queries = "1000", 0, 10
         args.ivf_pages = args.ivf_pages or "0"
+        args.pool_pages = "0"
     args.candidate_depths = [int(depth) for depth in args.candidate_depths.split(",")]
+    args.ingest_pool_factors = [float(f) for f in args.ingest_pool_factors.split(",") if f]
+    args.pool_pages = [int(size) for size in args.pool_pages.split(",") if size]
     sizes = [int(size) for size in args.pages.split(",") if size]
     args.ivf_pages = (
         [int(size) for size in args.ivf_pages.split(",") if size] if args.ivf_pages else sizes[-1:]
