@@ -14,6 +14,9 @@ Methods, run on the same pages and queries:
 - ``fast``: :class:`llama_index_vlm.search.FastPageIndex` (binary prefilter -> pooled codes ->
   exact rerank of the full vectors, read from a float16 memmap on disk);
   ``fast, no prefilter``: pooled codes over every page -> exact rerank.
+- ``fast, rerank read from LanceDBPageStore``: the same index, but the candidates' full vectors
+  are read from a :class:`~llama_index_vlm.store.LanceDBPageStore` of the same pages at a
+  pinned version, as ``ColPaliRetriever``'s fast mode reads them.
 - ``naive padded``: transformers' ``ColPaliProcessor.score_retrieval`` (pad_sequence + einsum
   over batches of 128 pages, as colpali-engine's ``score_multi_vector``), float32 inputs.
 - ``exact, pooled xF at ingest``: exact search over pages Ward-pooled to ``1 / F`` of their
@@ -287,6 +290,16 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
     def fast_search(fast: FastPageIndex, depth: int):
         return lambda query: fast.search(query, K, candidate_depth=depth, rerank_fn=rerank_fn)[0]
 
+    def fast_from_store(fast: FastPageIndex, depth: int, store):
+        # What ColPaliRetriever's fast mode does: candidates from the in-memory index, the
+        # candidates' full vectors read from the page store at a pinned version, exact rerank.
+        version = store.version
+
+        def read(page_indices: list[int]) -> list[np.ndarray]:
+            return store.get_page_vectors([f"page{i}" for i in page_indices], version=version)
+
+        return lambda query: fast.search(query, K, candidate_depth=depth, rerank_fn=read)[0]
+
     methods = {"exact": exact_over(page_matrix)}
     # Pages whose vectors were Ward-pooled at ingest (ingest(..., pool_factor=F)), searched
     # exactly; their recall is against the unpooled exact ranking.
@@ -300,9 +313,14 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
         pooled[name] = (matrix, time.perf_counter() - started)
         methods[name] = exact_over(matrix)
         log(f"pooled x{pool_factor:g} in {pooled[name][1]:.0f}s")
+    page_store = None if args.no_page_store else write_page_store(pages, workdir)
     for depth in args.candidate_depths:
         methods[f"fast (depth {depth})"] = fast_search(index, depth)
         methods[f"fast, no prefilter (depth {depth})"] = fast_search(plain, depth)
+        if page_store is not None:
+            methods[f"fast, rerank read from LanceDBPageStore (depth {depth})"] = fast_from_store(
+                index, depth, page_store
+            )
     n_exact = min(len(queries), args.exact_queries if n_pages > 2000 else len(queries))
     n_runs = {name: len(queries) for name in methods}
     n_runs["exact"] = n_exact
@@ -347,9 +365,12 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
         else:
             row.build_s = build_s
             row.memory = f"{_gb((plain if 'no prefilter' in name else index).nbytes)} index"
+            if "LanceDBPageStore" in name:
+                row.notes.append("as the retriever's fast mode")
         rows.append(row)
         log(f"{name}: p50 {np.median(latencies[name]) * 1000:.1f} ms recall {row.recall:.3f}")
-    del index, plain, methods, pooled
+    del index, plain, methods, pooled, page_store
+    shutil.rmtree(workdir / f"page_store_{n_pages}", ignore_errors=True)
     if not args.no_naive:
         del page_tensors, padded_search
     gc.collect()
@@ -357,6 +378,39 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
     if not args.no_lancedb:
         rows.extend(bench_lancedb(args, pages, queries, truth, targets, workdir))
     return rows
+
+
+def write_page_store(pages: np.ndarray, workdir: Path):
+    """The pages in a :class:`LanceDBPageStore` (1-pixel images), compacted as a served store."""
+    import base64
+    import io
+
+    from llama_index.core.schema import ImageDocument
+    from PIL import Image
+
+    from llama_index_vlm.store import LanceDBPageStore
+
+    started = time.perf_counter()
+    n_pages = pages.shape[0]
+    store = LanceDBPageStore(uri=str(workdir / f"page_store_{n_pages}"))
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), "white").save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    for start in range(0, n_pages, 200):
+        stop = min(n_pages, start + 200)
+        documents = [
+            ImageDocument(
+                id_=f"page{i}",
+                image=image,
+                image_mimetype="image/png",
+                metadata={"doc_id": f"doc{i}", "page_number": 1, "salt": i},
+            )
+            for i in range(start, stop)
+        ]
+        store.upsert_pages(documents, [np.asarray(pages[i]) for i in range(start, stop)])
+    store.optimize()
+    log(f"LanceDBPageStore of {n_pages} pages written in {time.perf_counter() - started:.0f}s")
+    return store
 
 
 def bench_lancedb(args, pages, queries, truth, targets, workdir: Path) -> list[Row]:
@@ -540,7 +594,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lancedb-queries", type=int, default=3, help="above 2,000 pages")
     parser.add_argument("--fast-queries", type=int, default=10, help="queries of --fast-pages")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--candidate-depths", default="100", help="rerank depths, comma-separated")
+    parser.add_argument(
+        "--candidate-depths", default="50,100", help="rerank depths, comma-separated"
+    )
+    parser.add_argument(
+        "--no-page-store",
+        action="store_true",
+        help="skip the rows whose rerank reads a LanceDBPageStore (as the retriever does)",
+    )
     parser.add_argument(
         "--ingest-pool-factors",
         default="3",
