@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -95,7 +96,7 @@ def _page_fingerprint(
         pool_factor = store.pool_factor
     if (
         isinstance(pool_factor, bool)
-        or not isinstance(pool_factor, (int, float))
+        or not isinstance(pool_factor, numbers.Real)
         or not 1 <= pool_factor < math.inf
     ):
         raise ValueError(f"pool_factor must be a number >= 1 (1: no pooling), not {pool_factor!r}")

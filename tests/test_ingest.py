@@ -461,7 +461,9 @@ def test_pool_factor_stores_pooled_page_vectors(tmp_path, store, reader, colpali
 def test_later_ingests_keep_the_stores_pool_factor(tmp_path, store, reader, colpali_encoder):
     first = write_pdf(tmp_path / "docs" / "first.pdf", 1)
     second = write_pdf(tmp_path / "docs" / "second.pdf", 1)
-    ingest(first, colpali_encoder, store, reader=reader, pool_factor=2, show_progress=False)
+    ingest(
+        first, colpali_encoder, store, reader=reader, pool_factor=np.int64(2), show_progress=False
+    )
     (n_pooled,) = {len(v) for v in store.get_page_vectors(sorted(page_ids_of(first, 1)))}
     ingest(second, colpali_encoder, store, reader=reader, show_progress=False)  # no pool_factor
     assert [len(v) for v in store.get_page_vectors(sorted(page_ids_of(second, 1)))] == [n_pooled]
