@@ -36,37 +36,35 @@ exit status: 0 success, 1 a failure (a file that could not be indexed, an I/O er
 2 a usage error (bad arguments, no index, a model that cannot be loaded or does not match)."""
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def _int_at_least(text: str, minimum: int, requirement: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {requirement}, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1, "at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+    return _int_at_least(text, 0, "0 or more")
 
 
 def pool_factor(text: str) -> float:
-    """argparse type: a token pool factor, a number of at least 1 (whole numbers stay ints)."""
+    """argparse type: a token pool factor, a number of at least 1 (checked again by ingest)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 1 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be at least 1 (1: no pooling), not {text}")
-    return int(value) if value.is_integer() else value
+    return value
 
 
 def filter_pair(text: str) -> tuple[str, str]:
