@@ -41,6 +41,24 @@ def colqwen2_encoder(tiny_checkpoint):
     return ColPaliEncoder.from_pretrained(tiny_checkpoint("colqwen2"), show_progress=False)
 
 
+@pytest.fixture
+def seen(monkeypatch):
+    """``seen(vlm)`` -> the keyword arguments of every ``vlm.model.generate`` call from now on."""
+
+    def spy_on(vlm) -> list[dict]:
+        calls: list[dict] = []
+        original = vlm.model.generate
+
+        def generate(*args, **kwargs):
+            calls.append(kwargs)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(vlm.model, "generate", generate)
+        return calls
+
+    return spy_on
+
+
 # ---------------------------------------------------------------------------------------------
 # PDFs and page images for the reader tests, made from scratch by tests/pdfs.py (no binary
 # fixtures). Owned by the reader's tests; keep other fixtures above this block.

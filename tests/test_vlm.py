@@ -94,24 +94,6 @@ def variant(vlm: HuggingFaceVLM, **settings) -> HuggingFaceVLM:
     return HuggingFaceVLM(model=vlm.model, processor=vlm.processor, **config)
 
 
-@pytest.fixture
-def seen(monkeypatch):
-    """``seen(vlm)`` -> list of the keyword arguments of every model.generate call."""
-
-    def spy_on(vlm: HuggingFaceVLM) -> list[dict]:
-        calls: list[dict] = []
-        original = vlm.model.generate
-
-        def generate(*args, **kwargs):
-            calls.append(kwargs)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(vlm.model, "generate", generate)
-        return calls
-
-    return spy_on
-
-
 def image_tokens(vlm: HuggingFaceVLM, call: dict) -> int:
     return int((call["input_ids"] == vlm.model.config.image_token_id).sum())
 

@@ -71,24 +71,6 @@ def vlms(tiny_checkpoint):
     return get
 
 
-@pytest.fixture
-def seen(monkeypatch):
-    """``seen(vlm)`` -> the keyword arguments of every model.generate call from now on."""
-
-    def spy_on(vlm: HuggingFaceVLM) -> list[dict]:
-        calls: list[dict] = []
-        original = vlm.model.generate
-
-        def generate(*args, **kwargs):
-            calls.append(kwargs)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(vlm.model, "generate", generate)
-        return calls
-
-    return spy_on
-
-
 @pytest.fixture(autouse=True)
 def clean_settings():
     """Tests set LlamaIndex's global Settings; restore them after each test."""
