@@ -35,11 +35,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from encode import synthetic_pages  # noqa: E402
 from full_size import paligemma_3b_448_config  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock  # noqa: E402
-from PIL import Image  # noqa: E402
 from transformers import StoppingCriteria  # noqa: E402
 
 from llama_index_vlm.images import encode_image  # noqa: E402
@@ -61,19 +60,6 @@ class TokenClock(StoppingCriteria):
             torch.cuda.synchronize()  # the token exists when the GPU has finished it
         self.times.append(time.perf_counter())
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
-def synthetic_pages(n_pages: int, size=(1240, 1754)) -> list[bytes]:
-    """A4 pages at 150 dpi with text-like stripes, different on every page, as PNG bytes."""
-    rng = np.random.default_rng(0)
-    pages = []
-    for _ in range(n_pages):
-        page = np.full((size[1], size[0], 3), 255, dtype=np.uint8)
-        for top in range(100, size[1] - 100, 40):
-            width = int(rng.integers(200, size[0] - 200))
-            page[top : top + 14, 100 : 100 + width] = rng.integers(0, 80)
-        pages.append(encode_image(Image.fromarray(page), "PNG"))
-    return pages
 
 
 def question_about(pages: list[bytes]) -> list[ChatMessage]:
@@ -113,7 +99,8 @@ def measure(vlm: HuggingFaceVLM, messages: list[ChatMessage], new_tokens: int) -
 
 
 def benchmark(vlm: HuggingFaceVLM, label: str, n_pages: int, new_tokens: int, repeats: int):
-    messages = question_about(synthetic_pages(n_pages))
+    # The encoder benchmark's pages, as the PNG bytes a stored page image is.
+    messages = question_about([encode_image(page, "PNG") for page in synthetic_pages(n_pages)])
     measure(vlm, messages, 2)  # warm-up: first-call allocations, kernel selection
     runs = [measure(vlm, messages, new_tokens) for _ in range(repeats)]
     usage = runs[0]["usage"]
