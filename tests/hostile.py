@@ -19,36 +19,22 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from pdfs import PdfPageSpec, build_pdf, write_encrypted_pdf, write_truncated_pdf
+from pdfs import (
+    PdfPageSpec,
+    build_pdf,
+    serialize_pdf,
+    write_encrypted_pdf,
+    write_truncated_pdf,
+)
 from PIL import Image
 
 from llama_index_vlm.errors import ContextWindowExceededError, EmptyInputError
-
-
-def raw_pdf(objects: list[bytes], root: int = 1) -> bytes:
-    """A PDF of the given object bodies (numbered from 1) with a correct xref table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref_at = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        root,
-        xref_at,
-    )
-    return bytes(out)
-
 
 _CATALOG = b"<< /Type /Catalog /Pages 2 0 R >>"
 
 
 def _one_page(page: bytes, *more: bytes) -> bytes:
-    return raw_pdf([_CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", page, *more])
+    return serialize_pdf([_CATALOG, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", page, *more])
 
 
 def _stream(data: bytes, entries: bytes = b"") -> bytes:
@@ -57,7 +43,7 @@ def _stream(data: bytes, entries: bytes = b"") -> bytes:
 
 def page_tree_loop() -> bytes:
     """The page tree lists itself as one of its kids."""
-    return raw_pdf(
+    return serialize_pdf(
         [
             _CATALOG,
             b"<< /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>",
@@ -69,12 +55,12 @@ def page_tree_loop() -> bytes:
 def deep_page_tree(depth: int = 2000) -> bytes:
     """A page hidden under ``depth`` nested page-tree nodes (a stack-overflow attempt)."""
     nodes = [b"<< /Type /Pages /Kids [%d 0 R] /Count 1 >>" % (n + 3) for n in range(depth)]
-    return raw_pdf([_CATALOG, *nodes, b"<< /Type /Page /MediaBox [0 0 100 100] >>"])
+    return serialize_pdf([_CATALOG, *nodes, b"<< /Type /Page /MediaBox [0 0 100 100] >>"])
 
 
 def lying_page_count() -> bytes:
     """One page, but the page tree claims a billion (a reader trusting /Count would loop)."""
-    return raw_pdf(
+    return serialize_pdf(
         [
             _CATALOG,
             b"<< /Type /Pages /Kids [3 0 R] /Count 1000000000 >>",

@@ -76,7 +76,23 @@ def build_pdf(
     )
     encrypt = add(encrypt_dict) if encrypt_dict is not None else None
 
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    trailer_extra = b""
+    if encrypt is not None:
+        trailer_extra += b" /Encrypt %d 0 R" % encrypt
+    if file_id is not None:
+        trailer_extra += b" /ID [<%s> <%s>]" % (file_id.hex().encode(), file_id.hex().encode())
+    return serialize_pdf(objects, catalog, trailer_extra, header=b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+
+
+def serialize_pdf(
+    objects: list[bytes], root: int = 1, trailer_extra: bytes = b"", header: bytes = b"%PDF-1.4\n"
+) -> bytes:
+    """A PDF of the given object bodies (numbered from 1) with a correct xref table.
+
+    ``root`` is the catalog's object number; ``trailer_extra`` is added to the trailer
+    dictionary (e.g. ``b" /Encrypt 5 0 R"``).
+    """
+    out = bytearray(header)
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
@@ -85,12 +101,12 @@ def build_pdf(
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    trailer = b"/Size %d /Root %d 0 R" % (len(objects) + 1, catalog)
-    if encrypt is not None:
-        trailer += b" /Encrypt %d 0 R" % encrypt
-    if file_id is not None:
-        trailer += b" /ID [<%s> <%s>]" % (file_id.hex().encode(), file_id.hex().encode())
-    out += b"trailer\n<< %s >>\nstartxref\n%d\n%%%%EOF\n" % (trailer, xref_at)
+    out += b"trailer\n<< /Size %d /Root %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        root,
+        trailer_extra,
+        xref_at,
+    )
     return bytes(out)
 
 
