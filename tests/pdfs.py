@@ -154,6 +154,24 @@ def write_text_pdf(
     return path
 
 
+def write_numbered_pdf(path: Path, n_pages: int, tag: str | None = None) -> Path:
+    """An ``n_pages`` PDF of 200 x 200 pt pages reading "<tag> page <n>" (tag: the file's stem),
+    so files differ by name or tag; creates missing folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = tag or path.stem
+    return write_text_pdf(
+        path, [f"{tag} page {n}" for n in range(1, n_pages + 1)], width_pt=200, height_pt=200
+    )
+
+
+def page_ids_of(path: Path, n_pages: int) -> set[str]:
+    """The page ids the reader gives the first ``n_pages`` pages of the file at ``path``."""
+    from llama_index_vlm.reader import doc_id_for_file
+
+    doc_id = doc_id_for_file(path)
+    return {f"{doc_id}-p{n}" for n in range(1, n_pages + 1)}
+
+
 def write_sized_pdf(path: Path, sizes_pt: Sequence[tuple[float, float]]) -> Path:
     """Write a PDF whose pages have the given (width, height) in points and a black square."""
     pages = [

@@ -18,7 +18,7 @@ import pytest
 from hostile import BAD_FILES, HOSTILE_QUERIES, HOSTILE_STRINGS, empty_pages, encoded, png_header
 from llama_index.core.schema import QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
-from pdfs import write_text_pdf
+from pdfs import write_numbered_pdf, write_text_pdf
 from PIL import Image
 
 from llama_index_vlm.errors import (
@@ -65,12 +65,6 @@ class Timer:
         assert self.seconds < HANG_GUARD_SECONDS, f"took {self.seconds:.1f} s: a hang?"
 
 
-def write_pdf(path: Path, n_pages: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pages = [f"{path.stem} page {n}" for n in range(1, n_pages + 1)]
-    return write_text_pdf(path, pages, width_pt=200, height_pt=200)
-
-
 def state(store: LanceDBPageStore) -> tuple[int, list[str]]:
     """What must not change: the table version and the stored page ids."""
     return store.version, sorted(store.page_ids())
@@ -86,7 +80,7 @@ def corpus(tmp_path_factory, colpali_encoder, reader):
     """A store holding two good PDFs (4 pages), shared by the tests that must not change it."""
     folder = tmp_path_factory.mktemp("corpus")
     for name in ("alpha", "beta"):
-        write_pdf(folder / "good" / f"{name}.pdf", 2)
+        write_numbered_pdf(folder / "good" / f"{name}.pdf", 2)
     store = LanceDBPageStore(uri=str(folder / "index"))
     report = ingest(folder / "good", colpali_encoder, store, reader=reader, show_progress=False)
     assert report.ok and report.pages_added == 4
@@ -132,7 +126,7 @@ def test_a_folder_of_every_bad_file_indexes_exactly_the_readable_ones(
     folder.mkdir()
     for name, make, _ in BAD_FILES.values():
         make(folder / name)
-    good = write_pdf(folder / "good.pdf", 2)
+    good = write_numbered_pdf(folder / "good.pdf", 2)
 
     with Timer():
         report = ingest(folder, colpali_encoder, store, reader=reader, show_progress=False)
@@ -220,7 +214,7 @@ def test_pages_of_extreme_aspect_ratio_are_embedded_by_every_family(
     folder.mkdir()
     for n, image in enumerate(slivers):
         image.save(folder / f"sliver{n}.png")
-    write_pdf(folder / "normal.pdf", 1)
+    write_numbered_pdf(folder / "normal.pdf", 1)
     for encoder in (colpali_encoder, colqwen2_encoder):
         vectors = encoder.embed_images(slivers)
         assert all(v.ndim == 2 and len(v) > 0 and np.isfinite(v).all() for v in vectors)
@@ -295,11 +289,11 @@ def test_file_system_traps_in_a_folder(tmp_path, store, colpali_encoder, reader,
     folder = tmp_path / "shared"
     (folder / "sub").mkdir(parents=True)
     # A file name that is not UTF-8 (Latin-1 "café", and a stray byte).
-    write_pdf(folder / "latin1.pdf", 2)
+    write_numbered_pdf(folder / "latin1.pdf", 2)
     os.rename(folder / "latin1.pdf", os.path.join(os.fsencode(folder), b"caf\xe9 \xff.pdf"))
-    write_pdf(folder / "sub" / "inner.pdf", 1)
-    write_pdf(folder / "folder.pdf" / "nested.pdf", 1)  # a directory named like a PDF
-    write_pdf(folder / ".hidden.pdf", 1)
+    write_numbered_pdf(folder / "sub" / "inner.pdf", 1)
+    write_numbered_pdf(folder / "folder.pdf" / "nested.pdf", 1)  # a directory named like a PDF
+    write_numbered_pdf(folder / ".hidden.pdf", 1)
     os.symlink("..", folder / "sub" / "loop")  # a link back up: a cycle
     os.symlink(folder / "sub", folder / "sub_again")  # the same folder twice
     os.symlink("self.pdf", folder / "self.pdf")  # a link to itself

@@ -18,9 +18,10 @@ import pypdfium2 as pdfium
 import pytest
 from llama_index.core.schema import ImageDocument
 from pdfs import (
+    page_ids_of,
     write_damaged_page_pdf,
     write_encrypted_pdf,
-    write_text_pdf,
+    write_numbered_pdf,
     write_truncated_pdf,
 )
 from PIL import Image
@@ -60,20 +61,6 @@ def embed_calls(monkeypatch, colpali_encoder) -> list[int]:
     return calls
 
 
-def write_pdf(path: Path, n_pages: int, tag: str | None = None) -> Path:
-    """An ``n_pages`` text PDF whose pages (and bytes) differ by ``tag``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = tag or path.stem
-    return write_text_pdf(
-        path, [f"{tag} page {n}" for n in range(1, n_pages + 1)], width_pt=200, height_pt=200
-    )
-
-
-def page_ids_of(path: Path, n_pages: int) -> set[str]:
-    doc_id = doc_id_for_file(path)
-    return {f"{doc_id}-p{n}" for n in range(1, n_pages + 1)}
-
-
 def failures(report: IngestReport) -> dict[str, str]:
     """``file name -> reason`` of the failed files."""
     return {Path(failed.path).name: failed.reason for failed in report.failed}
@@ -107,8 +94,8 @@ def test_folder_with_bad_inputs_reports_exactly_them_and_stores_every_good_page(
 ):
     folder = tmp_path / "inbox"
     good = {
-        write_pdf(folder / "a_report.pdf", 3): 3,
-        write_pdf(folder / "sub" / "b_memo.pdf", 2): 2,
+        write_numbered_pdf(folder / "a_report.pdf", 3): 3,
+        write_numbered_pdf(folder / "sub" / "b_memo.pdf", 2): 2,
     }
     images = {
         "photo.jpg": Image.new("RGB", (64, 48), (10, 120, 200)),
@@ -176,7 +163,7 @@ def test_folder_with_bad_inputs_reports_exactly_them_and_stores_every_good_page(
 
 
 def _small_folder(folder: Path) -> dict[Path, int]:
-    files = {write_pdf(folder / "a.pdf", 3): 3, write_pdf(folder / "b.pdf", 2): 2}
+    files = {write_numbered_pdf(folder / "a.pdf", 3): 3, write_numbered_pdf(folder / "b.pdf", 2): 2}
     Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "c.png")
     files[folder / "c.png"] = 1
     return files
@@ -214,12 +201,12 @@ def test_rerun_writes_nothing_and_encodes_nothing(
 def test_changed_file_replaces_its_pages_and_drops_the_pages_it_lost(
     tmp_path, colpali_encoder, reader, store, embed_calls, check_whole_pages
 ):
-    a = write_pdf(tmp_path / "docs" / "a.pdf", 3, "first version")
-    b = write_pdf(tmp_path / "docs" / "b.pdf", 2)
+    a = write_numbered_pdf(tmp_path / "docs" / "a.pdf", 3, "first version")
+    b = write_numbered_pdf(tmp_path / "docs" / "b.pdf", 2)
     ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=4)
     old_a = doc_id_for_file(a)
 
-    write_pdf(a, 2, "second version")  # same path, new content, one page fewer
+    write_numbered_pdf(a, 2, "second version")  # same path, new content, one page fewer
     embed_calls.clear()
     report = ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=4)
 
@@ -238,11 +225,11 @@ def test_changed_file_replaces_its_pages_and_drops_the_pages_it_lost(
 def test_document_with_a_fixed_doc_id_losing_a_page_keeps_no_stale_page(
     tmp_path, colpali_encoder, reader, store, check_whole_pages
 ):
-    path = write_pdf(tmp_path / "manual.pdf", 3, "edition 1")
+    path = write_numbered_pdf(tmp_path / "manual.pdf", 3, "edition 1")
     ingest_documents(reader.load_data(path, doc_id="manual"), colpali_encoder, store)
     assert store.page_ids() == ["manual-p1", "manual-p2", "manual-p3"]
 
-    write_pdf(path, 2, "edition 2")
+    write_numbered_pdf(path, 2, "edition 2")
     report = ingest_documents(
         reader.load_data(path, doc_id="manual"), colpali_encoder, store, show_progress=False
     )
@@ -273,9 +260,9 @@ def _fail_render_call(monkeypatch, failing_call: int) -> list[int]:
 def test_pdf_failing_mid_file_keeps_none_of_its_pages(
     tmp_path, monkeypatch, colpali_encoder, reader, store, check_whole_pages
 ):
-    a = write_pdf(tmp_path / "docs" / "a.pdf", 3)
-    b = write_pdf(tmp_path / "docs" / "b.pdf", 5)
-    c = write_pdf(tmp_path / "docs" / "c.pdf", 2)
+    a = write_numbered_pdf(tmp_path / "docs" / "a.pdf", 3)
+    b = write_numbered_pdf(tmp_path / "docs" / "b.pdf", 5)
+    c = write_numbered_pdf(tmp_path / "docs" / "c.pdf", 2)
     # Render calls: a.pdf 1-3, b.pdf 4-8. Its page 4 fails after batches [a3 b1] and [b2 b3]
     # were committed: they must be taken back.
     _fail_render_call(monkeypatch, failing_call=7)
@@ -327,8 +314,8 @@ def test_ingest_documents_stores_the_same_pages_as_ingest(tmp_path, colpali_enco
 def test_an_undecodable_document_fails_only_its_own_file(
     tmp_path, colpali_encoder, reader, store, check_whole_pages
 ):
-    a = write_pdf(tmp_path / "a.pdf", 2)
-    b = write_pdf(tmp_path / "b.pdf", 2)
+    a = write_numbered_pdf(tmp_path / "a.pdf", 2)
+    b = write_numbered_pdf(tmp_path / "b.pdf", 2)
     documents = reader.load_data([a, b])
     broken = documents[2]  # b.pdf page 1, in the same batch as a.pdf's pages
     documents[2] = ImageDocument(
@@ -388,7 +375,7 @@ def test_progress_bar_counts_pages_and_can_be_silenced(tmp_path, capsys, colpali
 def test_folder_without_supported_files_is_an_empty_input(tmp_path, colpali_encoder, store):
     (tmp_path / "docs" / "sub").mkdir(parents=True)
     (tmp_path / "docs" / "notes.txt").write_text("not a page")
-    write_pdf(tmp_path / "docs" / ".hidden.pdf", 1)
+    write_numbered_pdf(tmp_path / "docs" / ".hidden.pdf", 1)
 
     with pytest.raises(EmptyInputError, match="no PDF or image files"):
         ingest(tmp_path / "docs", colpali_encoder, store)
@@ -398,10 +385,10 @@ def test_folder_without_supported_files_is_an_empty_input(tmp_path, colpali_enco
 def test_another_encoder_is_refused_before_anything_is_written(
     tmp_path, colpali_encoder, colqwen2_encoder, reader, store, monkeypatch
 ):
-    write_pdf(tmp_path / "docs" / "a.pdf", 2)
+    write_numbered_pdf(tmp_path / "docs" / "a.pdf", 2)
     ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, show_progress=False)
     version, hashes = store.version, store.page_hashes()
-    write_pdf(tmp_path / "docs" / "b.pdf", 2)
+    write_numbered_pdf(tmp_path / "docs" / "b.pdf", 2)
     called: list[int] = []
     monkeypatch.setattr(colqwen2_encoder, "embed_images", lambda images, **_: called.append(1))
 
@@ -441,7 +428,7 @@ def test_report_summary_and_counts():
 
 
 def test_pool_factor_stores_pooled_page_vectors(tmp_path, store, reader, colpali_encoder):
-    pdf = write_pdf(tmp_path / "docs" / "report.pdf", 2)
+    pdf = write_numbered_pdf(tmp_path / "docs" / "report.pdf", 2)
     report = ingest(pdf, colpali_encoder, store, reader=reader, pool_factor=3, show_progress=False)
     assert report.ok and report.pages_added == 2
     assert store.pool_factor == 3 and store.fingerprint["pool_factor"] == 3
@@ -459,8 +446,8 @@ def test_pool_factor_stores_pooled_page_vectors(tmp_path, store, reader, colpali
 
 
 def test_later_ingests_keep_the_stores_pool_factor(tmp_path, store, reader, colpali_encoder):
-    first = write_pdf(tmp_path / "docs" / "first.pdf", 1)
-    second = write_pdf(tmp_path / "docs" / "second.pdf", 1)
+    first = write_numbered_pdf(tmp_path / "docs" / "first.pdf", 1)
+    second = write_numbered_pdf(tmp_path / "docs" / "second.pdf", 1)
     ingest(
         first, colpali_encoder, store, reader=reader, pool_factor=np.int64(2), show_progress=False
     )
@@ -474,7 +461,7 @@ def test_later_ingests_keep_the_stores_pool_factor(tmp_path, store, reader, colp
 
 
 def test_an_unpooled_store_refuses_pooled_pages(tmp_path, store, reader, colpali_encoder):
-    pdf = write_pdf(tmp_path / "docs" / "report.pdf", 1)
+    pdf = write_numbered_pdf(tmp_path / "docs" / "report.pdf", 1)
     ingest(pdf, colpali_encoder, store, reader=reader, show_progress=False)
     assert store.pool_factor == 1
     version = store.version
@@ -489,7 +476,7 @@ def test_an_unpooled_store_refuses_pooled_pages(tmp_path, store, reader, colpali
 def test_pool_factor_must_be_a_number_of_at_least_one(
     tmp_path, store, reader, colpali_encoder, bad
 ):
-    pdf = write_pdf(tmp_path / "docs" / "report.pdf", 1)
+    pdf = write_numbered_pdf(tmp_path / "docs" / "report.pdf", 1)
     with pytest.raises(ValueError, match="pool_factor must be a number >= 1"):
         ingest(pdf, colpali_encoder, store, reader=reader, pool_factor=bad)
     assert store.count() == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pypdfium2 as pdfium
 import pytest
-from pdfs import write_encrypted_pdf, write_text_pdf
+from pdfs import page_ids_of, write_encrypted_pdf, write_numbered_pdf
 
 from llama_index_vlm import reader as reader_module
 from llama_index_vlm.ingestion import ingest
@@ -32,17 +32,6 @@ from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
 from llama_index_vlm.store import LanceDBPageStore
 
 DPI = 36  # 200 x 200 pt pages -> 100 x 100 pixels; the tiny model sees 32 x 32 anyway
-
-
-def write_pdf(path: Path, n_pages: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pages = [f"{path.stem} page {n}" for n in range(1, n_pages + 1)]
-    return write_text_pdf(path, pages, width_pt=200, height_pt=200)
-
-
-def page_ids_of(path: Path, n_pages: int) -> set[str]:
-    doc_id = doc_id_for_file(path)
-    return {f"{doc_id}-p{n}" for n in range(1, n_pages + 1)}
 
 
 def versions_page_ids(store: LanceDBPageStore) -> list[set[str]]:
@@ -65,7 +54,9 @@ def store(tmp_path) -> LanceDBPageStore:
 
 
 def _abc(folder: Path, counts=(3, 3, 3)) -> list[Path]:
-    return [write_pdf(folder / f"{name}.pdf", n) for name, n in zip("abc", counts, strict=True)]
+    return [
+        write_numbered_pdf(folder / f"{name}.pdf", n) for name, n in zip("abc", counts, strict=True)
+    ]
 
 
 def _raise_on_call(monkeypatch, encoder, failing_call: int, error: BaseException) -> list[int]:
@@ -337,7 +328,10 @@ def test_sigkill_at_random_points_leaves_whole_pages_and_a_rerun_completes(
     script.write_text(ZYGOTE)
     plan = runpy.run_path(str(script))  # the same files and failing page on both sides
     folder = tmp_path / "docs"
-    files = {name: write_pdf(folder / f"{name}.pdf", n) for name, n in plan["FOLDER_FILES"].items()}
+    files = {
+        name: write_numbered_pdf(folder / f"{name}.pdf", n)
+        for name, n in plan["FOLDER_FILES"].items()
+    }
     write_encrypted_pdf(folder / "locked.pdf")
     good = set().union(
         *(

@@ -32,14 +32,14 @@ import numpy as np
 import pytest
 from llama_index.core.schema import ImageDocument
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
-from pdfs import write_text_pdf
+from pdfs import page_ids_of, write_numbered_pdf
 from PIL import Image
 
 from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import StoreError
 from llama_index_vlm.images import decode_image, encode_image
 from llama_index_vlm.ingestion import ingest, ingest_documents
-from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
+from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -498,17 +498,6 @@ print(json.dumps(codes))
 """
 
 
-def write_pdf(path: Path, n_pages: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pages = [f"{path.stem} page {n}" for n in range(1, n_pages + 1)]
-    return write_text_pdf(path, pages, width_pt=200, height_pt=200)
-
-
-def page_ids_of(path: Path, n_pages: int) -> set[str]:
-    doc_id = doc_id_for_file(path)
-    return {f"{doc_id}-p{n}" for n in range(1, n_pages + 1)}
-
-
 def check_every_version(store: LanceDBPageStore) -> None:
     """Every committed version opens and holds each page once, with all its vectors."""
     table = lancedb.connect(store.uri).open_table(store.table_name)
@@ -526,9 +515,9 @@ def check_every_version(store: LanceDBPageStore) -> None:
 def test_two_processes_ingesting_into_one_store_end_with_the_union(
     tmp_path, tiny_checkpoint, colpali_encoder, check_whole_pages
 ):
-    common = write_pdf(tmp_path / "shared" / "common.pdf", 3)
+    common = write_numbered_pdf(tmp_path / "shared" / "common.pdf", 3)
     own = {
-        side: [write_pdf(tmp_path / side / f"{side}{n}.pdf", 2) for n in range(3)]
+        side: [write_numbered_pdf(tmp_path / side / f"{side}{n}.pdf", 2) for n in range(3)]
         for side in ("left", "right")
     }
     uri, out = str(tmp_path / "index"), tmp_path / "outcomes"
