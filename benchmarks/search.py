@@ -287,18 +287,16 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
     def exact_over(matrix: PageVectorMatrix):
         return lambda query: top_k(maxsim_scores(query, matrix)[0], K)[0].tolist()
 
-    def fast_search(fast: FastPageIndex, depth: int):
-        return lambda query: fast.search(query, K, candidate_depth=depth, rerank_fn=rerank_fn)[0]
-
-    def fast_from_store(fast: FastPageIndex, depth: int, store):
-        # What ColPaliRetriever's fast mode does: candidates from the in-memory index, the
-        # candidates' full vectors read from the page store at a pinned version, exact rerank.
-        version = store.version
-
-        def read(page_indices: list[int]) -> list[np.ndarray]:
-            return store.get_page_vectors([f"page{i}" for i in page_indices], version=version)
-
+    def fast_search(fast: FastPageIndex, depth: int, read=rerank_fn):
         return lambda query: fast.search(query, K, candidate_depth=depth, rerank_fn=read)[0]
+
+    def store_reader(store):
+        # What ColPaliRetriever's fast mode does: the candidates' full vectors are read from
+        # the page store at a pinned version.
+        version = store.version
+        return lambda page_indices: store.get_page_vectors(
+            [f"page{i}" for i in page_indices], version=version
+        )
 
     methods = {"exact": exact_over(page_matrix)}
     # Pages whose vectors were Ward-pooled at ingest (ingest(..., pool_factor=F)), searched
@@ -318,8 +316,8 @@ def bench_corpus(args: argparse.Namespace, corpus: SyntheticCorpus, n_pages: int
         methods[f"fast (depth {depth})"] = fast_search(index, depth)
         methods[f"fast, no prefilter (depth {depth})"] = fast_search(plain, depth)
         if page_store is not None:
-            methods[f"fast, rerank read from LanceDBPageStore (depth {depth})"] = fast_from_store(
-                index, depth, page_store
+            methods[f"fast, rerank read from LanceDBPageStore (depth {depth})"] = fast_search(
+                index, depth, store_reader(page_store)
             )
     n_exact = min(len(queries), args.exact_queries if n_pages > 2000 else len(queries))
     n_runs = {name: len(queries) for name in methods}
