@@ -14,6 +14,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from llama_index_vlm.errors import (
+    ContextWindowExceededError,
+    EmptyInputError,
+    InvalidCheckpointError,
+    InvalidPageError,
+    MissingWeightsError,
+    ModelMismatchError,
+    StoreError,
+    UnreadableDocumentError,
+    UnsupportedFilterError,
+    UsageError,
+    VLMError,
+)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -30,10 +44,21 @@ _EXPORTS = {
 __all__ = [
     "ColPaliEncoder",
     "ColPaliRetriever",
+    "ContextWindowExceededError",
+    "EmptyInputError",
     "HuggingFaceVLM",
     "IngestReport",
+    "InvalidCheckpointError",
+    "InvalidPageError",
     "LanceDBPageStore",
+    "MissingWeightsError",
+    "ModelMismatchError",
     "PDFPageReader",
+    "StoreError",
+    "UnreadableDocumentError",
+    "UnsupportedFilterError",
+    "UsageError",
+    "VLMError",
     "VisualDocumentIndex",
     "__version__",
     "ingest",

@@ -32,11 +32,6 @@ from llama_index_vlm.images import to_rgb
 
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
 
-#: The fingerprint fields that decide whether two encoders' vectors may share an index. The
-#: checkpoint's name or path is recorded too, but only for people: the same weights copied to
-#: another directory are the same model.
-FINGERPRINT_IDENTITY_KEYS = ("model_class", "embedding_dim", "weights_digest", "processor")
-
 #: The longest side of an image, over its shortest, that every supported processor accepts.
 MAX_ASPECT_RATIO = 200
 
@@ -173,7 +168,7 @@ class ColPaliEncoder:
         ``embedding_dim``, ``weights_digest`` (a hash of the projection head, which differs
         between every released ColPali version and fine-tune) and ``processor`` (the settings
         that change what the model sees). Two encoders may share an index when the fields named
-        in :data:`FINGERPRINT_IDENTITY_KEYS` are equal.
+        in :data:`~llama_index_vlm.fingerprint.FINGERPRINT_IDENTITY_KEYS` are equal.
         """
         if self._fingerprint is None:
             self._fingerprint = {

@@ -55,9 +55,21 @@ class UnsupportedFilterError(VLMError, ValueError):
     """A metadata filter uses an operator or value type the store cannot translate."""
 
 
+class InvalidPageError(VLMError, ValueError):
+    """A page given to the store is malformed: no image, vectors of the wrong shape or not
+    finite, page fields of the wrong type, or text that cannot be stored. Nothing is written.
+    """
+
+
 class StoreError(VLMError):
     """The page store could not complete an operation; the last committed version is intact."""
 
 
 class ContextWindowExceededError(VLMError, ValueError):
     """A prompt (text plus image tokens) does not fit in the model's context window."""
+
+
+class UsageError(VLMError):
+    """A command-line mistake (bad arguments, no index, a model that cannot be loaded); the
+    command prints it as one ``error:`` line and exits with status 2.
+    """

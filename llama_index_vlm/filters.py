@@ -51,7 +51,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 from llama_index.core.vector_stores.types import (
     FilterCondition,
@@ -61,8 +61,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from llama_index_vlm.errors import UnsupportedFilterError
-
-ColumnType = Literal["string", "integer", "float"]
+from llama_index_vlm.pages import ColumnType
 
 # Keys of the JSON column: what a user's metadata keys reasonably look like. Quotes, backslashes
 # and brackets are excluded because the key is spliced into a JSONPath inside a SQL literal.

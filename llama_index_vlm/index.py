@@ -28,13 +28,13 @@ from llama_index.core.response_synthesizers import get_response_synthesizer
 from llama_index.core.schema import BaseNode, Document
 
 from llama_index_vlm.encoder import ColPaliEncoder
-from llama_index_vlm.images import decode_image
 from llama_index_vlm.ingestion import IngestReport, ingest, ingest_documents
 from llama_index_vlm.interpretability import hottest_region, similarity_maps
+from llama_index_vlm.pages import page_image, page_label
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import _SETTINGS as RETRIEVER_SETTINGS
 from llama_index_vlm.retriever import ColPaliRetriever
-from llama_index_vlm.store import LanceDBPageStore, node_image
+from llama_index_vlm.store import LanceDBPageStore
 from llama_index_vlm.vlm import HuggingFaceVLM
 
 
@@ -245,9 +245,7 @@ def cited_pages(response: Any) -> list[str]:
     """The pages behind a response, best first, as ``"report.pdf, page 3 (score 12.31)"``."""
     cited = []
     for hit in response.source_nodes:
-        metadata = hit.node.metadata
-        name = metadata.get("file_name") or metadata.get("doc_id") or hit.node.node_id
-        label = f"{name}, page {metadata.get('page_number', '?')}"
+        label = page_label(hit.node)
         cited.append(f"{label} (score {hit.score:.2f})" if hit.score is not None else label)
     return cited
 
@@ -278,7 +276,7 @@ def highlight_sources(
     regions = []
     for hit in hits:
         node = getattr(hit, "node", hit)
-        page = decode_image(node_image(node)[0])
+        page = page_image(node)
         maps = similarity_maps(query_vectors, encoder.embed_image_patches(page))
         region = hottest_region(maps.sum(axis=0), page.size, quantile=quantile)
         node.metadata[ANSWER_REGION_KEY] = list(region)

@@ -25,16 +25,17 @@ from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 from tqdm.auto import tqdm
 
 from llama_index_vlm.encoder import ColPaliEncoder
-from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError, VLMError
-from llama_index_vlm.images import decode_image
+from llama_index_vlm.errors import (
+    EmptyInputError,
+    InvalidPageError,
+    UnreadableDocumentError,
+    VLMError,
+)
+from llama_index_vlm.fingerprint import POOL_FACTOR_KEY
+from llama_index_vlm.pages import doc_id_of, page_content_hash, page_image, source_of
 from llama_index_vlm.reader import SUPPORTED_EXTENSIONS, PDFPageReader
 from llama_index_vlm.search.pooling import hierarchical_pool
-from llama_index_vlm.store import (
-    POOL_FACTOR_KEY,
-    LanceDBPageStore,
-    node_image,
-    page_content_hash,
-)
+from llama_index_vlm.store import LanceDBPageStore
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +141,12 @@ class _BatchWriter:
             # What the store would refuse (no image, inconsistent page fields, text that is not
             # valid Unicode) fails this page's file here, not the batch it would share.
             page_content_hash(node)
-        except (ValueError, OSError) as error:
+        except InvalidPageError as error:
             self.fail(source, str(error))
             return
         file_path = node.metadata.get("file_path")
         self.documents_by_source.setdefault(source, set()).add(
-            (_doc_id(node), None if file_path is None else str(file_path))
+            (doc_id_of(node), None if file_path is None else str(file_path))
         )
         self.pending.append((source, node))
         if len(self.pending) >= self.batch_size:
@@ -161,7 +162,7 @@ class _BatchWriter:
             if node.node_id in unchanged or source in self.failed_sources:
                 continue
             try:
-                decoded.append((source, node, decode_image(node_image(node)[0])))
+                decoded.append((source, node, page_image(node)))
             except Exception as error:  # noqa: BLE001 - fails this page's file only
                 page = node.metadata.get("page_number") or node.node_id
                 self.fail(source, f"page {page}: image cannot be decoded: {error}")
@@ -183,16 +184,13 @@ class _BatchWriter:
                 )
             else:
                 result = None
+        except InvalidPageError as error:  # e.g. vectors that are not finite: their files fail
+            self._fail_files(to_write, batch, error)
+            return
         except VLMError:
             raise  # a model mismatch, bad configuration or unwritable store concerns all: stop
         except Exception as error:  # noqa: BLE001 - reported per file, never swallowed silently
-            # Nothing of this batch was committed: its upsert is a single commit. The files
-            # with pages to write in it are not indexed; files whose pages here were all
-            # stored already are not concerned.
-            reason = f"embedding or storing failed: {type(error).__name__}: {error}"
-            for source in dict.fromkeys(source for source, _ in to_write):
-                self.fail(source, reason)
-            self.progress.update(len(batch))
+            self._fail_files(to_write, batch, error)
             return
         if result is not None:
             self.report.pages_unchanged += len(result.unchanged)
@@ -215,6 +213,17 @@ class _BatchWriter:
             unchanged=self.report.pages_unchanged,
             failed=len(self.report.failed),
         )
+
+    def _fail_files(
+        self, to_write: list[tuple[str, BaseNode]], batch: list, error: Exception
+    ) -> None:
+        # Nothing of this batch was committed: its upsert is a single commit. The files with
+        # pages to write in it are not indexed; files whose pages here were all stored already
+        # are not concerned.
+        reason = f"embedding or storing failed: {type(error).__name__}: {error}"
+        for source in dict.fromkeys(source for source, _ in to_write):
+            self.fail(source, reason)
+        self.progress.update(len(batch))
 
     def fail(self, source: str, reason: str) -> None:
         """Record ``source`` as failed and delete its stored pages: a file is indexed whole or
@@ -352,23 +361,14 @@ def ingest_documents(
     started = time.perf_counter()
     fingerprint = _page_fingerprint(encoder, store, pool_factor)
     documents = list(documents)
-    report = IngestReport(files=len({_source(document) for document in documents}))
+    report = IngestReport(files=len({source_of(document) for document in documents}))
     with tqdm(
         total=len(documents), desc="Indexing", unit="page", disable=not show_progress
     ) as progress:
         writer = _BatchWriter(encoder, store, report, batch_size, progress, fingerprint)
         for document in documents:
-            if _source(document) not in writer.failed_sources:
-                writer.add(_source(document), document)
+            if source_of(document) not in writer.failed_sources:
+                writer.add(source_of(document), document)
         writer.flush()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _doc_id(node: BaseNode) -> str:
-    # The store's rule for a page's document id.
-    return str(node.metadata.get("doc_id") or node.ref_doc_id or node.node_id)
-
-
-def _source(node: BaseNode) -> str:
-    return str(node.metadata.get("file_path") or node.ref_doc_id or node.node_id)

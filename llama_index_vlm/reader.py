@@ -14,7 +14,6 @@ failure and go on with the next file. ``load_data`` raises on the first bad file
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import logging
 import os
@@ -30,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
 from llama_index_vlm.images import encode_image, mimetype_of, to_rgb
+from llama_index_vlm.pages import HIDDEN_METADATA_KEYS, doc_id_for_file, os_reason, page_id_for
 from llama_index_vlm.rendering import (
     RenderedPage,
     open_pdf,
@@ -44,50 +44,6 @@ logger = logging.getLogger(__name__)
 PDF_EXTENSIONS = frozenset({".pdf"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 SUPPORTED_EXTENSIONS = PDF_EXTENSIONS | IMAGE_EXTENSIONS
-
-# Metadata the model answering questions has no use for (ids, paths, pixel sizes): kept on the
-# document for the store and for citations, but out of LLM prompts and embedding text, as
-# LlamaIndex's own file readers do. file_name and page_number stay visible for citing pages.
-HIDDEN_METADATA_KEYS = ("doc_id", "page_id", "file_path", "page_count", "width", "height", "dpi")
-
-_HASH_CHUNK = 1 << 20
-
-
-def page_id_for(doc_id: str, page_number: int) -> str:
-    """The stable id of page ``page_number`` (1-based) of document ``doc_id``.
-
-    >>> page_id_for("3f2a", 7)
-    '3f2a-p7'
-    """
-    return f"{doc_id}-p{page_number}"
-
-
-def doc_id_for_file(path: str | os.PathLike[str]) -> str:
-    """The default ``doc_id`` of a file: the sha256 hex digest of its bytes.
-
-    Reads the file in 1 MiB chunks, so hashing a large PDF needs no more memory than a small
-    one. Raises :class:`UnreadableDocumentError` if the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    buffer = bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    try:
-        with open(path, "rb", buffering=0) as handle:
-            while size := handle.readinto(buffer):
-                digest.update(view[:size])
-    except OSError as error:
-        raise UnreadableDocumentError(str(path), _os_reason(error)) from error
-    return digest.hexdigest()
-
-
-def _os_reason(error: OSError) -> str:
-    if isinstance(error, FileNotFoundError):
-        return "no such file or directory"
-    if isinstance(error, PermissionError):
-        return "permission denied"
-    if isinstance(error, IsADirectoryError):
-        return "is a directory"
-    return error.strerror or str(error)
 
 
 class PDFPageReader(BasePydanticReader):
@@ -375,7 +331,7 @@ class PDFPageReader(BasePydanticReader):
         try:
             size = path.stat().st_size
         except OSError as error:
-            raise UnreadableDocumentError(str(path), _os_reason(error)) from error
+            raise UnreadableDocumentError(str(path), os_reason(error)) from error
         if size == 0:
             raise UnreadableDocumentError(str(path), "empty file (0 bytes)")
         return path
@@ -393,7 +349,7 @@ class PDFPageReader(BasePydanticReader):
             else:
                 yield from render_pdfium(path, **options)
         except OSError as error:  # the file vanished or became unreadable mid-way
-            raise UnreadableDocumentError(str(path), _os_reason(error)) from error
+            raise UnreadableDocumentError(str(path), os_reason(error)) from error
 
     def _open_image(self, path: Path) -> Image.Image:
         """Open an image lazily (header only), refusing decompression bombs."""
@@ -411,7 +367,7 @@ class PDFPageReader(BasePydanticReader):
                 f"not a valid {path.suffix.lower().lstrip('.')} image (Pillow cannot identify it)",
             ) from error
         except OSError as error:
-            raise UnreadableDocumentError(str(path), _os_reason(error)) from error
+            raise UnreadableDocumentError(str(path), os_reason(error)) from error
         try:
             _check_bomb(path, image)
         except UnreadableDocumentError:
@@ -500,7 +456,7 @@ def _walk(root: Path) -> list[Path]:
             status = path.stat()
             entries = sorted(os.scandir(path), key=lambda entry: entry.name)
         except OSError as error:
-            logger.warning("skipping folder %s: %s", path, _os_reason(error))
+            logger.warning("skipping folder %s: %s", path, os_reason(error))
             continue
         # Identify folders by device and inode: a link back to an ancestor is seen again.
         if (status.st_dev, status.st_ino) in visited:

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import io
 import json
 import math
 import threading
@@ -55,7 +53,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import lancedb
@@ -65,7 +62,6 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.schema import (
     BaseNode,
     ImageNode,
-    MetadataMode,
     NodeRelationship,
     RelatedNodeInfo,
 )
@@ -76,41 +72,30 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
-from PIL import Image
 
-from llama_index_vlm.encoder import FINGERPRINT_IDENTITY_KEYS
-from llama_index_vlm.errors import ModelMismatchError, StoreError
-from llama_index_vlm.filters import ColumnType, in_list, quote_literal, to_lance_where
-from llama_index_vlm.images import mimetype_of
+from llama_index_vlm.errors import InvalidPageError, ModelMismatchError, StoreError
+from llama_index_vlm.filters import in_list, quote_literal, to_lance_where
+from llama_index_vlm.fingerprint import POOL_FACTOR_KEY, identity, pool_factor_of
+from llama_index_vlm.pages import (
+    HIDDEN_METADATA_KEYS,
+    PAGE_FIELD_ALIASES,
+    PAGE_FIELDS,
+    canonical_json,
+    check_unicode,
+    content_hash,
+    metadata_json,
+    node_image,
+    page_content_hash,
+    page_text,
+    split_metadata,
+)
 
 VECTOR_COLUMN = "vectors"
 FINGERPRINT_KEY = "llama_index_vlm.fingerprint"
 SCHEMA_VERSION_KEY = "llama_index_vlm.schema_version"
-#: Fingerprint key of the token pool factor the stored page vectors were shrunk by (1: none).
-POOL_FACTOR_KEY = "pool_factor"
 SCHEMA_VERSION = "1"
 _PRIMARY_KEY_KEY = "lance-schema:unenforced-primary-key:position"
 
-#: Page fields: node metadata keys kept in their own typed column (and filterable as such).
-PAGE_FIELDS: dict[str, ColumnType] = {
-    "page_id": "string",
-    "doc_id": "string",
-    "file_path": "string",
-    "file_name": "string",
-    "page_number": "integer",
-    "page_count": "integer",
-    "width": "integer",
-    "height": "integer",
-    "dpi": "float",
-}
-#: Extra filter keys understood by the store: LlamaIndex's names for the same columns.
-FILTER_ALIASES = {"ref_doc_id": "doc_id", "node_id": "page_id"}
-# Keys left out of what an LLM or embedding model sees of a node's metadata: identifiers and
-# sizes mean nothing to a model; file_name and page_number stay, for citations.
-_HIDDEN_FROM_MODELS = ["page_id", "doc_id", "file_path", "page_count", "width", "height", "dpi"]
-# A content hash ignores where a file lies: the same bytes at two paths are one document
-# (same doc_id), and including the path would make them overwrite each other on every run.
-_UNHASHED_FIELDS = ("file_path", "file_name")
 _ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "float": pa.float64()}
 # Page ids per `page_id IN (...)` clause: keeps the SQL text small for big lookups.
 _LOOKUP_CHUNK = 512
@@ -127,7 +112,7 @@ def page_schema(
     ``fingerprint`` (the encoder's) is stored in the ``vectors`` field's metadata.
     """
     value_type = {"float16": pa.float16(), "float32": pa.float32()}[vector_dtype]
-    vector_metadata = {FINGERPRINT_KEY: _canonical_json(fingerprint)} if fingerprint else None
+    vector_metadata = {FINGERPRINT_KEY: canonical_json(fingerprint)} if fingerprint else None
     fields = [
         pa.field(name, _ARROW_TYPES[kind], nullable=name not in ("page_id", "doc_id"))
         for name, kind in PAGE_FIELDS.items()
@@ -305,7 +290,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         Recorded in the fingerprint by :func:`~llama_index_vlm.ingestion.ingest`; 1 for a new
         store and for pages stored without pooling.
         """
-        return _pool_factor(self.fingerprint)
+        return pool_factor_of(self.fingerprint)
 
     @property
     def dim(self) -> int | None:
@@ -342,25 +327,27 @@ class LanceDBPageStore(BasePydanticVectorStore):
         schema = table.schema
         stored_dim, stored = _schema_dim(schema), _schema_fingerprint(schema)
         if stored is not None and fingerprint is not None:
-            if _identity(stored) != _identity(fingerprint):
+            if identity(stored) != identity(fingerprint):
                 raise ModelMismatchError(
                     f"table {self.table_name!r} at {self.uri!r} holds vectors from encoder "
-                    f"{_canonical_json(stored)}, not from {_canonical_json(fingerprint)}; use the "
+                    f"{canonical_json(stored)}, not from {canonical_json(fingerprint)}; use the "
                     "same encoder, or another uri/table_name for the new model"
                 )
             # Writers that pool say so; a query's fingerprint (the encoder's) does not.
-            if POOL_FACTOR_KEY in fingerprint and _pool_factor(fingerprint) != _pool_factor(stored):
+            if POOL_FACTOR_KEY in fingerprint and pool_factor_of(fingerprint) != pool_factor_of(
+                stored
+            ):
                 raise ModelMismatchError(
                     f"table {self.table_name!r} at {self.uri!r} holds page vectors pooled with "
-                    f"pool_factor={_pool_factor(stored):g}, these are pooled with "
-                    f"pool_factor={_pool_factor(fingerprint):g}; leave pool_factor unset to use "
+                    f"pool_factor={pool_factor_of(stored):g}, these are pooled with "
+                    f"pool_factor={pool_factor_of(fingerprint):g}; leave pool_factor unset to use "
                     "the table's, or use another uri/table_name"
                 )
         if dim is not None and dim != stored_dim:
             raise ModelMismatchError(
                 f"table {self.table_name!r} at {self.uri!r} holds {stored_dim}-dimensional "
-                f"vectors (encoder {_canonical_json(stored)}), these have {dim} dimensions "
-                f"(encoder {_canonical_json(fingerprint)}); use the same encoder, or another "
+                f"vectors (encoder {canonical_json(stored)}), these have {dim} dimensions "
+                f"(encoder {canonical_json(fingerprint)}); use the same encoder, or another "
                 "uri/table_name for the new model"
             )
 
@@ -501,7 +488,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
                 table.update_field_metadata(
                     {
                         "path": VECTOR_COLUMN,
-                        "metadata": {FINGERPRINT_KEY: _canonical_json(fingerprint)},
+                        "metadata": {FINGERPRINT_KEY: canonical_json(fingerprint)},
                     }
                 )
             if to_write:
@@ -831,7 +818,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
             parts.append(in_list("page_id", node_ids))
         if doc_ids is not None:
             parts.append(in_list("doc_id", doc_ids))
-        filter_sql = to_lance_where(filters, PAGE_FIELDS, aliases=FILTER_ALIASES)
+        filter_sql = to_lance_where(filters, PAGE_FIELDS, aliases=PAGE_FIELD_ALIASES)
         if filter_sql is not None:
             parts.append(f"({filter_sql})")
         return " AND ".join(parts) if parts else None
@@ -855,11 +842,13 @@ class LanceDBPageStore(BasePydanticVectorStore):
         page_vectors: Sequence[np.ndarray] | np.ndarray | None,
     ) -> list[_PreparedPage]:
         if page_vectors is None:
-            raise ValueError(
+            raise InvalidPageError(
                 "LanceDBPageStore.add needs page_vectors=[one (n_vectors, dim) array per node]"
             )
         if len(page_vectors) != len(nodes):
-            raise ValueError(f"got {len(nodes)} nodes but {len(page_vectors)} page vector arrays")
+            raise InvalidPageError(
+                f"got {len(nodes)} nodes but {len(page_vectors)} page vector arrays"
+            )
         table = self._open_table()
         dtype = np.dtype(self.vector_dtype if table is None else _schema_dtype(table.schema))
         pages = []
@@ -879,56 +868,29 @@ class LanceDBPageStore(BasePydanticVectorStore):
 # ---------------------------------------------------------------------- module helpers
 
 
-def page_content_hash(node: BaseNode) -> str:
-    """The content hash the store records for ``node``: sha256 of its image bytes, image
-    mimetype, text and metadata (page fields and user metadata, without the file's path).
-    """
-    image, mimetype = node_image(node)
-    fields, user_metadata = _split_metadata(node)
-    text, metadata_json = _node_text(node), _metadata_json(user_metadata)
-    _check_unicode(fields, text, metadata_json)
-    return _content_hash(image, mimetype, text, fields, metadata_json)
-
-
-def _content_hash(
-    image: bytes, mimetype: str, text: str, fields: dict[str, Any], metadata_json: str
-) -> str:
-    digest = hashlib.sha256()
-    hashed_fields = {key: value for key, value in fields.items() if key not in _UNHASHED_FIELDS}
-    for part in (
-        image,
-        mimetype.encode(),
-        text.encode("utf-8", "surrogatepass"),
-        _canonical_json(hashed_fields).encode(),
-        metadata_json.encode("utf-8", "surrogatepass"),
-    ):
-        # Length prefixes keep the parts apart ("ab"+"c" differs from "a"+"bc").
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return digest.hexdigest()
-
-
 def _prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> _PreparedPage:
     page_id = node.node_id
     image, mimetype = node_image(node)
-    fields, user_metadata = _split_metadata(node)
-    text = _node_text(node)
-    metadata_json = _metadata_json(user_metadata)
-    _check_unicode(fields, text, metadata_json)
+    fields, user_metadata = split_metadata(node)
+    text = page_text(node)
+    user_json = metadata_json(user_metadata)
+    check_unicode(fields, text, user_json)
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(
+        raise InvalidPageError(
             f"page {page_id!r}: vectors must be a non-empty (n_vectors, dim) array, "
             f"got shape {array.shape}"
         )
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"page {page_id!r}: vectors must be numbers, got dtype {array.dtype}")
+        raise InvalidPageError(
+            f"page {page_id!r}: vectors must be numbers, got dtype {array.dtype}"
+        )
     # max/min propagate NaN and are far cheaper than isfinite over a cast copy; the cast
     # itself happens once, for the pages actually written (_to_arrow).
     high, low = float(array.max()), float(array.min())
     limit = float(np.finfo(dtype).max)
     if not (math.isfinite(high) and math.isfinite(low) and -limit <= low and high <= limit):
-        raise ValueError(
+        raise InvalidPageError(
             f"page {page_id!r}: vectors contain NaN or infinity (or values too large for "
             f"{np.dtype(dtype).name})"
         )
@@ -938,140 +900,10 @@ def _prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> _PreparedPage:
         image=image,
         image_mimetype=mimetype,
         text=text,
-        metadata_json=metadata_json,
-        content_hash=_content_hash(image, mimetype, text, fields, metadata_json),
+        metadata_json=user_json,
+        content_hash=content_hash(image, mimetype, text, fields, user_json),
         vectors=array,
     )
-
-
-def _check_unicode(fields: dict[str, Any], text: str, metadata_json: str) -> None:
-    """Refuse text Arrow cannot store: lone surrogates (PEP 383's stand-ins for the bytes of
-    a file name that is not UTF-8), which would otherwise fail the whole write late.
-    """
-    parts = {name: value for name, value in fields.items() if isinstance(value, str)}
-    parts.update(text=text, metadata=metadata_json)
-    for name, value in parts.items():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"page {fields['page_id']!r}: its {name} is not valid Unicode (it holds lone "
-                "surrogates, as a file name that is not UTF-8 gives); store valid text, e.g. "
-                "os.fsencode(name).decode('utf-8', 'backslashreplace')"
-            ) from None
-
-
-def node_image(node: BaseNode) -> tuple[bytes, str]:
-    """The encoded image bytes of a page node and their mimetype; the bytes are kept as given.
-
-    Reads wherever LlamaIndex keeps a node's image: ``ImageNode.image`` (base64), an
-    ``ImageDocument``'s ``image_resource`` (base64 data or a path), or ``image_path``.
-    """
-    data: bytes | None = None
-    path: str | None = None
-    mimetype: str | None = None
-    if isinstance(node, ImageNode):
-        if node.image:
-            data = base64.b64decode(node.image)
-        path, mimetype = node.image_path, node.image_mimetype
-    else:
-        resource = getattr(node, "image_resource", None)
-        if resource is not None:
-            if resource.data:
-                data = base64.b64decode(resource.data)
-            path = str(resource.path) if resource.path else None
-            mimetype = resource.mimetype
-    if data is None and path:
-        data = Path(path).read_bytes()
-    if not data:
-        raise ValueError(
-            f"page {node.node_id!r} has no image: give the page image as base64 (ImageDocument("
-            "image=...)) or an image_path"
-        )
-    if not mimetype:
-        mimetype = _sniff_mimetype(data, node.node_id)
-    return data, mimetype
-
-
-def _sniff_mimetype(data: bytes, page_id: str) -> str:
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            image_format = opened.format
-    except Exception as error:
-        raise ValueError(f"page {page_id!r}: the image bytes are not a readable image") from error
-    return mimetype_of(image_format or "PNG")
-
-
-def _node_text(node: BaseNode) -> str:
-    return node.get_content(metadata_mode=MetadataMode.NONE) or ""
-
-
-def _split_metadata(node: BaseNode) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(page fields, user metadata) of a node, page fields typed and checked."""
-    metadata = dict(node.metadata or {})
-    page_id = node.node_id
-    given_page_id = metadata.pop("page_id", None)
-    if given_page_id is not None and given_page_id != page_id:
-        raise ValueError(
-            f"node {page_id!r} has metadata page_id={given_page_id!r}; the page id must be the "
-            "node id"
-        )
-    fields: dict[str, Any] = {"page_id": page_id}
-    doc_id = metadata.pop("doc_id", None) or node.ref_doc_id or page_id
-    fields["doc_id"] = str(doc_id)
-    for name, kind in PAGE_FIELDS.items():
-        if name in ("page_id", "doc_id"):
-            continue
-        fields[name] = _typed(metadata.pop(name, None), kind, name, page_id)
-    number, count = fields["page_number"], fields["page_count"]
-    if number is not None and count is not None and not 1 <= number <= count:
-        raise ValueError(f"page {page_id!r}: page_number={number} is not in 1..{count}")
-    return fields, metadata
-
-
-def _typed(value: Any, kind: ColumnType, name: str, page_id: str) -> Any:
-    if value is None:
-        return None
-    if kind == "string":
-        return str(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"page {page_id!r}: metadata {name}={value!r} must be a number")
-    if kind == "float":
-        as_float = float(value)
-        if not math.isfinite(as_float):
-            raise ValueError(f"page {page_id!r}: metadata {name}={value!r} must be finite")
-        return as_float
-    if float(value) != int(value):
-        raise ValueError(f"page {page_id!r}: metadata {name}={value!r} must be a whole number")
-    return int(value)
-
-
-def _metadata_json(user_metadata: dict[str, Any]) -> str:
-    try:
-        # Values JSON cannot hold (dates, paths...) are kept as their str(); NaN is refused
-        # because Lance's JSON parser (rightly) rejects it.
-        return json.dumps(
-            user_metadata, sort_keys=True, ensure_ascii=False, allow_nan=False, default=str
-        )
-    except ValueError as error:
-        raise ValueError(f"metadata cannot be stored as JSON: {error}") from error
-
-
-def _pool_factor(fingerprint: dict[str, Any] | None) -> float:
-    return float((fingerprint or {}).get(POOL_FACTOR_KEY) or 1)
-
-
-def _identity(fingerprint: dict[str, Any]) -> str:
-    """The part of a fingerprint that decides whether vectors may share a table.
-
-    The checkpoint's name or path is left out: the same weights copied to another directory,
-    or loaded from the hub on one machine and from disk on another, are the same model.
-    """
-    return _canonical_json({key: fingerprint.get(key) for key in FINGERPRINT_IDENTITY_KEYS})
-
-
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _deduplicate(pages: list[_PreparedPage]) -> list[_PreparedPage]:
@@ -1080,13 +912,13 @@ def _deduplicate(pages: list[_PreparedPage]) -> list[_PreparedPage]:
     for page in pages:
         first = unique.setdefault(page.page_id, page)
         if first.content_hash != page.content_hash:
-            raise ValueError(f"page {page.page_id!r} is given twice with different content")
+            raise InvalidPageError(f"page {page.page_id!r} is given twice with different content")
     by_file: dict[str, str] = {}
     page_counts: dict[str, int] = {}
     for page in unique.values():
         doc_id, page_count = page.fields["doc_id"], page.fields["page_count"]
         if page_count is not None and page_counts.setdefault(doc_id, page_count) != page_count:
-            raise ValueError(
+            raise InvalidPageError(
                 f"document {doc_id!r} comes with two page_counts ({page_counts[doc_id]}, "
                 f"{page_count}) in one add call"
             )
@@ -1095,7 +927,7 @@ def _deduplicate(pages: list[_PreparedPage]) -> list[_PreparedPage]:
             continue
         doc_id = by_file.setdefault(file_path, page.fields["doc_id"])
         if doc_id != page.fields["doc_id"]:
-            raise ValueError(
+            raise InvalidPageError(
                 f"file {file_path!r} comes with two doc_ids ({doc_id!r}, "
                 f"{page.fields['doc_id']!r}) in one add call; add one version of a file at a time"
             )
@@ -1233,7 +1065,7 @@ def _row_to_node(row: dict[str, Any]) -> ImageNode:
         image=base64.b64encode(image).decode("ascii") if image else None,
         image_mimetype=row.get("image_mimetype"),
         metadata=metadata,
-        excluded_llm_metadata_keys=list(_HIDDEN_FROM_MODELS),
-        excluded_embed_metadata_keys=list(_HIDDEN_FROM_MODELS),
+        excluded_llm_metadata_keys=list(HIDDEN_METADATA_KEYS),
+        excluded_embed_metadata_keys=list(HIDDEN_METADATA_KEYS),
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=row["doc_id"])},
     )

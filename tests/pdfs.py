@@ -166,7 +166,7 @@ def write_numbered_pdf(path: Path, n_pages: int, tag: str | None = None) -> Path
 
 def page_ids_of(path: Path, n_pages: int) -> set[str]:
     """The page ids the reader gives the first ``n_pages`` pages of the file at ``path``."""
-    from llama_index_vlm.reader import doc_id_for_file
+    from llama_index_vlm.pages import doc_id_for_file
 
     doc_id = doc_id_for_file(path)
     return {f"{doc_id}-p{n}" for n in range(1, n_pages + 1)}

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from llama_index_vlm.cli import main
-from llama_index_vlm.cli.commands import UsageError, filter_value
+from llama_index_vlm.cli.commands import filter_value
 from llama_index_vlm.cli.parser import DEFAULT_ENCODER, DEFAULT_STORE, DEFAULT_VLM, build_parser
+from llama_index_vlm.errors import UsageError
 
 PAGE_SIZE_PT = (300, 400)  # rendered at --dpi 72: one pixel per point
 COMMANDS = ["index", "ask", "search", "maps", "info", "delete"]

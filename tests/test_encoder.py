@@ -12,13 +12,14 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoProcessor, ColPaliForRetrieval, ColQwen2ForRetrieval
 
 from llama_index_vlm.devices import resolve_device, resolve_dtype
-from llama_index_vlm.encoder import FINGERPRINT_IDENTITY_KEYS, ColPaliEncoder
+from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import (
     EmptyInputError,
     InvalidCheckpointError,
     MissingWeightsError,
     VLMError,
 )
+from llama_index_vlm.fingerprint import FINGERPRINT_IDENTITY_KEYS
 
 MODEL_CLASSES = {"colpali": ColPaliForRetrieval, "colqwen2": ColQwen2ForRetrieval}
 QUERIES = [

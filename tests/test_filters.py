@@ -27,7 +27,8 @@ from PIL import Image
 
 from llama_index_vlm.errors import UnsupportedFilterError
 from llama_index_vlm.filters import in_list, quote_literal, to_lance_where
-from llama_index_vlm.store import FILTER_ALIASES, PAGE_FIELDS, LanceDBPageStore
+from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
+from llama_index_vlm.store import LanceDBPageStore
 
 INJECTIONS = [
     "x' OR '1'='1",
@@ -123,7 +124,7 @@ def _equal(stored, value) -> bool:
 
 
 def _reference_leaf(metadata: dict, item: MetadataFilter) -> bool:
-    key = FILTER_ALIASES.get(item.key, item.key)
+    key = PAGE_FIELD_ALIASES.get(item.key, item.key)
     stored, value, operator = metadata.get(key), item.value, item.operator
     if operator == FilterOperator.IS_EMPTY:
         return stored is None or stored == "" or stored == []
@@ -243,7 +244,7 @@ def test_sql_text_for_columns_and_json():
         "COALESCE(CAST(page_number AS DOUBLE) > 1.5, FALSE)"
     )
     assert to_lance_where(
-        _filters(_leaf("ref_doc_id", "d")), PAGE_FIELDS, aliases=FILTER_ALIASES
+        _filters(_leaf("ref_doc_id", "d")), PAGE_FIELDS, aliases=PAGE_FIELD_ALIASES
     ) == ("COALESCE(doc_id = 'd', FALSE)")
     nested = _filters(
         _leaf("page_number", 1),
@@ -276,7 +277,7 @@ def test_sql_text_for_columns_and_json():
 )
 def test_unsupported_filters_raise_clear_errors(item, message):
     with pytest.raises(UnsupportedFilterError, match=message):
-        to_lance_where(_filters(item), PAGE_FIELDS, aliases=FILTER_ALIASES)
+        to_lance_where(_filters(item), PAGE_FIELDS, aliases=PAGE_FIELD_ALIASES)
 
 
 def test_unknown_key_without_json_column_raises():

@@ -29,7 +29,8 @@ from llama_index_vlm.errors import (
 )
 from llama_index_vlm.images import decode_image, to_rgb
 from llama_index_vlm.ingestion import ingest
-from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
+from llama_index_vlm.pages import doc_id_for_file
+from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
 

@@ -29,9 +29,10 @@ from PIL import Image
 from llama_index_vlm.errors import EmptyInputError, ModelMismatchError
 from llama_index_vlm.images import decode_image
 from llama_index_vlm.ingestion import FailedFile, IngestReport, ingest, ingest_documents
-from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
+from llama_index_vlm.pages import doc_id_for_file, node_image
+from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.search import hierarchical_pool
-from llama_index_vlm.store import LanceDBPageStore, node_image
+from llama_index_vlm.store import LanceDBPageStore
 
 # 200 x 200 pt pages at 36 dpi are 100 x 100 pixels: the tiny model sees 32 x 32 anyway.
 DPI = 36

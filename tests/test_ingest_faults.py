@@ -28,7 +28,8 @@ from pdfs import page_ids_of, write_encrypted_pdf, write_numbered_pdf
 
 from llama_index_vlm import reader as reader_module
 from llama_index_vlm.ingestion import ingest
-from llama_index_vlm.reader import PDFPageReader, doc_id_for_file
+from llama_index_vlm.pages import doc_id_for_file
+from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.store import LanceDBPageStore
 
 DPI = 36  # 200 x 200 pt pages -> 100 x 100 pixels; the tiny model sees 32 x 32 anyway

@@ -35,7 +35,8 @@ from PIL import Image
 from llama_index_vlm import rendering
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
 from llama_index_vlm.images import encode_image, to_rgb
-from llama_index_vlm.reader import PDFPageReader, doc_id_for_file, page_id_for
+from llama_index_vlm.pages import doc_id_for_file, page_id_for
+from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.rendering import fit_dpi
 
 RENDERERS = ["pypdfium2", "pdf2image"]

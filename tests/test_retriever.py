@@ -29,7 +29,7 @@ from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import EmptyInputError, ModelMismatchError
 from llama_index_vlm.images import decode_image, encode_image
 from llama_index_vlm.ingestion import ingest_documents
-from llama_index_vlm.reader import page_id_for
+from llama_index_vlm.pages import page_id_for
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
 

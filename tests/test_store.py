@@ -32,11 +32,11 @@ from PIL import Image
 
 from llama_index_vlm.errors import ModelMismatchError, StoreError
 from llama_index_vlm.images import decode_image
+from llama_index_vlm.pages import page_content_hash
 from llama_index_vlm.store import (
     VECTOR_COLUMN,
     AddResult,
     LanceDBPageStore,
-    page_content_hash,
     page_schema,
 )
 

@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llama_index_vlm.cli.commands import COMMANDS, UsageError
+from llama_index_vlm.cli.commands import COMMANDS
 from llama_index_vlm.cli.parser import build_parser
 from llama_index_vlm.errors import (
     ContextWindowExceededError,
@@ -32,6 +32,7 @@ from llama_index_vlm.errors import (
     InvalidCheckpointError,
     ModelMismatchError,
     UnsupportedFilterError,
+    UsageError,
     VLMError,
 )
 

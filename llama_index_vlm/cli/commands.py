@@ -19,8 +19,9 @@ from llama_index_vlm.errors import (
     EmptyInputError,
     InvalidCheckpointError,
     ModelMismatchError,
-    VLMError,
+    UsageError,
 )
+from llama_index_vlm.pages import page_label
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index.core.schema import BaseNode
@@ -32,10 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
-
-
-class UsageError(VLMError):
-    """The command cannot run as given: no index there, an unknown page or document, ..."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
         return 0
     for rank, hit in enumerate(hits, start=1):
-        print(f"{rank}. {_page_label(hit.node)}  score {hit.score:.2f}  page_id {hit.node.node_id}")
+        print(f"{rank}. {page_label(hit.node)}  score {hit.score:.2f}  page_id {hit.node.node_id}")
     return 0
 
 
@@ -140,7 +137,6 @@ def run_maps(args: argparse.Namespace) -> int:
     page = find_page(store, args.page)
     encoder = load_encoder(args.model, store, args.device)
     # Imported once the arguments are checked, so a mistake is reported at once.
-    from llama_index_vlm.images import decode_image
     from llama_index_vlm.interpretability import (
         draw_region,
         hottest_region,
@@ -148,9 +144,9 @@ def run_maps(args: argparse.Namespace) -> int:
         similarity_map_panels,
         similarity_maps,
     )
-    from llama_index_vlm.store import node_image
+    from llama_index_vlm.pages import page_image
 
-    image = decode_image(node_image(page)[0])
+    image = page_image(page)
     (query_vectors,) = encoder.embed_queries([query], show_progress=False)
     maps = similarity_maps(query_vectors, encoder.embed_image_patches(image))
     tokens = encoder.query_token_labels(query)
@@ -179,7 +175,7 @@ def run_maps(args: argparse.Namespace) -> int:
             image, maps[chosen], [f"{position}: {names[position]}" for position in chosen]
         )
     save_image(picture, args.out)
-    print(f"wrote {args.out} ({picture.width}x{picture.height}): {query!r} on {_page_label(page)}")
+    print(f"wrote {args.out} ({picture.width}x{picture.height}): {query!r} on {page_label(page)}")
     for position in chosen:
         print(
             f"  token {position:>2} {names[position]:<16} max similarity {maps[position].max():.3f}"
@@ -392,9 +388,9 @@ def filter_value(key: str, raw: str) -> str | int | float:
     text). Other metadata values are integers or decimals when they read as one, otherwise
     text; quotes force text (``year="2023"``).
     """
-    from llama_index_vlm.store import FILTER_ALIASES, PAGE_FIELDS
+    from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
 
-    kind = PAGE_FIELDS.get(FILTER_ALIASES.get(key, key))
+    kind = PAGE_FIELDS.get(PAGE_FIELD_ALIASES.get(key, key))
     if kind == "string":
         return raw
     if kind is not None:
@@ -522,12 +518,6 @@ def _human_size(size: int) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _page_label(node: BaseNode) -> str:
-    metadata = node.metadata
-    name = metadata.get("file_name") or metadata.get("doc_id") or node.node_id
-    return f"{name}, page {metadata.get('page_number', '?')}"
 
 
 def _page_fields(node: BaseNode) -> dict[str, Any]:
