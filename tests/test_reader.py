@@ -32,12 +32,11 @@ from pdfs import (
 )
 from PIL import Image
 
-from llama_index_vlm import rendering
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
 from llama_index_vlm.images import encode_image, to_rgb
 from llama_index_vlm.pages import doc_id_for_file, page_id_for
-from llama_index_vlm.reader import PDFPageReader
-from llama_index_vlm.rendering import fit_dpi
+from llama_index_vlm.reader import PDFPageReader, fit_dpi, render_pdfium
+from llama_index_vlm.reader.documents import encode_page
 
 RENDERERS = ["pypdfium2", "pdf2image"]
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
@@ -160,17 +159,16 @@ def test_png_format_is_lossless(solid_pdf):
     docs = PDFPageReader(image_format="png").load_data(solid_pdf)
     assert docs[0].image_mimetype == "image/png"
     assert base64.b64decode(docs[0].image)[:8] == b"\x89PNG\r\n\x1a\n"
-    rendered = to_rgb(next(rendering.render_pdfium(solid_pdf, dpi=144)).image)
+    rendered = to_rgb(next(render_pdfium(solid_pdf, dpi=144)).image)
     assert np.array_equal(np.asarray(pixels(docs[0])), np.asarray(rendered))
 
 
 def test_jpeg_fast_path_matches_encode_image(tmp_path):
     path = write_report_pdf(tmp_path / "report.pdf", 1)
-    page = next(rendering.render_pdfium(path, dpi=50))
+    page = next(render_pdfium(path, dpi=50))
     assert page.image.mode == "RGBX"  # pypdfium2 pages come as RGBX, without a copy
 
-    reader = PDFPageReader(image_quality=80)
-    assert reader._encode(page.image) == encode_image(to_rgb(page.image), "JPEG", 80)
+    assert encode_page(page.image, "JPEG", 80) == encode_image(to_rgb(page.image), "JPEG", 80)
 
 
 def test_reader_round_trips_through_to_dict():
@@ -549,7 +547,7 @@ def test_oversized_pdf_page_is_rendered_at_a_lower_dpi(tmp_path, monkeypatch, ca
     path = write_sized_pdf(tmp_path / "poster.pdf", [(72, 72), (720, 720), (72, 72)])
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # 720 pt at 144 dpi: 2.07 MP
 
-    with caplog.at_level(logging.WARNING, logger="llama_index_vlm.rendering"):
+    with caplog.at_level(logging.WARNING, logger="llama_index_vlm.reader.pdf"):
         docs = PDFPageReader(renderer=renderer, dpi=144).load_data(path)
     assert [doc.metadata["dpi"] for doc in docs] == [144, 100, 144]
     assert [pixels(doc).size for doc in docs] == [(144, 144), (1000, 1000), (144, 144)]
