@@ -28,7 +28,6 @@ from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
 from llama_index_vlm.pages import doc_id_for_file, os_reason
 from llama_index_vlm.reader import files
 from llama_index_vlm.reader.documents import page_document
-from llama_index_vlm.reader.files import SUPPORTED_EXTENSIONS, PathOrPaths, check_file
 from llama_index_vlm.reader.image_files import count_image_pages, image_pages
 from llama_index_vlm.reader.pdf import PDF_EXTENSIONS, count_pdf_pages
 from llama_index_vlm.reader.pdf_renderers import render_pdfium, render_poppler
@@ -134,7 +133,7 @@ class PDFPageReader(BasePydanticReader):
 
     def lazy_load_data(
         self,
-        path_or_paths: PathOrPaths,
+        path_or_paths: files.PathOrPaths,
         doc_id: str | None = None,
         extra_info: dict[str, Any] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
@@ -170,7 +169,7 @@ class PDFPageReader(BasePydanticReader):
 
     def load_data(
         self,
-        path_or_paths: PathOrPaths,
+        path_or_paths: files.PathOrPaths,
         doc_id: str | None = None,
         extra_info: dict[str, Any] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
@@ -186,13 +185,13 @@ class PDFPageReader(BasePydanticReader):
             )
         )
 
-    def _files_to_load(self, path_or_paths: PathOrPaths, doc_id: str | None) -> list[Path]:
+    def _files_to_load(self, path_or_paths: files.PathOrPaths, doc_id: str | None) -> list[Path]:
         """The files of one ``load_data`` call: at least one, and one only if ``doc_id`` is set."""
         path_or_paths = files.as_path_list(path_or_paths)
         found = self.list_files(path_or_paths)
         if not found:
             raise EmptyInputError(
-                f"no PDF or image files ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) found in "
+                f"no PDF or image files ({', '.join(sorted(files.SUPPORTED_EXTENSIONS))}) found in "
                 f"{files.describe_paths(path_or_paths)}"
             )
         if doc_id is not None and len(found) > 1:
@@ -206,7 +205,7 @@ class PDFPageReader(BasePydanticReader):
     def _unseen_doc_id(path: Path, doc_id: str | None, seen: dict[str, Path]) -> str | None:
         """The doc_id of ``path``, or ``None`` (with a warning) when an earlier file had it."""
         # Check the path first, so an unsupported or empty file is not hashed first.
-        check_file(path)
+        files.check_file(path)
         file_doc_id = doc_id if doc_id is not None else doc_id_for_file(path)
         if file_doc_id in seen:
             logger.warning(
@@ -218,7 +217,7 @@ class PDFPageReader(BasePydanticReader):
 
     # ------------------------------------------------------------------- per-file hooks
 
-    def list_files(self, path_or_paths: PathOrPaths) -> list[Path]:
+    def list_files(self, path_or_paths: files.PathOrPaths) -> list[Path]:
         """Expand folders into the files :meth:`read_file` would read, as absolute paths.
 
         Folders are walked recursively in sorted order (by name at each level), skipping hidden
@@ -237,7 +236,7 @@ class PDFPageReader(BasePydanticReader):
         failures only decoding shows (an image whose pixel data is cut short). Cheap: it reads
         a PDF's page tree and an image's header, so it suits a progress bar's total.
         """
-        path = check_file(path)
+        path = files.check_file(path)
         page_range = dict(first_page=self.first_page, last_page=self.last_page)
         if path.suffix.lower() in PDF_EXTENSIONS:
             return count_pdf_pages(path, dpi=self.dpi, **page_range)
@@ -264,7 +263,7 @@ class PDFPageReader(BasePydanticReader):
         """
         if doc_id is not None and (not isinstance(doc_id, str) or not doc_id):
             raise ValueError(f"doc_id must be a non-empty string, not {doc_id!r}")
-        path = check_file(path)
+        path = files.check_file(path)
         pages = self._rendered_pages(path)
         try:
             # The first page (and so the file's validation) comes before hashing, so a bad
