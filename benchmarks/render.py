@@ -3,8 +3,8 @@
 Each variant runs in a fresh Python subprocess, so its peak RSS is its own (not the largest
 of every variant run so far). Variants:
 
-- ``pypdfium2``: :func:`llama_index_vlm.rendering.render_pdfium`, one page at a time.
-- ``pdf2image-windows``: :func:`llama_index_vlm.rendering.render_poppler`, 8-page windows.
+- ``pypdfium2``: :func:`llama_index_vlm.reader.render_pdfium`, one page at a time.
+- ``pdf2image-windows``: :func:`llama_index_vlm.reader.render_poppler`, 8-page windows.
 - ``pdf2image-whole``: ``pdf2image.convert_from_path`` on the whole file (as byaldi does).
 - ``reader-<renderer>-<format>``: ``PDFPageReader.lazy_load_data`` end to end (render, encode,
   base64, ImageDocument), each document dropped once made, as a streaming ingest does.
@@ -64,8 +64,7 @@ def run_variant(variant: str, pdf: Path, dpi: int) -> dict:
     """Run one variant in this process and return its measurements."""
     import pdf2image
 
-    from llama_index_vlm.reader import PDFPageReader
-    from llama_index_vlm.rendering import render_pdfium, render_poppler
+    from llama_index_vlm.reader import PDFPageReader, render_pdfium, render_poppler
 
     baseline_mb = _peak_rss_mb(resource.RUSAGE_SELF)
     cpu_before = _cpu_seconds()
@@ -120,7 +119,7 @@ def measure(variant: str, pdf: Path, dpi: int) -> dict:
 def encode_costs(pdf: Path, dpi: int, n_pages: int = 20) -> list[dict]:
     """Time JPEG (q90) and PNG encoding of rendered pages, in ms per page and KiB per page."""
     from llama_index_vlm.images import encode_image, to_rgb
-    from llama_index_vlm.rendering import render_pdfium
+    from llama_index_vlm.reader import render_pdfium
 
     pages = [to_rgb(page.image) for page in render_pdfium(pdf, dpi=dpi, last_page=n_pages)]
     rows = []

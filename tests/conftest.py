@@ -60,28 +60,6 @@ def seen(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# PDFs and page images for the reader tests, made from scratch by tests/pdfs.py (no binary
-# fixtures). Owned by the reader's tests; keep other fixtures above this block.
-
-
-@pytest.fixture
-def solid_pdf(tmp_path):
-    """A 3-page PDF written by Pillow: 72 x 144 pt pages, solid red, green and blue."""
-    from pdfs import write_image_pdf
-
-    return write_image_pdf(tmp_path / "solid.pdf", 3, size_px=(72, 144))
-
-
-@pytest.fixture
-def text_pdf(tmp_path):
-    """A 2-page hand-written PDF whose text layer reads "Revenue 2023", then two lines."""
-    from pdfs import write_text_pdf
-
-    pages = ["Revenue 2023", ["Net income 42", "Costs 7"]]
-    return write_text_pdf(tmp_path / "text.pdf", pages, width_pt=300, height_pt=300)
-
-
-# ---------------------------------------------------------------------------------------------
 # Ingestion tests (tests/test_ingest.py, tests/test_ingest_faults.py).
 
 

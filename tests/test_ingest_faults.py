@@ -26,10 +26,10 @@ import pypdfium2 as pdfium
 import pytest
 from pdfs import page_ids_of, write_encrypted_pdf, write_numbered_pdf
 
-from llama_index_vlm import reader as reader_module
 from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.pages import doc_id_for_file
 from llama_index_vlm.reader import PDFPageReader
+from llama_index_vlm.reader import page_reader as reader_module
 from llama_index_vlm.store import LanceDBPageStore
 
 DPI = 36  # 200 x 200 pt pages -> 100 x 100 pixels; the tiny model sees 32 x 32 anyway
@@ -169,7 +169,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from llama_index_vlm import reader as reader_module
+from llama_index_vlm.reader import page_reader as reader_module
 from llama_index_vlm.errors import UnreadableDocumentError
 
 # Batches of 2: [a1 a2] [a3 b1] [b2 b3] [c1 c2] then c_bad.pdf's page 3 fails and its first
