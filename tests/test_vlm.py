@@ -131,7 +131,7 @@ def test_each_family_loads_with_its_real_class_and_metadata(kind, vlms):
     text_config = vlm.model.config.get_text_config()
     assert metadata.context_window == text_config.max_position_embeddings
     assert metadata.num_output == vlm.max_new_tokens == 6
-    assert metadata.model_name == vlm.model_name
+    assert metadata.model_name == vlm.name_or_path
 
 
 def test_family_comes_from_config_not_name(tiny_checkpoint, tmp_path):
