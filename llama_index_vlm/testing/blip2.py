@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llama_index_vlm.testing.parts import HIDDEN, IMAGE_SIZE, PATCH, fast_tokenizer, save_generator
+from llama_index_vlm.testing.parts import (
+    HIDDEN,
+    IMAGE_SIZE,
+    VISION_SIZES,
+    fast_tokenizer,
+    save_generator,
+)
 
 _NUM_QUERY_TOKENS = 4
 
@@ -32,14 +38,7 @@ def build_blip2(path: Path) -> None:
         num_query_tokens=_NUM_QUERY_TOKENS,
     )
     config = Blip2Config(
-        vision_config=Blip2VisionConfig(
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH,
-        ),
+        vision_config=Blip2VisionConfig(**VISION_SIZES),
         qformer_config=Blip2QFormerConfig(
             hidden_size=HIDDEN,
             intermediate_size=2 * HIDDEN,

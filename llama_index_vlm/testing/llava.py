@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llama_index_vlm.testing.parts import HIDDEN, IMAGE_SIZE, PATCH, fast_tokenizer, save_generator
+from llama_index_vlm.testing.parts import (
+    HIDDEN,
+    IMAGE_SIZE,
+    LANGUAGE_MODEL_SIZES,
+    PATCH,
+    VISION_SIZES,
+    fast_tokenizer,
+    save_generator,
+)
 
 _LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -54,22 +62,13 @@ def _llava_config_kwargs(tokenizer: Any) -> dict[str, Any]:
     from transformers import CLIPVisionConfig, LlamaConfig
 
     return {
+        # Two layers: the features come from the second-to-last.
         "vision_config": CLIPVisionConfig(
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH,
-            projection_dim=HIDDEN,
+            **{**VISION_SIZES, "num_hidden_layers": 2}, projection_dim=HIDDEN
         ),
         "text_config": LlamaConfig(
+            **LANGUAGE_MODEL_SIZES,
             vocab_size=len(tokenizer),
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
             max_position_embeddings=4096,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,

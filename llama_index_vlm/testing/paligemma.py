@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llama_index_vlm.testing.parts import EMBEDDING_DIM, HIDDEN, IMAGE_SIZE, PATCH, fast_tokenizer
+from llama_index_vlm.testing.parts import (
+    EMBEDDING_DIM,
+    HIDDEN,
+    IMAGE_SIZE,
+    LANGUAGE_MODEL_SIZES,
+    PATCH,
+    VISION_SIZES,
+    fast_tokenizer,
+)
 
 
 def _siglip_image_processor() -> Any:
@@ -30,22 +38,10 @@ def _paligemma_config(vocab_size: int, image_token_id: int, pad_token_id: int) -
     from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
 
     return PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH,
-            projection_dim=HIDDEN,
-        ),
+        vision_config=SiglipVisionConfig(**VISION_SIZES, projection_dim=HIDDEN),
         text_config=GemmaConfig(
+            **LANGUAGE_MODEL_SIZES,
             vocab_size=vocab_size,
-            hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
             head_dim=HIDDEN // 2,
             max_position_embeddings=2048,
             pad_token_id=pad_token_id,

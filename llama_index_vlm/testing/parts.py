@@ -14,6 +14,24 @@ IMAGE_SIZE = 32
 PATCH = 8
 EMBEDDING_DIM = 128  # the real ColPali/ColQwen2 embedding dimension, so stores look real
 
+#: The sizes of every tiny vision tower (SigLIP, CLIP, BLIP-2's ViT).
+VISION_SIZES = {
+    "hidden_size": HIDDEN,
+    "intermediate_size": 2 * HIDDEN,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "image_size": IMAGE_SIZE,
+    "patch_size": PATCH,
+}
+#: The sizes of every tiny language model with grouped-query attention (Gemma, Llama, Qwen2).
+LANGUAGE_MODEL_SIZES = {
+    "hidden_size": HIDDEN,
+    "intermediate_size": 2 * HIDDEN,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+
 _CORPUS = """
 The annual report shows revenue, profit and cash flow for the fiscal year 2023.
 Figure 1 compares quarterly sales by region; table 2 lists operating expenses.

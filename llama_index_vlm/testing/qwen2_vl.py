@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llama_index_vlm.testing.parts import EMBEDDING_DIM, HIDDEN, PATCH, fast_tokenizer
+from llama_index_vlm.testing.parts import (
+    EMBEDDING_DIM,
+    HIDDEN,
+    LANGUAGE_MODEL_SIZES,
+    PATCH,
+    fast_tokenizer,
+)
 
 _QWEN_SPECIAL = [
     "<|endoftext|>",
@@ -55,12 +61,8 @@ def _qwen2_vl_config(vocab_size: int, ids: dict[str, int]) -> Any:
     head_dim = HIDDEN // 2
     return Qwen2VLConfig(
         text_config={
+            **LANGUAGE_MODEL_SIZES,
             "vocab_size": vocab_size,
-            "hidden_size": HIDDEN,
-            "intermediate_size": 2 * HIDDEN,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
             "max_position_embeddings": 2048,
             # As in the real Qwen2-VL: bos is <|endoftext|>, eos is <|im_end|>.
             "bos_token_id": ids["<|endoftext|>"],
