@@ -23,22 +23,24 @@ from llama_index_vlm.errors import EmptyInputError
 # -- several pages ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", MULTI_IMAGE_KINDS)
-def test_multi_image_families_see_every_page_in_one_prompt(kind, vlms, seen):
-    vlm = vlms(kind)
+def _ask_about_three_pages(vlm, seen):
+    """The response to a question about 3 pages, and the model calls that answered it."""
     calls = seen(vlm)
     several = vlm.chat(question(3))
     assert several.additional_kwargs["images"] == 3
+    return several, calls
+
+
+@pytest.mark.parametrize("kind", MULTI_IMAGE_KINDS)
+def test_multi_image_families_see_every_page_in_one_prompt(kind, vlms, seen):
+    several, calls = _ask_about_three_pages(vlms(kind), seen)
     assert len(calls) == 1
     assert several.additional_kwargs["model_calls"] == 1
 
 
 @pytest.mark.parametrize("kind", SINGLE_IMAGE_KINDS)
 def test_single_image_families_ask_each_page_and_label_its_answer(kind, vlms, seen):
-    vlm = vlms(kind)
-    calls = seen(vlm)
-    several = vlm.chat(question(3))
-    assert several.additional_kwargs["images"] == 3
+    several, calls = _ask_about_three_pages(vlms(kind), seen)
     assert len(calls) == 3  # per_page: one prompt per page, answers filed under its label
     lines = several.message.content.split("\n")
     assert [line.split(":")[0] for line in lines] == [

@@ -168,17 +168,23 @@ def test_stock_engines_give_the_same_greedy_answer_in_every_mode(engine_kind, ki
     assert len(set(answers.values())) == 1, answers
 
 
+def ask_with_page_packing(vlm: HuggingFaceVLM, engine_kind: str, mode: str, calls: list):
+    """Query with vlm.chat_prompt_helper() set; checks the sources and that every page was
+    seen once, and returns the answer."""
+    Settings.chat_prompt_helper = vlm.chat_prompt_helper()
+    response, answer = ask(engine_kind, vlm, mode)
+    assert_sources_are_the_pages(response, engine_kind)
+    assert_every_page_was_seen_once(vlm, calls)
+    return answer
+
+
 @pytest.mark.parametrize("mode", ["sync", "async_stream"])
 @pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
 def test_page_packing_helper_sends_all_pages_in_one_call(mode, engine_kind, kind, vlms, seen):
     """With vlm.chat_prompt_helper() LLaVA families get every page in one prompt."""
-    vlm = vlms(kind)
-    Settings.chat_prompt_helper = vlm.chat_prompt_helper()
-    calls = seen(vlm)
-    response, _ = ask(engine_kind, vlm, mode)
-    assert_sources_are_the_pages(response, engine_kind)
-    assert_every_page_was_seen_once(vlm, calls)
+    calls = seen(vlms(kind))
+    ask_with_page_packing(vlms(kind), engine_kind, mode, calls)
     assert len(calls) == 1
 
 
@@ -189,12 +195,8 @@ def test_page_packing_helper_asks_single_image_models_page_by_page(
     mode, engine_kind, kind, vlms, seen
 ):
     """PaliGemma and BLIP-2 get one prompt per page, answers filed under each page's label."""
-    vlm = vlms(kind)
-    Settings.chat_prompt_helper = vlm.chat_prompt_helper()
-    calls = seen(vlm)
-    response, answer = ask(engine_kind, vlm, mode)
-    assert_sources_are_the_pages(response, engine_kind)
-    assert_every_page_was_seen_once(vlm, calls)
+    calls = seen(vlms(kind))
+    answer = ask_with_page_packing(vlms(kind), engine_kind, mode, calls)
     assert len(calls) == len(PAGES)
     labels = [line.split(": ")[0] for line in answer.split("\n")]
     pages = [f"{file_name}, page {number}" for file_name, number, *_ in PAGES]
