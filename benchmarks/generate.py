@@ -198,7 +198,7 @@ def full_size_models(device: str) -> list[tuple[str, HuggingFaceVLM]]:
             model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
         model.generation_config.eos_token_id = config.text_config.eos_token_id
         model.generation_config.pad_token_id = config.text_config.pad_token_id
-        models.append((label, HuggingFaceVLM(model_name=label, model=model, processor=processor)))
+        models.append((label, HuggingFaceVLM(name_or_path=label, model=model, processor=processor)))
     return models
 
 

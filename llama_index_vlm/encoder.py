@@ -20,14 +20,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from llama_index_vlm.checkpoints import model_type as _model_type
-from llama_index_vlm.checkpoints import raise_if_missing_weights
-from llama_index_vlm.devices import resolve_device, resolve_dtype
-from llama_index_vlm.errors import (
-    ContextWindowExceededError,
-    EmptyInputError,
-    InvalidCheckpointError,
-)
+from llama_index_vlm.checkpoints import Architectures, load_model
+from llama_index_vlm.errors import ContextWindowExceededError, EmptyInputError
 from llama_index_vlm.images import to_rgb
 
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
@@ -35,12 +29,15 @@ DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
 #: The longest side of an image, over its shortest, that every supported processor accepts.
 MAX_ASPECT_RATIO = 200
 
-# model_type in the checkpoint's config -> transformers class name. Chosen from the config,
-# never from the checkpoint's name, so a renamed or fine-tuned checkpoint still loads right.
-_RETRIEVAL_CLASSES = {
-    "colpali": "ColPaliForRetrieval",
-    "colqwen2": "ColQwen2ForRetrieval",
-}
+#: The checkpoints :meth:`ColPaliEncoder.from_pretrained` loads: transformers' native retrievers.
+RETRIEVERS = Architectures(
+    classes={"colpali": "ColPaliForRetrieval", "colqwen2": "ColQwen2ForRetrieval"},
+    description="a ColPali-family retriever",
+    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf"),
+    missing_weights_consequence="embeddings would change on every load",
+    missing_weights_advice="Use a complete checkpoint in transformers' format (an '-hf' "
+    "checkpoint such as 'vidore/colpali-v1.3-hf').",
+)
 
 
 class ColPaliEncoder:
@@ -102,39 +99,13 @@ class ColPaliEncoder:
             MissingWeightsError: the checkpoint lacks weights (such as the projection head) that
                 transformers would otherwise initialise at random, giving inconsistent scores.
         """
-        import transformers
-
-        name_or_path = os.fspath(name_or_path)
-        model_type = _model_type(name_or_path, revision)
-        class_name = _RETRIEVAL_CLASSES.get(model_type)
-        if class_name is None:
-            raise InvalidCheckpointError(
-                f"{name_or_path!r} is a {model_type!r} checkpoint, not a ColPali-family retriever; "
-                f"use a checkpoint whose config has model_type in {sorted(_RETRIEVAL_CLASSES)} "
-                "(e.g. 'vidore/colpali-v1.3-hf' or 'vidore/colqwen2-v1.0-hf')"
-            )
-        device = resolve_device(device)
-        model_class = getattr(transformers, class_name)
-        model_kwargs.setdefault("trust_remote_code", False)
-        model, loading_info = model_class.from_pretrained(
-            name_or_path,
-            revision=revision,
-            dtype=resolve_dtype(dtype, device),
-            output_loading_info=True,
-            **model_kwargs,
+        model, processor, _ = load_model(
+            name_or_path, RETRIEVERS, device=device, dtype=dtype, revision=revision, **model_kwargs
         )
-        raise_if_missing_weights(
-            name_or_path,
-            loading_info,
-            "embeddings would change on every load",
-            "Use a complete checkpoint in transformers' format (an '-hf' checkpoint such as "
-            "'vidore/colpali-v1.3-hf').",
-        )
-        processor = transformers.AutoProcessor.from_pretrained(name_or_path, revision=revision)
         return cls(
-            model.to(device),
+            model,
             processor,
-            name_or_path=name_or_path,
+            name_or_path=os.fspath(name_or_path),
             revision=revision,
             batch_size=batch_size,
             show_progress=show_progress,

@@ -9,7 +9,7 @@ The maths is pure NumPy (arrays in, arrays out); drawing uses Pillow only.
 
 Example::
 
-    patch_grid = encoder.embed_image_patches(page)           # (rows, cols, dim)
+    patch_grid = encoder.embed_image_patches(page)           # (rows, cols, embedding_dim)
     (query_vectors,) = encoder.embed_queries(["revenue"])
     maps = similarity_maps(query_vectors, patch_grid)        # (n_tokens, rows, cols)
     overlay_heatmap(page, maps.max(axis=0)).save("revenue.png")
@@ -35,8 +35,8 @@ def similarity_maps(query_vectors: np.ndarray, patch_grid: np.ndarray) -> np.nda
     """Per-query-token similarity over a page's patch grid.
 
     Args:
-        query_vectors: ``(n_tokens, dim)`` query embedding.
-        patch_grid: ``(rows, cols, dim)`` page patch embeddings (see
+        query_vectors: ``(n_tokens, embedding_dim)`` query embedding.
+        patch_grid: ``(rows, cols, embedding_dim)`` page patch embeddings (see
             :meth:`~llama_index_vlm.encoder.ColPaliEncoder.embed_image_patches`).
 
     Returns:
@@ -46,7 +46,10 @@ def similarity_maps(query_vectors: np.ndarray, patch_grid: np.ndarray) -> np.nda
     query_vectors = np.asarray(query_vectors, dtype=np.float32)
     patch_grid = np.asarray(patch_grid, dtype=np.float32)
     if query_vectors.ndim != 2 or patch_grid.ndim != 3:
-        raise ValueError("query_vectors must be (n_tokens, dim) and patch_grid (rows, cols, dim)")
+        raise ValueError(
+            "query_vectors must be (n_tokens, embedding_dim) and patch_grid "
+            "(rows, cols, embedding_dim)"
+        )
     if query_vectors.shape[1] != patch_grid.shape[2]:
         raise ValueError(
             f"query dim {query_vectors.shape[1]} differs from patch dim {patch_grid.shape[2]}"

@@ -41,6 +41,43 @@ def colqwen2_encoder(tiny_checkpoint):
     return ColPaliEncoder.from_pretrained(tiny_checkpoint("colqwen2"), show_progress=False)
 
 
+@pytest.fixture(scope="session")
+def vlms(tiny_checkpoint):
+    """``vlms(kind)`` -> a ``HuggingFaceVLM`` of that tiny checkpoint (6 new tokens), loaded once
+    per session; tests that need other settings use ``chats.variant`` (no second load).
+    """
+    from llama_index_vlm.vlm import HuggingFaceVLM
+
+    loaded: dict = {}
+
+    def get(kind: str):
+        if kind not in loaded:
+            loaded[kind] = HuggingFaceVLM.from_pretrained(tiny_checkpoint(kind), max_new_tokens=6)
+        return loaded[kind]
+
+    return get
+
+
+@pytest.fixture
+def checkpoint_without(tiny_checkpoint, tmp_path):
+    """``checkpoint_without(kind, dropped)`` -> ``(path, names)``: a copy of a tiny checkpoint
+    whose weights lack those whose name ``dropped(name)`` is true, and the names dropped.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def copy(kind: str, dropped) -> tuple:
+        path = tmp_path / f"{kind}-without-weights"
+        shutil.copytree(tiny_checkpoint(kind), path)
+        weights = load_file(path / "model.safetensors")
+        kept = {name: tensor for name, tensor in weights.items() if not dropped(name)}
+        save_file(kept, path / "model.safetensors", metadata={"format": "pt"})
+        return path, sorted(set(weights) - set(kept))
+
+    return copy
+
+
 @pytest.fixture
 def seen(monkeypatch):
     """``seen(vlm)`` -> the keyword arguments of every ``vlm.model.generate`` call from now on."""

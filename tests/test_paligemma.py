@@ -15,16 +15,37 @@ from llama_index_vlm.paligemma import (
 )
 
 
-def test_prompts():
+def test_caption_prompt_in_english_by_default():
     assert caption_prompt() == "caption en"
+
+
+def test_caption_prompt_in_another_language():
     assert caption_prompt("de") == "caption de"
+
+
+def test_answer_prompt_asks_the_stripped_question():
     assert answer_prompt("  What is the total? ") == "answer en What is the total?"
+
+
+def test_detect_prompt_separates_labels_with_semicolons():
     assert detect_prompt("table", "signature") == "detect table ; signature"
+
+
+def test_segment_prompt_names_its_label():
     assert segment_prompt("logo") == "segment logo"
+
+
+def test_an_empty_question_is_refused():
     with pytest.raises(ValueError, match="empty"):
         answer_prompt("  ")
+
+
+def test_a_label_with_a_separator_is_refused():
     with pytest.raises(ValueError, match="may not contain"):
         detect_prompt("a;b")
+
+
+def test_a_blank_label_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         detect_prompt(" ")
 
@@ -37,7 +58,7 @@ def test_boxes_scale_each_axis_from_the_1024_grid_in_yxyx_order():
     assert detection.yxyx == (256.0, 0.0, 768.0, 1024.0)
 
 
-def test_several_objects_and_noise():
+def test_several_objects_are_parsed_and_noise_ignored():
     text = (
         "<loc0000><loc0000><loc1023><loc1023> page ; "
         "<loc0512><loc0100><loc0600><loc0200> signature ; garbage <loc0001> tail"
@@ -65,7 +86,7 @@ def test_no_locations_means_no_detections():
     assert parse_detections("a cat on a mat", (10, 10)) == []
 
 
-def test_draw_detections_outlines_boxes():
+def test_draw_detections_outlines_boxes_on_a_copy():
     image = Image.new("RGB", (100, 100), "white")
     detections = parse_detections("<loc0000><loc0000><loc0512><loc0512> box", (100, 100))
     drawn = draw_detections(image, detections)

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+import transformers
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from llama_index_vlm.testing import TINY_CHECKPOINT_KINDS, make_tiny_checkpoint
 
@@ -27,20 +28,24 @@ def test_all_required_kinds_exist():
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED_CLASSES))
-def test_kind_builds_and_reloads_through_from_pretrained(kind, tiny_checkpoint):
-    path = tiny_checkpoint(kind)
-    config = AutoConfig.from_pretrained(path)
+def test_kind_declares_its_real_architecture(kind, tiny_checkpoint):
+    config = AutoConfig.from_pretrained(tiny_checkpoint(kind))
     assert config.architectures == [EXPECTED_CLASSES[kind]]
-    processor = AutoProcessor.from_pretrained(path)
-    loader = AutoModel if kind.startswith("col") else AutoModelForImageTextToText
-    if kind.startswith("col"):
-        import transformers
 
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_CLASSES))
+def test_kind_reloads_through_from_pretrained_as_its_real_class(kind, tiny_checkpoint):
+    path = tiny_checkpoint(kind)
+    if kind.startswith("col"):  # no Auto class maps to the retrievers
         model = getattr(transformers, EXPECTED_CLASSES[kind]).from_pretrained(path)
     else:
-        model = loader.from_pretrained(path)
+        model = AutoModelForImageTextToText.from_pretrained(path)
     assert type(model).__name__ == EXPECTED_CLASSES[kind]
-    # The tokenizer was trained locally and round-trips text through the real processor.
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_CLASSES))
+def test_kinds_locally_trained_tokenizer_round_trips_text(kind, tiny_checkpoint):
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint(kind))
     ids = processor.tokenizer("What was the 2023 revenue?", add_special_tokens=False)["input_ids"]
     assert processor.tokenizer.decode(ids) == "What was the 2023 revenue?"
 
@@ -67,13 +72,24 @@ def test_generator_kinds_generate_text(tiny_checkpoint):
     assert output.shape[1] == inputs["input_ids"].shape[1] + 4
 
 
-def test_same_seed_gives_identical_weights_and_other_seed_differs(tmp_path):
-    first = load_file(make_tiny_checkpoint("colpali", tmp_path / "a", seed=7) / "model.safetensors")
-    again = load_file(make_tiny_checkpoint("colpali", tmp_path / "b", seed=7) / "model.safetensors")
-    other = load_file(make_tiny_checkpoint("colpali", tmp_path / "c", seed=8) / "model.safetensors")
-    assert first.keys() == again.keys()
-    assert all(torch.equal(first[name], again[name]) for name in first)
-    assert any(not torch.equal(first[name], other[name]) for name in first)
+def _weights(path, seed: int) -> dict:
+    return load_file(make_tiny_checkpoint("colpali", path, seed=seed) / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def seed_7_weights(tmp_path_factory):
+    return _weights(tmp_path_factory.mktemp("seed-7"), seed=7)
+
+
+def test_the_same_seed_gives_identical_weights(seed_7_weights, tmp_path):
+    again = _weights(tmp_path, seed=7)
+    assert seed_7_weights.keys() == again.keys()
+    assert all(torch.equal(seed_7_weights[name], again[name]) for name in seed_7_weights)
+
+
+def test_another_seed_gives_other_weights(seed_7_weights, tmp_path):
+    other = _weights(tmp_path, seed=8)
+    assert any(not torch.equal(seed_7_weights[name], other[name]) for name in seed_7_weights)
 
 
 def test_existing_checkpoint_is_reused_not_rebuilt(tmp_path):
@@ -82,7 +98,10 @@ def test_existing_checkpoint_is_reused_not_rebuilt(tmp_path):
     before = weights.stat().st_mtime_ns
     assert make_tiny_checkpoint("blip2", path) == path
     assert weights.stat().st_mtime_ns == before
-    marker = json.loads((path / "llama_index_vlm_tiny.json").read_text())
+
+
+def test_a_finished_checkpoint_is_marked_with_its_kind(tiny_checkpoint):
+    marker = json.loads((tiny_checkpoint("blip2") / "llama_index_vlm_tiny.json").read_text())
     assert marker["kind"] == "blip2"
 
 

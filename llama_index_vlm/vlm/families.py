@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from llama_index_vlm.checkpoints import Architectures
 from llama_index_vlm.errors import EmptyInputError, InvalidCheckpointError
 from llama_index_vlm.vlm.messages import Turn
 from llama_index_vlm.vlm.tiling import tile_pages
@@ -68,8 +69,6 @@ class Family:
     model_class: ClassVar[str]
     #: Whether one prompt may hold several images.
     multi_image: ClassVar[bool]
-    #: Whether a prompt must hold at least one image.
-    needs_image: ClassVar[bool]
 
     def check_processor(self, processor: Any, name_or_path: str) -> None:
         """Refuse a processor this family cannot build prompts with."""
@@ -87,7 +86,6 @@ class Family:
 
 class _LlavaFamily(Family):
     multi_image = True
-    needs_image = False
 
     def check_processor(self, processor: Any, name_or_path: str) -> None:
         if not getattr(processor, "chat_template", None):
@@ -136,7 +134,6 @@ class LlavaNextFamily(_LlavaFamily):
 
 class _SingleImageFamily(Family):
     multi_image = False
-    needs_image = True
 
     def prompts(self, turns, processor, multi_image_strategy="per_page", language="en"):
         pages = [page for turn in turns for page in turn.images]
@@ -202,6 +199,21 @@ FAMILIES: dict[str, Family] = {
     family.model_type: family
     for family in (LlavaFamily(), LlavaNextFamily(), PaliGemmaFamily(), Blip2Family())
 }
+
+#: The checkpoints ``HuggingFaceVLM`` loads: one model class per supported family.
+VISION_LANGUAGE_MODELS = Architectures(
+    classes={model_type: family.model_class for model_type, family in FAMILIES.items()},
+    description="a supported vision-language model",
+    examples=("llava-hf/llava-1.5-7b-hf", "google/paligemma-3b-mix-448"),
+    missing_weights_consequence="its answers would be noise that changes on every load",
+    missing_weights_advice="Use a complete checkpoint in transformers' format "
+    "(e.g. 'llava-hf/llava-1.5-7b-hf').",
+    # Retrievers are vision-language checkpoints too; name the class that loads them.
+    hints={
+        model_type: " (a page retriever: load it with ColPaliEncoder.from_pretrained)"
+        for model_type in ("colpali", "colqwen2")
+    },
+)
 
 
 def question_of(text: str) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -18,7 +16,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     CompletionResponseAsyncGen,
     CompletionResponseGen,
-    ImageBlock,
     LLMMetadata,
     MessageRole,
     TextBlock,
@@ -28,39 +25,19 @@ from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.indices.prompt_helper import ChatPromptHelper
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
-from PIL import Image
 
-from llama_index_vlm.checkpoints import model_type, raise_if_missing_weights
-from llama_index_vlm.errors import ContextWindowExceededError, InvalidCheckpointError
-from llama_index_vlm.images import encode_image
-from llama_index_vlm.vlm import generation
-from llama_index_vlm.vlm.families import FAMILIES, Family, MultiImageStrategy, PromptSpec
-from llama_index_vlm.vlm.messages import PageImage, Turn, images_to_blocks, to_turns
+from llama_index_vlm.checkpoints import load_model, load_processor
+from llama_index_vlm.vlm import context, generation, responses
+from llama_index_vlm.vlm.context import Request
+from llama_index_vlm.vlm.families import (
+    FAMILIES,
+    VISION_LANGUAGE_MODELS,
+    Family,
+    MultiImageStrategy,
+)
+from llama_index_vlm.vlm.messages import Turn, images_to_blocks, to_turns
 
 DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
-
-# Retrievers are vision-language checkpoints too; name the class that loads them.
-_RETRIEVER_TYPES = {"colpali", "colqwen2"}
-_DONE = object()
-
-# chat_prompt_helper(): the page a default is sized for, the real tokens kept for the system
-# prompt and a QA or citation template, and LlamaIndex-estimated tokens kept for those templates
-# (with a refine call's existing answer) when packing by page count.
-_A4_AT_150_DPI = (1240, 1754)
-_INSTRUCTIONS_ROOM = 512
-_TEMPLATE_ROOM = 8192
-_SINGLE_IMAGE_PAGES_PER_CALL = 16
-
-
-@dataclass
-class _Request:
-    """One model call, tokenised: what the model will see and what it costs."""
-
-    inputs: Any
-    label: str | None
-    n_images: int
-    image_tokens: int
-    prompt_tokens: int
 
 
 class HuggingFaceVLM(LLM):
@@ -89,7 +66,7 @@ class HuggingFaceVLM(LLM):
         Settings.llm = vlm  # LlamaIndex's engines then use it by default
     """
 
-    model_name: str = Field(
+    name_or_path: str = Field(
         default=DEFAULT_VLM,
         description="Hub id or local directory of the checkpoint, in transformers' format.",
     )
@@ -167,40 +144,39 @@ class HuggingFaceVLM(LLM):
 
     def __init__(
         self,
-        model_name: str | os.PathLike[str] = DEFAULT_VLM,
+        name_or_path: str | os.PathLike[str] = DEFAULT_VLM,
         model: Any | None = None,
         processor: Any | None = None,
         **kwargs: Any,
     ) -> None:
-        """Load ``model_name`` (or wrap an already loaded ``model`` and ``processor``).
+        """Load ``name_or_path`` (or wrap an already loaded ``model`` and ``processor``).
 
         Prefer :meth:`from_pretrained`, which sorts generation settings from other arguments.
         """
-        super().__init__(model_name=os.fspath(model_name), **kwargs)
+        super().__init__(name_or_path=os.fspath(name_or_path), **kwargs)
         if model is None:
-            model, processor, family = _load(self)
+            model, processor, model_type = load_model(
+                self.name_or_path,
+                VISION_LANGUAGE_MODELS,
+                device=self.device,
+                dtype=self.dtype,
+                revision=self.revision,
+                **{"trust_remote_code": self.trust_remote_code, **self.model_kwargs},
+            )
         else:
-            family = _family_of(str(getattr(model.config, "model_type", "")), self.model_name)
+            model_type = str(getattr(model.config, "model_type", ""))
+            VISION_LANGUAGE_MODELS.class_for(model_type, self.name_or_path)
             if processor is None:
-                from transformers import AutoProcessor
-
-                processor = AutoProcessor.from_pretrained(self.model_name, revision=self.revision)
-        family.check_processor(processor, self.model_name)
+                processor = load_processor(self.name_or_path, self.revision, self.trust_remote_code)
+        family = FAMILIES[model_type]
+        family.check_processor(processor, self.name_or_path)
         self._model = model.eval()
         self._processor = processor
         self._family = family
-        self._image_token_id = _image_token_id(model.config, processor)
-        limit = _model_context_window(model.config)
-        if self.context_window is None:
-            self.context_window = limit
-        elif self.context_window > limit:
-            warnings.warn(
-                f"context_window={self.context_window} is more than {self.model_name!r} "
-                f"supports; using its maximum, {limit}",
-                UserWarning,
-                stacklevel=2,
-            )
-            self.context_window = limit
+        self._image_token_id = context.image_token_id(model.config, processor)
+        self.context_window = context.usable_context_window(
+            self.context_window, model.config, self.name_or_path
+        )
 
     @classmethod
     def from_pretrained(
@@ -237,7 +213,7 @@ class HuggingFaceVLM(LLM):
         own = {key: value for key, value in kwargs.items() if key in fields}
         extra = {key: value for key, value in kwargs.items() if key not in fields}
         own["generate_kwargs"] = {**own.get("generate_kwargs", {}), **extra}
-        return cls(model_name=name_or_path, device=device, dtype=dtype, **own)
+        return cls(name_or_path=name_or_path, device=device, dtype=dtype, **own)
 
     @field_validator("device", "dtype", mode="before")
     @classmethod
@@ -258,7 +234,7 @@ class HuggingFaceVLM(LLM):
             num_output=self.max_new_tokens,
             is_chat_model=True,
             is_function_calling_model=False,
-            model_name=self.model_name,
+            model_name=self.name_or_path,
         )
 
     @property
@@ -303,28 +279,14 @@ class HuggingFaceVLM(LLM):
             engine = RetrieverQueryEngine.from_args(retriever, llm=vlm, multimodal=True)
         """
         if pages_per_call is None:
-            pages_per_call = self._default_pages_per_call()
-        if pages_per_call < 1:
-            raise ValueError(f"pages_per_call must be at least 1, not {pages_per_call}")
-        one_pixel = encode_image(Image.new("RGB", (1, 1)), "PNG")
-        image_estimate = ImageBlock(image=one_pixel).estimate_tokens()
-        # Less than one image's estimate of room for the pages' metadata text, so text never
-        # lets one more page in, and an image is never split from its text.
-        chunk_size = pages_per_call * image_estimate + image_estimate // 2
-        return ChatPromptHelper(
-            context_window=chunk_size + self.max_new_tokens + _TEMPLATE_ROOM,
-            num_output=self.max_new_tokens,
-            chunk_size_limit=chunk_size,
-        )
-
-    def _default_pages_per_call(self) -> int:
-        if not self._family.multi_image:
-            return _SINGLE_IMAGE_PAGES_PER_CALL
-        page = Image.new("RGB", _A4_AT_150_DPI, "white")
-        specs = self._family.prompts([Turn("user", "?", [PageImage(page, "")])], self._processor)
-        per_page = max(1, self._tokenise(specs[0]).image_tokens)
-        room = self.context_window - self.max_new_tokens - _INSTRUCTIONS_ROOM
-        return max(1, room // per_page)
+            pages_per_call = context.default_pages_per_call(
+                self._family,
+                self._processor,
+                self._image_token_id,
+                self.context_window,
+                self.max_new_tokens,
+            )
+        return context.pages_prompt_helper(pages_per_call, self.max_new_tokens)
 
     # -- LlamaIndex's LLM interface -------------------------------------------------------------
 
@@ -353,7 +315,7 @@ class HuggingFaceVLM(LLM):
             vlm.complete("What is the title?", image_documents=[page_node]).text
         """
         messages = self._completion_messages(prompt, formatted, kwargs)
-        return _to_completion(self._chat(messages, kwargs))
+        return responses.to_completion(self._chat(messages, kwargs))
 
     @llm_completion_callback()
     def stream_complete(
@@ -363,7 +325,7 @@ class HuggingFaceVLM(LLM):
         messages = self._completion_messages(prompt, formatted, kwargs)
         requests, generate_kwargs = self._prepare(messages, kwargs)
         return (
-            _to_completion(response)
+            responses.to_completion(response)
             for response in self._stream_responses(requests, generate_kwargs)
         )
 
@@ -378,7 +340,7 @@ class HuggingFaceVLM(LLM):
     ) -> ChatResponseAsyncGen:
         """:meth:`stream_chat` without blocking the event loop: every step runs in a thread."""
         requests, generate_kwargs = await asyncio.to_thread(self._prepare, messages, kwargs)
-        return _in_threads(self._stream_responses(requests, generate_kwargs))
+        return responses.in_threads(self._stream_responses(requests, generate_kwargs))
 
     @llm_completion_callback()
     async def acomplete(
@@ -386,7 +348,7 @@ class HuggingFaceVLM(LLM):
     ) -> CompletionResponse:
         """:meth:`complete` in a worker thread."""
         messages = self._completion_messages(prompt, formatted, kwargs)
-        return _to_completion(await asyncio.to_thread(self._chat, messages, kwargs))
+        return responses.to_completion(await asyncio.to_thread(self._chat, messages, kwargs))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -395,11 +357,11 @@ class HuggingFaceVLM(LLM):
         """:meth:`stream_complete` without blocking the event loop."""
         messages = self._completion_messages(prompt, formatted, kwargs)
         requests, generate_kwargs = await asyncio.to_thread(self._prepare, messages, kwargs)
-        responses = _in_threads(self._stream_responses(requests, generate_kwargs))
+        chat_stream = responses.in_threads(self._stream_responses(requests, generate_kwargs))
 
         async def completions() -> CompletionResponseAsyncGen:
-            async for response in responses:
-                yield _to_completion(response)
+            async for response in chat_stream:
+                yield responses.to_completion(response)
 
         return completions()
 
@@ -417,36 +379,18 @@ class HuggingFaceVLM(LLM):
                 generate_kwargs,
                 self._lock,
             )
-            answers.append(_filed(generated.text, request.label))
+            answers.append(responses.filed(generated.text, request.label))
             n_tokens += generated.n_tokens
-        return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content="\n".join(answers)),
-            additional_kwargs=_usage(requests, n_tokens),
-        )
+        return responses.chat_response(answers, responses.usage(requests, n_tokens))
 
     def _stream_responses(
-        self, requests: list[_Request], generate_kwargs: dict[str, Any]
+        self, requests: list[Request], generate_kwargs: dict[str, Any]
     ) -> ChatResponseGen:
-        usage = _usage(requests, None)
-        text = ""
-        for delta in self._stream_text(requests, generate_kwargs):
-            text += delta
-            yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                delta=delta,
-                additional_kwargs=usage,
-            )
-        if not text:
-            # An empty answer still ends in one response: LlamaIndex's end-of-stream events
-            # need a last response to report.
-            yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=""),
-                delta="",
-                additional_kwargs=usage,
-            )
+        pieces = self._stream_text(requests, generate_kwargs)
+        return responses.stream_responses(pieces, responses.usage(requests, None))
 
     def _stream_text(
-        self, requests: list[_Request], generate_kwargs: dict[str, Any]
+        self, requests: list[Request], generate_kwargs: dict[str, Any]
     ) -> Iterator[str]:
         # The same text as _chat, piece by piece: "label: answer" lines, one per request.
         for position, request in enumerate(requests):
@@ -495,78 +439,29 @@ class HuggingFaceVLM(LLM):
 
     def _prepare(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
-    ) -> tuple[list[_Request], dict[str, Any]]:
+    ) -> tuple[list[Request], dict[str, Any]]:
         """Validate, decode and tokenise: everything before generation, raised eagerly."""
         kwargs = dict(kwargs)
         kwargs.pop("image_documents", None)
         generate_kwargs = self._generate_kwargs(kwargs)
-        turns = to_turns(messages)
-        return self._fit(turns, generate_kwargs["max_new_tokens"]), generate_kwargs
-
-    def _fit(self, turns: list[Turn], max_new_tokens: int) -> list[_Request]:
-        dropped: list[str] = []
-        while True:
-            specs = self._family.prompts(
-                turns,
-                self._processor,
-                multi_image_strategy=self.multi_image_strategy,
-                language=self.task_language,
-            )
-            requests = [self._tokenise(spec) for spec in specs]
-            longest = max(requests, key=lambda request: request.prompt_tokens)
-            if longest.prompt_tokens + max_new_tokens <= self.context_window:
-                break
-            n_images = sum(len(turn.images) for turn in turns)
-            if not (self.drop_pages_to_fit and self._family.multi_image and n_images > 1):
-                raise ContextWindowExceededError(
-                    self._overflow_message(longest, max_new_tokens, dropped)
-                )
-            dropped.append(_drop_last_image(turns))
-        if dropped:
-            warnings.warn(
-                f"dropped {len(dropped)} page image(s) ({'; '.join(reversed(dropped))}) so the "
-                f"prompt fits {self.model_name!r}'s context window: {longest.prompt_tokens} "
-                f"prompt tokens ({longest.image_tokens} for {longest.n_images} image(s)) + "
-                f"max_new_tokens={max_new_tokens} <= {self.context_window}",
-                UserWarning,
-                stacklevel=2,
-            )
-        return requests
-
-    def _overflow_message(self, request: _Request, max_new_tokens: int, dropped: list[str]) -> str:
-        text_tokens = request.prompt_tokens - request.image_tokens
-        advice = (
-            "even with one page left; shorten the question or lower max_new_tokens"
-            if dropped
-            else "ask about fewer pages, lower max_new_tokens, or pass drop_pages_to_fit=True "
-            "to drop the lowest-ranked pages"
+        requests = context.fit(
+            to_turns(messages),
+            self._requests,
+            context_window=self.context_window,
+            max_new_tokens=generate_kwargs["max_new_tokens"],
+            drop_pages=self.drop_pages_to_fit and self._family.multi_image,
+            name_or_path=self.name_or_path,
         )
-        return (
-            f"the prompt needs {request.prompt_tokens} tokens ({request.image_tokens} image "
-            f"tokens for {request.n_images} image(s) + {text_tokens} text tokens) plus "
-            f"max_new_tokens={max_new_tokens}, which is "
-            f"{request.prompt_tokens + max_new_tokens} > the context window of "
-            f"{self.context_window} tokens of {self.model_name!r}; {advice}"
-        )
+        return requests, generate_kwargs
 
-    def _tokenise(self, spec: PromptSpec) -> _Request:
-        options: dict[str, Any] = {"return_tensors": "pt"}
-        if spec.add_special_tokens is not None:
-            options["add_special_tokens"] = spec.add_special_tokens
-        inputs = self._processor(images=spec.images or None, text=spec.text, **options)
-        # PaliGemma's processor adds training labels; generate must not get them.
-        inputs.pop("labels", None)
-        input_ids = inputs["input_ids"]
-        image_tokens = 0
-        if self._image_token_id is not None:
-            image_tokens = int((input_ids == self._image_token_id).sum())
-        return _Request(
-            inputs=inputs,
-            label=spec.label,
-            n_images=len(spec.images),
-            image_tokens=image_tokens,
-            prompt_tokens=int(input_ids.shape[1]),
+    def _requests(self, turns: list[Turn]) -> list[Request]:
+        specs = self._family.prompts(
+            turns,
+            self._processor,
+            multi_image_strategy=self.multi_image_strategy,
+            language=self.task_language,
         )
+        return [context.tokenise(spec, self._processor, self._image_token_id) for spec in specs]
 
     def _on_device(self, inputs: Any) -> dict[str, Any]:
         parameter = next(self._model.parameters())
@@ -578,125 +473,3 @@ class HuggingFaceVLM(LLM):
             )
             for name, value in inputs.items()
         }
-
-
-def _load(vlm: HuggingFaceVLM) -> tuple[Any, Any, Family]:
-    """Load the model and processor named by ``vlm``'s fields, refusing what does not fit."""
-    import transformers
-
-    from llama_index_vlm.devices import resolve_device, resolve_dtype
-
-    name = vlm.model_name
-    family = _family_of(model_type(name, vlm.revision), name)
-    device = resolve_device(vlm.device)
-    model_kwargs = dict(vlm.model_kwargs)
-    model_kwargs.setdefault("trust_remote_code", vlm.trust_remote_code)
-    model, loading_info = getattr(transformers, family.model_class).from_pretrained(
-        name,
-        revision=vlm.revision,
-        dtype=resolve_dtype(vlm.dtype, device),
-        output_loading_info=True,
-        **model_kwargs,
-    )
-    raise_if_missing_weights(
-        name,
-        loading_info,
-        "its answers would be noise that changes on every load",
-        "Use a complete checkpoint in transformers' format (e.g. 'llava-hf/llava-1.5-7b-hf').",
-    )
-    processor = transformers.AutoProcessor.from_pretrained(
-        name, revision=vlm.revision, trust_remote_code=vlm.trust_remote_code
-    )
-    if "device_map" not in model_kwargs:  # with a device_map, accelerate placed it already
-        model = model.to(device)
-    return model, processor, family
-
-
-def _family_of(found_type: str, name: str) -> Family:
-    family = FAMILIES.get(found_type)
-    if family is not None:
-        return family
-    supported = ", ".join(repr(key) for key in FAMILIES)
-    hint = (
-        " (a page retriever: load it with ColPaliEncoder.from_pretrained)"
-        if found_type in _RETRIEVER_TYPES
-        else ""
-    )
-    raise InvalidCheckpointError(
-        f"{name!r} is a {found_type or 'unknown'!r} checkpoint{hint}, not a supported "
-        f"vision-language model; use one whose config has model_type in {supported} "
-        "(e.g. 'llava-hf/llava-1.5-7b-hf' or 'google/paligemma-3b-mix-448')"
-    )
-
-
-def _model_context_window(config: Any) -> int:
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(text_config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return DEFAULT_CONTEXT_WINDOW
-
-
-def _image_token_id(config: Any, processor: Any) -> int | None:
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    token = getattr(processor, "image_token", None)
-    if token is None:
-        return None
-    return processor.tokenizer.convert_tokens_to_ids(str(token))
-
-
-def _drop_last_image(turns: list[Turn]) -> str:
-    # Retrievers list pages best first, so the last image of the conversation is the weakest.
-    for turn in reversed(turns):
-        if turn.images:
-            return turn.images.pop().label
-    raise AssertionError("no image to drop")  # callers check there is more than one
-
-
-def _filed(text: str, label: str | None) -> str:
-    return text if label is None else f"{label}: {text}"
-
-
-def _usage(requests: list[_Request], completion_tokens: int | None) -> dict[str, Any]:
-    prompt_tokens = sum(request.prompt_tokens for request in requests)
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt_tokens,
-        "image_tokens": sum(request.image_tokens for request in requests),
-        "images": sum(request.n_images for request in requests),
-        "model_calls": len(requests),
-    }
-    if completion_tokens is not None:
-        usage["completion_tokens"] = completion_tokens
-        usage["total_tokens"] = prompt_tokens + completion_tokens
-    return usage
-
-
-def _to_completion(response: ChatResponse) -> CompletionResponse:
-    return CompletionResponse(
-        text=response.message.content or "",
-        delta=response.delta,
-        additional_kwargs=response.additional_kwargs,
-    )
-
-
-def _in_threads(responses: Iterator[ChatResponse]) -> ChatResponseAsyncGen:
-    """Iterate a blocking generator from async code, each step in a worker thread."""
-
-    async def gen() -> ChatResponseAsyncGen:
-        try:
-            while True:
-                response = await asyncio.to_thread(next, responses, _DONE)
-                if response is _DONE:
-                    return
-                yield response
-        finally:
-            try:
-                responses.close()  # stops generation when the consumer stops early
-            except ValueError:
-                pass  # still running in a cancelled step's thread; it ends with its tokens
-
-    return gen()

@@ -17,10 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llama_index.core.base.llms.types import ImageBlock
 from PIL import Image
 
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
-from llama_index_vlm.images import decode_image, to_rgb
+from llama_index_vlm.images import decode_image, encode_image, to_rgb
 
 # LlamaIndex roles that are not the three every chat template knows, mapped to the one they mean.
 _ROLES = {
@@ -89,46 +90,57 @@ def to_turns(messages: Sequence[Any]) -> list[Turn]:
     messages = list(messages or [])
     if not messages:
         raise EmptyInputError("no messages; pass at least one ChatMessage holding the question")
-
     system_texts: list[str] = []
     turns: list[Turn] = []
-    n_images = 0
+    n_images = 0  # images are numbered across the whole conversation
     for position, message in enumerate(messages):
-        role = _ROLES.get(str(getattr(message.role, "value", message.role)), "user")
-        texts: list[str] = []
-        images: list[PageImage] = []
-        # The text since the previous image names the next image (see the module docstring).
-        since_image: list[str] = []
-        for block, title in _flatten(getattr(message, "blocks", []), position):
-            if isinstance(block, str):
-                texts.append(block)
-                since_image.append(block)
-                continue
-            n_images += 1
-            where = f"message {position}, image {len(images) + 1}"
-            images.append(
-                PageImage(
-                    image=image_from_block(block, where),
-                    label=title or page_label("\n".join(since_image), n_images),
-                )
-            )
-            since_image = []
-        text = _join(texts)
-        trailing = _join(since_image)
-        if role == "system":
-            if text:
-                system_texts.append(text)
-            continue
-        if not text and not images and position < len(messages) - 1:
-            continue  # an empty earlier message carries nothing; the last one is checked below
-        if turns and turns[-1].role == role:
-            merged = turns[-1]
-            merged.text = _join([merged.text, text])
-            merged.trailing_text = trailing if images else _join([merged.trailing_text, text])
-            merged.images.extend(images)
-        else:
-            turns.append(Turn(role=role, text=text, images=images, trailing_text=trailing))
+        turn = _read_message(message, position, n_images)
+        n_images += len(turn.images)
+        if turn.role == "system":
+            if turn.text:
+                system_texts.append(turn.text)
+        elif turn.text or turn.images or position == len(messages) - 1:
+            # An empty earlier message carries nothing; the last one is checked below.
+            _append(turns, turn)
+    _check_ends_with_a_question(turns)
+    if system_texts:
+        turns.insert(0, Turn(role="system", text="\n\n".join(system_texts)))
+    return turns
 
+
+def _read_message(message: Any, position: int, n_images_before: int) -> Turn:
+    """One message as a turn: its text, and its images labelled by the text before each."""
+    role = _ROLES.get(str(getattr(message.role, "value", message.role)), "user")
+    texts: list[str] = []
+    images: list[PageImage] = []
+    since_image: list[str] = []
+    for block, title in _flatten(getattr(message, "blocks", []), position):
+        if isinstance(block, str):
+            texts.append(block)
+            since_image.append(block)
+            continue
+        where = f"message {position}, image {len(images) + 1}"
+        number = n_images_before + len(images) + 1
+        label = title or label_from_prompt_text("\n".join(since_image), number)
+        images.append(PageImage(image=image_from_block(block, where), label=label))
+        since_image = []
+    return Turn(role=role, text=_join(texts), images=images, trailing_text=_join(since_image))
+
+
+def _append(turns: list[Turn], turn: Turn) -> None:
+    """Append ``turn``, merged into the last turn when the same role speaks again."""
+    if not turns or turns[-1].role != turn.role:
+        turns.append(turn)
+        return
+    merged = turns[-1]
+    merged.text = _join([merged.text, turn.text])
+    merged.trailing_text = (
+        turn.trailing_text if turn.images else _join([merged.trailing_text, turn.text])
+    )
+    merged.images.extend(turn.images)
+
+
+def _check_ends_with_a_question(turns: list[Turn]) -> None:
     if not turns or turns[-1].role != "user":
         raise EmptyInputError(
             "the conversation does not end with a user message; the last message must be the "
@@ -139,9 +151,6 @@ def to_turns(messages: Sequence[Any]) -> list[Turn]:
             "the last user message has no text; ask a question about the image(s) "
             "(e.g. 'What is the total revenue?', or 'caption en' for a PaliGemma caption)"
         )
-    if system_texts:
-        turns.insert(0, Turn(role="system", text="\n\n".join(system_texts)))
-    return turns
 
 
 def _join(texts: Iterable[str]) -> str:
@@ -204,14 +213,15 @@ def _describe_source(block: Any, where: str) -> str:
     return where
 
 
-def page_label(text_before: str, index: int) -> str:
-    """Name an image from the text just before it, as LlamaIndex's synthesizers write it.
+def label_from_prompt_text(text_before: str, number: int) -> str:
+    """Name the ``number``-th image of a conversation from the text just before it, as
+    LlamaIndex's synthesizers write it (a page's metadata, a citation's ``Source N:``).
 
-    >>> page_label("file_name: report.pdf\\npage_number: 3", 1)
+    >>> label_from_prompt_text("file_name: report.pdf\\npage_number: 3", 1)
     'report.pdf, page 3'
-    >>> page_label("file_name: report.pdf\\npage_number: 3\\nSource 2:", 2)
+    >>> label_from_prompt_text("file_name: report.pdf\\npage_number: 3\\nSource 2:", 2)
     'Source 2 (report.pdf, page 3)'
-    >>> page_label("", 4)
+    >>> label_from_prompt_text("", 4)
     'Image 4'
     """
     source = _last(_SOURCE, text_before)
@@ -223,7 +233,7 @@ def page_label(text_before: str, index: int) -> str:
         document = file_name or (f"page {page_number}" if page_number else "")
     if source:
         return f"Source {source} ({document})" if document else f"Source {source}"
-    return document or f"Image {index}"
+    return document or f"Image {number}"
 
 
 def _last(pattern: re.Pattern[str], text: str) -> str:
@@ -239,10 +249,6 @@ def images_to_blocks(images: Iterable[Any]) -> list[Any]:
     >>> [block.block_type for block in images_to_blocks([Image.new("RGB", (4, 4))])]
     ['image']
     """
-    from llama_index.core.base.llms.types import ImageBlock
-
-    from llama_index_vlm.images import encode_image
-
     blocks = []
     for item in images:
         item = getattr(item, "node", item)  # NodeWithScore -> its node

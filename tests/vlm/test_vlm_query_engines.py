@@ -3,8 +3,8 @@
 ``RetrieverQueryEngine.from_args(retriever, llm=vlm, multimodal=True)`` and
 ``CitationQueryEngine.from_args(..., multimodal=True)``, plain, streaming, async and async
 streaming, over a retriever that returns page ``ImageNode`` s exactly as the ColPali retriever
-does. Each test checks the response's source nodes are the retrieved pages and that the model
-really saw every page's image tokens and pixels.
+does. The tests check that the response's source nodes are the retrieved pages and that the
+model really saw every page's image tokens and pixels.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 
 import pytest
 import torch
+from chats import image_tokens
 from llama_index.core import QueryBundle, Settings
 from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
 from llama_index.core.retrievers import BaseRetriever
@@ -59,18 +60,6 @@ class PageRetriever(BaseRetriever):
         return self
 
 
-@pytest.fixture(scope="module")
-def vlms(tiny_checkpoint):
-    loaded: dict[str, HuggingFaceVLM] = {}
-
-    def get(kind: str) -> HuggingFaceVLM:
-        if kind not in loaded:
-            loaded[kind] = HuggingFaceVLM.from_pretrained(tiny_checkpoint(kind), max_new_tokens=5)
-        return loaded[kind]
-
-    return get
-
-
 @pytest.fixture(autouse=True)
 def clean_settings():
     """Tests set LlamaIndex's global Settings; restore them after each test."""
@@ -107,10 +96,6 @@ def ask(engine_kind: str, vlm: HuggingFaceVLM | None, mode: str):
         return response, "".join([token async for token in response.async_response_gen()])
 
     return asyncio.run(run())
-
-
-def image_tokens(vlm: HuggingFaceVLM, call: dict) -> int:
-    return int((call["input_ids"] == vlm.model.config.image_token_id).sum())
 
 
 def one_page_tokens(vlm: HuggingFaceVLM, size: tuple[int, int]) -> int:
@@ -162,58 +147,81 @@ def assert_every_page_was_seen_once(vlm: HuggingFaceVLM, calls: list[dict]) -> N
         assert sum(bool(torch.equal(pixels, reference)) for pixels in seen_pixels) == 1
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
-def test_stock_engines_answer_from_the_pages_in_every_mode(engine_kind, kind, vlms, seen):
+def test_stock_engines_answer_from_every_page_once(mode, engine_kind, kind, vlms, seen):
     """LlamaIndex's engines as they come: its prompt helper counts each image as 2125 tokens,
     so on a 4096-token LLaVA each call gets one page and refine carries the answer on."""
     vlm = vlms(kind)
     calls = seen(vlm)
-    answers = {}
-    for mode in MODES:
-        calls.clear()
-        response, answers[mode] = ask(engine_kind, vlm, mode)
-        assert_sources_are_the_pages(response, engine_kind)
-        assert_every_page_was_seen_once(vlm, calls)
-        assert len(calls) == len(PAGES)
-    assert len(set(answers.values())) == 1, answers  # greedy: every mode gives the same answer
+    response, _ = ask(engine_kind, vlm, mode)
+    assert_sources_are_the_pages(response, engine_kind)
+    assert_every_page_was_seen_once(vlm, calls)
+    assert len(calls) == len(PAGES)
+
+
+@pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_stock_engines_give_the_same_greedy_answer_in_every_mode(engine_kind, kind, vlms):
+    answers = {mode: ask(engine_kind, vlms(kind), mode)[1] for mode in MODES}
+    assert len(set(answers.values())) == 1, answers
+
+
+def ask_with_page_packing(vlm: HuggingFaceVLM, engine_kind: str, mode: str, calls: list):
+    """Query with vlm.chat_prompt_helper() set; checks the sources and that every page was
+    seen once, and returns the answer."""
+    Settings.chat_prompt_helper = vlm.chat_prompt_helper()
+    response, answer = ask(engine_kind, vlm, mode)
+    assert_sources_are_the_pages(response, engine_kind)
+    assert_every_page_was_seen_once(vlm, calls)
+    return answer
+
+
+@pytest.mark.parametrize("mode", ["sync", "async_stream"])
+@pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_page_packing_helper_sends_all_pages_in_one_call(mode, engine_kind, kind, vlms, seen):
+    """With vlm.chat_prompt_helper() LLaVA families get every page in one prompt."""
+    calls = seen(vlms(kind))
+    ask_with_page_packing(vlms(kind), engine_kind, mode, calls)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async_stream"])
+@pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
+@pytest.mark.parametrize("kind", ["paligemma", "blip2"])
+def test_page_packing_helper_asks_single_image_models_page_by_page(
+    mode, engine_kind, kind, vlms, seen
+):
+    """PaliGemma and BLIP-2 get one prompt per page, answers filed under each page's label."""
+    calls = seen(vlms(kind))
+    answer = ask_with_page_packing(vlms(kind), engine_kind, mode, calls)
+    assert len(calls) == len(PAGES)
+    labels = [line.split(": ")[0] for line in answer.split("\n")]
+    pages = [f"{file_name}, page {number}" for file_name, number, *_ in PAGES]
+    if engine_kind == "citation":
+        pages = [f"Source {n} ({page})" for n, page in enumerate(pages, start=1)]
+    assert labels == pages
 
 
 @pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
 @pytest.mark.parametrize("kind", ["llava", "llava_next", "paligemma", "blip2"])
-def test_page_packing_helper_sends_all_pages_in_one_call(engine_kind, kind, vlms, seen):
-    """With vlm.chat_prompt_helper() LLaVA families get every page in one prompt; PaliGemma and
-    BLIP-2 get one prompt per page, answers filed under each page's label."""
+def test_page_packing_gives_the_same_answer_streamed_async(engine_kind, kind, vlms):
     vlm = vlms(kind)
     Settings.chat_prompt_helper = vlm.chat_prompt_helper()
-    calls = seen(vlm)
-    answers = {}
-    for mode in ["sync", "async_stream"]:
-        calls.clear()
-        response, answers[mode] = ask(engine_kind, vlm, mode)
-        assert_sources_are_the_pages(response, engine_kind)
-        assert_every_page_was_seen_once(vlm, calls)
-        if vlm.family in ("LLaVA", "LLaVA-NeXT"):
-            assert len(calls) == 1
-        else:
-            assert len(calls) == len(PAGES)
-            labels = [line.split(": ")[0] for line in answers[mode].split("\n")]
-            pages = [f"{file_name}, page {number}" for file_name, number, *_ in PAGES]
-            if engine_kind == "citation":
-                pages = [f"Source {n} ({page})" for n, page in enumerate(pages, start=1)]
-            assert labels == pages
-    assert answers["sync"] == answers["async_stream"]
+    assert ask(engine_kind, vlm, "sync")[1] == ask(engine_kind, vlm, "async_stream")[1]
 
 
-def test_settings_llm_is_used_when_no_llm_is_given(vlms, seen):
+@pytest.mark.parametrize("engine_kind", ["retriever", "citation"])
+def test_settings_llm_is_used_when_no_llm_is_given(engine_kind, vlms, seen):
     vlm = vlms("llava")
     Settings.llm = vlm
     Settings.chat_prompt_helper = vlm.chat_prompt_helper()
     calls = seen(vlm)
-    for engine_kind in ["retriever", "citation"]:
-        response, _ = ask(engine_kind, None, "sync")
-        assert_sources_are_the_pages(response, engine_kind)
-    assert len(calls) == 2
+    response, _ = ask(engine_kind, None, "sync")
+    assert_sources_are_the_pages(response, engine_kind)
+    assert len(calls) == 1
 
 
 def test_citation_engine_takes_the_retriever_by_keyword(vlms, seen):
@@ -234,14 +242,3 @@ def test_without_the_helper_a_small_context_separates_pages_from_their_text(vlms
 
     with pytest.raises(EmptyInputError, match="PaliGemma answers questions about an image"):
         ask("retriever", vlms("paligemma"), "stream")
-
-
-def test_page_packing_helper_counts(vlms):
-    llava = vlms("llava")
-    helper = llava.chat_prompt_helper(pages_per_call=2)
-    assert helper.num_output == llava.max_new_tokens
-    # LlamaIndex's estimate of one image, so two pages and their text fit, three do not.
-    assert 2 * 2125 < helper.chunk_size_limit < 3 * 2125
-    assert llava.chat_prompt_helper().chunk_size_limit > helper.chunk_size_limit
-    with pytest.raises(ValueError, match="at least 1"):
-        llava.chat_prompt_helper(pages_per_call=0)
