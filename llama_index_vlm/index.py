@@ -32,8 +32,7 @@ from llama_index_vlm.ingestion import IngestReport, ingest, ingest_documents
 from llama_index_vlm.interpretability import hottest_region, similarity_maps
 from llama_index_vlm.pages import page_image, page_label
 from llama_index_vlm.reader import PDFPageReader
-from llama_index_vlm.retriever import _SETTINGS as RETRIEVER_SETTINGS
-from llama_index_vlm.retriever import ColPaliRetriever
+from llama_index_vlm.retriever import RETRIEVER_SETTINGS, ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
 from llama_index_vlm.vlm import HuggingFaceVLM
 
