@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from llama_index_vlm.cli import main
-from llama_index_vlm.cli.commands import filter_value
+from llama_index_vlm.cli.common import filter_value
 from llama_index_vlm.cli.parser import DEFAULT_ENCODER, DEFAULT_STORE, DEFAULT_VLM, build_parser
 from llama_index_vlm.errors import UsageError
 
