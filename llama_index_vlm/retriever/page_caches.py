@@ -137,11 +137,7 @@ class ExactPageCache(PageCache):
             keep = np.fromiter((i in allowed for i in snapshot.page_ids), bool)
             scores = np.where(keep, scores, -np.inf)
         positions, values = top_k(scores, min(k, len(snapshot.page_ids)))
-        return [
-            (snapshot.page_ids[p], float(v))
-            for p, v in zip(positions, values, strict=True)
-            if np.isfinite(v)
-        ]
+        return _finite_hits([snapshot.page_ids[p] for p in positions], values)
 
 
 class FastPageCache(PageCache):
@@ -187,11 +183,16 @@ class FastPageCache(PageCache):
             k,
             lambda ids: self.store.get_page_vectors(ids, version=version),
         )
-        return [
-            (page_id, float(score))
-            for page_id, score in zip(page_ids, scores, strict=True)
-            if np.isfinite(score)
-        ]
+        return _finite_hits(page_ids, scores)
+
+
+def _finite_hits(page_ids: list[str], scores: np.ndarray) -> list[tuple[str, float]]:
+    """``(page_id, score)`` pairs, leaving out pages scored -inf (filtered out or padding)."""
+    return [
+        (page_id, float(score))
+        for page_id, score in zip(page_ids, scores, strict=True)
+        if np.isfinite(score)
+    ]
 
 
 #: Page caches by ``id(store)``, then by cache class, held weakly: a cache lives while a
