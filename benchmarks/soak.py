@@ -1,6 +1,6 @@
 """Soak benchmark: queries/s and errors while a writer ingests and deletes (issue 7).
 
-Runs :func:`run_soak` from ``tests/test_reliability.py``, the same soak the test suite runs for
+Runs :func:`run_soak` from ``tests/stress/test_soak.py``, the same soak the test suite runs for
 a few seconds: 8 threads query one shared ``ColPaliRetriever`` while one writer thread ingests
 new documents, replaces files (same path, new content) and deletes documents. Every query's
 pages are checked (never written, deleted before the query began, missing although committed
@@ -35,7 +35,8 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # run_soak lives with the test it backs
+# run_soak lives with the test it backs; it builds its pages with tests/pages_builder.py.
+sys.path[:0] = [str(REPO / "tests" / "stress"), str(REPO / "tests")]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="results file to update")
     args = parser.parse_args()
 
-    from test_reliability import run_soak
+    from test_soak import run_soak
 
     from llama_index_vlm.encoder import ColPaliEncoder
     from llama_index_vlm.testing import make_tiny_checkpoint

@@ -24,7 +24,7 @@ from llama_index.core.query_engine.citation_query_engine import (
     CITATION_QA_TEMPLATE,
     CITATION_REFINE_TEMPLATE,
 )
-from llama_index.core.response_synthesizers import get_response_synthesizer
+from llama_index.core.response_synthesizers import BaseSynthesizer, get_response_synthesizer
 from llama_index.core.schema import BaseNode, Document
 
 from llama_index_vlm.encoder import ColPaliEncoder
@@ -32,8 +32,7 @@ from llama_index_vlm.ingestion import IngestReport, ingest, ingest_documents
 from llama_index_vlm.interpretability import hottest_region, similarity_maps
 from llama_index_vlm.pages import page_image, page_label
 from llama_index_vlm.reader import PDFPageReader
-from llama_index_vlm.retriever import _SETTINGS as RETRIEVER_SETTINGS
-from llama_index_vlm.retriever import ColPaliRetriever
+from llama_index_vlm.retriever import RETRIEVER_SETTINGS, ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
 from llama_index_vlm.vlm import HuggingFaceVLM
 
@@ -196,24 +195,11 @@ class VisualDocumentIndex(BaseManagedIndex):
         llm = llm or Settings.llm
         retriever_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in RETRIEVER_SETTINGS}
         retriever = self.as_retriever(**retriever_kwargs)
-        synthesizer_kwargs: dict[str, Any] = {"llm": llm, "streaming": streaming}
-        if isinstance(llm, HuggingFaceVLM):
-            # LlamaIndex budgets every image at 2125 tokens whatever the model; packing by
-            # page count lets LLaVA see all pages in one prompt (see chat_prompt_helper).
-            synthesizer_kwargs["chat_prompt_helper"] = llm.chat_prompt_helper()
-        if citations:
-            # CitationQueryEngine.from_args drops a chat_prompt_helper given to it, so its
-            # synthesizer is built here with the citation prompts it would use.
-            synthesizer_kwargs.update(
-                text_qa_template=CITATION_QA_TEMPLATE,
-                refine_template=CITATION_REFINE_TEMPLATE,
-                chat_content_qa_template=CITATION_CHAT_CONTENT_QA_TEMPLATE,
-                chat_content_refine_template=CITATION_CHAT_CONTENT_REFINE_TEMPLATE,
-            )
-        synthesizer = get_response_synthesizer(
-            multimodal=True,
+        synthesizer = _page_synthesizer(
+            llm,
+            streaming=streaming,
+            citations=citations,
             response_mode=kwargs.pop("response_mode", "compact"),
-            **synthesizer_kwargs,
         )
         if citations:
             return CitationQueryEngine.from_args(
@@ -239,6 +225,29 @@ class VisualDocumentIndex(BaseManagedIndex):
         condense_llm = kwargs.pop("condense_llm", llm)
         query_engine = self.as_query_engine(llm=llm, **kwargs)
         return CondenseQuestionChatEngine.from_defaults(query_engine=query_engine, llm=condense_llm)
+
+
+def _page_synthesizer(
+    llm: LLM, *, streaming: bool, citations: bool, response_mode: str
+) -> BaseSynthesizer:
+    """The multimodal response synthesizer that answers from page images."""
+    synthesizer_kwargs: dict[str, Any] = {"llm": llm, "streaming": streaming}
+    if isinstance(llm, HuggingFaceVLM):
+        # LlamaIndex budgets every image at 2125 tokens whatever the model; packing by
+        # page count lets LLaVA see all pages in one prompt (see chat_prompt_helper).
+        synthesizer_kwargs["chat_prompt_helper"] = llm.chat_prompt_helper()
+    if citations:
+        # CitationQueryEngine.from_args drops a chat_prompt_helper given to it, so its
+        # synthesizer is built here with the citation prompts it would use.
+        synthesizer_kwargs.update(
+            text_qa_template=CITATION_QA_TEMPLATE,
+            refine_template=CITATION_REFINE_TEMPLATE,
+            chat_content_qa_template=CITATION_CHAT_CONTENT_QA_TEMPLATE,
+            chat_content_refine_template=CITATION_CHAT_CONTENT_REFINE_TEMPLATE,
+        )
+    return get_response_synthesizer(
+        multimodal=True, response_mode=response_mode, **synthesizer_kwargs
+    )
 
 
 def cited_pages(response: Any) -> list[str]:
@@ -276,12 +285,24 @@ def highlight_sources(
     regions = []
     for hit in hits:
         node = getattr(hit, "node", hit)
-        page = page_image(node)
-        maps = similarity_maps(query_vectors, encoder.embed_image_patches(page))
-        region = hottest_region(maps.sum(axis=0), page.size, quantile=quantile)
-        node.metadata[ANSWER_REGION_KEY] = list(region)
-        if ANSWER_REGION_KEY not in node.excluded_llm_metadata_keys:
-            node.excluded_llm_metadata_keys.append(ANSWER_REGION_KEY)
-            node.excluded_embed_metadata_keys.append(ANSWER_REGION_KEY)
+        region = _hottest_region(node, query_vectors, encoder, quantile)
+        _keep_region(node, region)
         regions.append(region)
     return regions
+
+
+def _hottest_region(
+    node: BaseNode, query_vectors: Any, encoder: ColPaliEncoder, quantile: float
+) -> tuple[int, int, int, int]:
+    """The box of ``node``'s page where the query's summed similarity map is hottest."""
+    page = page_image(node)
+    maps = similarity_maps(query_vectors, encoder.embed_image_patches(page))
+    return hottest_region(maps.sum(axis=0), page.size, quantile=quantile)
+
+
+def _keep_region(node: BaseNode, region: tuple[int, int, int, int]) -> None:
+    """Store ``region`` on the node under :data:`ANSWER_REGION_KEY`, hidden from models."""
+    node.metadata[ANSWER_REGION_KEY] = list(region)
+    if ANSWER_REGION_KEY not in node.excluded_llm_metadata_keys:
+        node.excluded_llm_metadata_keys.append(ANSWER_REGION_KEY)
+        node.excluded_embed_metadata_keys.append(ANSWER_REGION_KEY)

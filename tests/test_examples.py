@@ -11,7 +11,6 @@ import py_compile
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,12 +56,10 @@ def test_every_example_is_run_here():
 
 @pytest.mark.slow
 def test_offline_demo(checkpoint_dir, tmp_path):
-    started = time.perf_counter()
     result = run_example(
         "offline_demo.py", "--workdir", tmp_path / "demo", "--checkpoints", checkpoint_dir,
         cache=tmp_path,
     )  # fmt: skip
-    elapsed = time.perf_counter() - started
     out = result.stdout
     assert "TINY RANDOM models" in out and "MEANINGLESS" in out
     assert "3 pages added" in out
@@ -73,7 +70,6 @@ def test_offline_demo(checkpoint_dir, tmp_path):
         assert panels.format == "PNG" and panels.width == 4 * 320
     with Image.open(tmp_path / "demo" / "answer_region.png") as region:
         assert region.size == (1224, 1584)  # the page at the reader's 144 dpi
-    assert elapsed < RUN_TIMEOUT_S
 
 
 @pytest.mark.slow

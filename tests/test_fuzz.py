@@ -14,11 +14,9 @@ Bounded: a fixed number of examples, no deadline (the machine is shared).
 
 from __future__ import annotations
 
-import base64
 import math
 import operator as operator_module
 
-import numpy as np
 import pytest
 from hostile import HOSTILE_STRINGS
 from hypothesis import HealthCheck, event, given, settings
@@ -30,11 +28,10 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
-from PIL import Image
+from pages_builder import page_documents
 from pydantic import ValidationError
 
 from llama_index_vlm.errors import VLMError
-from llama_index_vlm.images import encode_image
 from llama_index_vlm.ingestion import ingest_documents
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
@@ -54,31 +51,23 @@ COLUMN_KEYS = ["file_name", "page_number", "doc_id", "page_id", "node_id", "ref_
 JSON_KEYS = ["tag", "year", "tags", "score", "missing"]
 
 
-def _document(page_id: str) -> ImageDocument:
-    file_name, page_number, metadata = PAGES[page_id]
-    doc_id = page_id.split("-")[0]
-    pixels = np.random.default_rng(sum(map(ord, page_id))).integers(0, 255, (32, 32, 3))
-    image = encode_image(Image.fromarray(pixels.astype(np.uint8)), "PNG")
-    return ImageDocument(
-        id_=page_id,
-        image=base64.b64encode(image).decode(),
-        image_mimetype="image/png",
-        metadata={
-            "doc_id": doc_id,
-            "page_id": page_id,
-            "file_path": f"/corpus/{file_name}",
-            "file_name": file_name,
-            "page_number": page_number,
-            "page_count": 2,
-            **metadata,
-        },
-    )
+def _documents() -> list[ImageDocument]:
+    """The pages of ``PAGES``, two per document, each with its own user metadata."""
+    file_names = {page_id.split("-")[0]: file_name for page_id, (file_name, *_) in PAGES.items()}
+    documents = [
+        page
+        for doc_id, file_name in file_names.items()
+        for page in page_documents(doc_id, 2, file_path=f"/corpus/{file_name}", size=(32, 32))
+    ]
+    for page in documents:
+        page.metadata.update(PAGES[page.node_id][2])
+    return documents
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, colpali_encoder) -> LanceDBPageStore:
     page_store = LanceDBPageStore(uri=str(tmp_path_factory.mktemp("fuzz") / "index"))
-    documents = [_document(page_id) for page_id in PAGES]
+    documents = _documents()
     assert ingest_documents(documents, colpali_encoder, page_store, show_progress=False).ok
     return page_store
 
@@ -176,6 +165,7 @@ def _metadata(page_id: str) -> dict:
     file_name, page_number, metadata = PAGES[page_id]
     doc_id = page_id.split("-")[0]
     columns = {"file_name": file_name, "page_number": page_number, "page_count": 2}
+    columns.update(width=32, height=32)  # the page image's size (pages_builder)
     ids = {"doc_id": doc_id, "ref_doc_id": doc_id, "page_id": page_id, "node_id": page_id}
     return {**columns, **ids, **metadata}
 

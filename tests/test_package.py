@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import subprocess
 import sys
 
@@ -24,3 +25,9 @@ def test_ingest_is_the_function_even_after_its_module_is_imported():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_package_ships_its_type_marker():
+    # PEP 561: type checkers read the package's annotations only when py.typed is installed.
+    marker = importlib.resources.files("llama_index_vlm") / "py.typed"
+    assert marker.is_file()

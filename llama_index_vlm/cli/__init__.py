@@ -11,7 +11,14 @@
 
 - :mod:`~llama_index_vlm.cli.parser`: the arguments (standard library only, so ``--help`` is
   instant).
-- :mod:`~llama_index_vlm.cli.commands`: what each command does, through the public API.
+- One module per command group, each running the public API: :mod:`~.indexing` (``index``),
+  :mod:`~.querying` (``search``, ``ask``), :mod:`~.maps` (``maps``) and :mod:`~.admin`
+  (``info``, ``delete``, which never import torch or transformers).
+- :mod:`~.common` (opening the index, checking text, typing ``--filter``) and :mod:`~.models`
+  (loading the models, with the command line's hints).
+
+Results go to stdout; progress bars, warnings and errors to stderr. torch, transformers and
+LanceDB are imported inside the commands that use them, so ``--help`` is fast.
 
 :func:`main` turns every mistake a user can make into one ``error: ...`` line on stderr and an
 exit status (2 for usage errors, 1 for failures), never a traceback.
@@ -19,13 +26,18 @@ exit status (2 for usage errors, 1 for failures), never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from llama_index_vlm.cli.commands import COMMANDS
+from llama_index_vlm.cli.admin import run_delete, run_info
+from llama_index_vlm.cli.indexing import run_index
+from llama_index_vlm.cli.maps import run_maps
 from llama_index_vlm.cli.parser import build_parser
+from llama_index_vlm.cli.querying import run_ask, run_search
 from llama_index_vlm.errors import (
     ContextWindowExceededError,
     EmptyInputError,
@@ -48,6 +60,17 @@ USAGE_ERRORS = (
     ModelMismatchError,
     UnsupportedFilterError,
 )
+
+
+#: What each command runs: a function of the parsed arguments that returns the exit status.
+COMMANDS = {
+    "index": run_index,
+    "search": run_search,
+    "ask": run_ask,
+    "maps": run_maps,
+    "info": run_info,
+    "delete": run_delete,
+}
 
 
 class _StderrFormatter(logging.Formatter):
@@ -75,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not args.verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_StderrFormatter())
-    package_logger = logging.getLogger("llama_index_vlm")
-    level = package_logger.level
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    with _logging_to_stderr(verbose=args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; every error a user can cause becomes one line and a status."""
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -96,6 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {error.filename}" if error.filename else ""
         print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _logging_to_stderr(*, verbose: bool) -> Iterator[None]:
+    """The package's log records as ``warning: ...`` lines on stderr while a command runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter())
+    package_logger = logging.getLogger("llama_index_vlm")
+    level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(level)

@@ -80,6 +80,18 @@ def filter_pair(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``llama-index-vlm`` parser; each sub-command sets ``command`` in the parsed args."""
+    parser = _main_parser()
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_index(commands)
+    _add_ask(commands)
+    _add_search(commands)
+    _add_maps(commands)
+    _add_info(commands)
+    _add_delete(commands)
+    return parser
+
+
+def _main_parser() -> argparse.ArgumentParser:
     from llama_index_vlm import __version__
 
     parser = argparse.ArgumentParser(
@@ -89,41 +101,52 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+
+# ------------------------------------------------------------------ options shared by commands
+
+
+def _store_options() -> argparse.ArgumentParser:
+    """``--store`` and ``--verbose``: every command has them."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--store",
         default=DEFAULT_STORE,
         metavar="DIR",
         help=f"the index: a directory or LanceDB URI (default: {DEFAULT_STORE})",
     )
-    common.add_argument(
+    options.add_argument(
         "-v", "--verbose", action="store_true", help="show info logs and library warnings"
     )
+    return options
 
-    def encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
-        options = argparse.ArgumentParser(add_help=False)
-        default = (
-            f"the index's own model, or {DEFAULT_ENCODER} for a new index"
-            if new_store_default
-            else "the model the index was built with"
-        )
-        options.add_argument(
-            "--model",
-            metavar="CKPT",
-            help=f"ColPali/ColQwen2 retriever: hub id or local directory (default: {default})",
-        )
-        options.add_argument(
-            "--device",
-            default="auto",
-            help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... "
-            "(default: auto)",
-        )
-        return options
 
-    filter_options = argparse.ArgumentParser(add_help=False)
-    filter_options.add_argument(
+def _encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
+    """``--model`` and ``--device``: the commands that run the retriever model."""
+    options = argparse.ArgumentParser(add_help=False)
+    default = (
+        f"the index's own model, or {DEFAULT_ENCODER} for a new index"
+        if new_store_default
+        else "the model the index was built with"
+    )
+    options.add_argument(
+        "--model",
+        metavar="CKPT",
+        help=f"ColPali/ColQwen2 retriever: hub id or local directory (default: {default})",
+    )
+    options.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... (default: auto)",
+    )
+    return options
+
+
+def _filter_options() -> argparse.ArgumentParser:
+    """``--filter KEY=VALUE``: the commands that retrieve pages."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--filter",
         dest="filters",
         action="append",
@@ -133,10 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="only pages whose metadata KEY equals VALUE (repeat to require several); page "
         "fields (page_number, file_name, doc_id, ...) or your own metadata keys",
     )
+    return options
 
+
+# ------------------------------------------------------------------ one function per command
+
+
+def _add_index(commands: argparse._SubParsersAction) -> None:
     index = commands.add_parser(
         "index",
-        parents=[common, encoder_options(new_store_default=True)],
+        parents=[_store_options(), _encoder_options(new_store_default=True)],
         help="read, embed and store PDFs and images",
         description="Read PDFs and images (folders recursively), embed every page and store it. "
         "Pages already stored unchanged are skipped, so running it again is cheap and finishes "
@@ -162,9 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask = commands.add_parser(
         "ask",
-        parents=[common, encoder_options(new_store_default=False), filter_options],
+        parents=[_store_options(), _encoder_options(new_store_default=False), _filter_options()],
         help="answer a question from the indexed pages",
         description="Retrieve the pages that best match a question and have a vision-language "
         "model answer from their images; prints the answer and the pages it was given.",
@@ -189,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest answer in tokens (default: 256)",
     )
 
+
+def _add_search(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser(
         "search",
-        parents=[common, encoder_options(new_store_default=False), filter_options],
+        parents=[_store_options(), _encoder_options(new_store_default=False), _filter_options()],
         help="rank pages by a query, without a language model",
         description="Rank the indexed pages by late-interaction (MaxSim) score against a query. "
         "Prints each page's page id, which `maps --page` takes.",
@@ -200,9 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=positive_int, default=5, help="pages to list (default: 5)")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
 
+
+def _add_maps(commands: argparse._SubParsersAction) -> None:
     maps = commands.add_parser(
         "maps",
-        parents=[common, encoder_options(new_store_default=False)],
+        parents=[_store_options(), _encoder_options(new_store_default=False)],
         help="draw where on a page each query token matched",
         description="Draw similarity maps of a query over a stored page: one heatmap panel per "
         "query token, or one token over the full page with its hottest region outlined.",
@@ -227,22 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the special tokens the model appends to a query (padding)",
     )
 
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser(
         "info",
-        parents=[common],
+        parents=[_store_options()],
         help="describe an index",
         description="Pages, documents, the retriever model's fingerprint, disk size and table "
         "version of an index, and its documents with their ids.",
     )
     info.add_argument("--json", action="store_true", help="print the description as JSON")
 
+
+def _add_delete(commands: argparse._SubParsersAction) -> None:
     delete = commands.add_parser(
         "delete",
-        parents=[common],
+        parents=[_store_options()],
         help="delete a document's pages",
         description="Delete every page of one document, named by its doc id (as `info` prints) "
         "or by its file name or path.",
     )
     delete.add_argument("document", metavar="DOC_ID", help="doc id, file name or file path")
-
-    return parser

@@ -1,4 +1,4 @@
-"""Fast two-stage search (FastPageIndex), binary codes and the search-mode choice."""
+"""Fast multi-stage search (FastPageIndex, rerank_exactly) and the search-mode choice."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ from llama_index_vlm.errors import EmptyInputError
 from llama_index_vlm.search import (
     FAST_MODE_MIN_PAGES,
     FastPageIndex,
-    PageVectorMatrix,
-    binary_codes,
     choose_search_mode,
-    hamming_maxsim_scores,
     maxsim_scores,
     rerank_exactly,
     top_k,
 )
-from llama_index_vlm.search.binary import hamming_similarity
 
 DIM = 32
 
@@ -113,32 +109,52 @@ def test_add_in_chunks_matches_bulk_build(corpus):
         assert index.candidates(query, depth=20)[0] == bulk.candidates(query, depth=20)[0]
 
 
-def test_remove_and_replace_pages(corpus):
-    rng = np.random.default_rng(4)
-    ids = [f"page-{i}" for i in range(300)]
-    by_id = dict(zip(ids, corpus[:300], strict=True))
-    index = FastPageIndex(pool_factor=8)
-    index.add(ids, corpus[:300])
-    query = query_for(by_id["page-42"], 15, rng)
+class _NamedPages:
+    """300 corpus pages indexed by id ``page-N``, and a query cut from page-42."""
 
-    def search():
-        return index.search(query, k=10, candidate_depth=30, rerank_fn=fetch_from(by_id))[0]
+    def __init__(self, corpus):
+        self.ids = [f"page-{i}" for i in range(300)]
+        self.by_id = dict(zip(self.ids, corpus[:300], strict=True))
+        self.index = FastPageIndex(pool_factor=8)
+        self.index.add(self.ids, corpus[:300])
+        self.query = query_for(self.by_id["page-42"], 15, np.random.default_rng(4))
 
-    assert search()[0] == "page-42"
-    assert index.remove(["page-42", "not-there"]) == 1
-    assert "page-42" not in index and len(index) == 299
-    assert "page-42" not in search()
-    # Removing more than a quarter compacts the codes; results stay correct.
+    def search(self) -> list[str]:
+        fetch = fetch_from(self.by_id)
+        return self.index.search(self.query, k=10, candidate_depth=30, rerank_fn=fetch)[0]
+
+
+@pytest.fixture
+def named_pages(corpus) -> _NamedPages:
+    return _NamedPages(corpus)
+
+
+def test_a_removed_page_is_no_longer_found(named_pages):
+    assert named_pages.search()[0] == "page-42"
+    assert named_pages.index.remove(["page-42", "not-there"]) == 1
+    assert "page-42" not in named_pages.index and len(named_pages.index) == 299
+    assert "page-42" not in named_pages.search()
+
+
+def test_removing_more_than_a_quarter_compacts_and_keeps_results_correct(named_pages):
+    ids = named_pages.ids
+    named_pages.index.remove(["page-42"])
     removed = ids[100:200]
-    index.remove(removed)
-    assert len(index) == 199 and index.page_ids == ids[:42] + ids[43:100] + ids[200:]
-    assert not set(search()) & set(removed)
-    # Re-adding an id replaces its codes: page-7's id now holds page-42's vectors.
+    named_pages.index.remove(removed)
+    assert len(named_pages.index) == 199
+    assert named_pages.index.page_ids == ids[:42] + ids[43:100] + ids[200:]
+    assert not set(named_pages.search()) & set(removed)
+
+
+def test_adding_a_stored_id_again_replaces_its_codes(named_pages):
+    index, by_id = named_pages.index, named_pages.by_id
+    index.remove(["page-42"])
+    # page-7's id now holds page-42's vectors.
     index.add(["page-7", "page-42"], [by_id["page-42"], by_id["page-42"]])
     by_id["page-7"] = by_id["page-42"]
-    assert len(index) == 200 and len(index.page_ids) == 200
+    assert len(index) == 300 and len(index.page_ids) == 300
     assert index.page_ids[-2:] == ["page-7", "page-42"]
-    assert set(search()[:2]) == {"page-7", "page-42"}
+    assert set(named_pages.search()[:2]) == {"page-7", "page-42"}
 
 
 def test_allowed_restricts_results(corpus):
@@ -151,41 +167,83 @@ def test_allowed_restricts_results(corpus):
     assert index.search(query, k=3, allowed=set())[0] == []
 
 
-def test_search_edge_cases(corpus):
+@pytest.fixture
+def small_index(corpus) -> FastPageIndex:
     index = FastPageIndex()
-    assert index.search(np.ones((3, DIM)), k=5) == ([], pytest.approx(np.zeros(0)))
     index.add(range(20), corpus[:20])
+    return index
+
+
+def test_an_empty_index_finds_nothing():
+    assert FastPageIndex().search(np.ones((3, DIM)), k=5) == ([], pytest.approx(np.zeros(0)))
+
+
+def test_an_empty_query_is_refused(small_index):
     with pytest.raises(EmptyInputError):
-        index.search(np.zeros((0, DIM)), k=5)
+        small_index.search(np.zeros((0, DIM)), k=5)
+
+
+def test_a_query_of_another_dimension_is_refused(small_index):
     with pytest.raises(ValueError, match="dim"):
-        index.search(np.ones((3, DIM + 1)), k=5)
+        small_index.search(np.ones((3, DIM + 1)), k=5)
+
+
+def test_a_rerank_function_returning_too_few_pages_is_refused(small_index, corpus):
     with pytest.raises(ValueError, match="returned 1 pages"):
-        index.search(np.ones((3, DIM)), k=5, rerank_fn=lambda ids: [corpus[0]])
+        small_index.search(np.ones((3, DIM)), k=5, rerank_fn=lambda ids: [corpus[0]])
+
+
+def test_adding_fewer_page_ids_than_pages_is_refused(small_index, corpus):
     with pytest.raises(ValueError, match="page ids"):
-        index.add([1, 2], corpus[:3])
-    # Without a rerank function the approximate scores come back, still best first.
-    page_ids, scores = index.search(corpus[3][:4], k=20)
+        small_index.add([1, 2], corpus[:3])
+
+
+def test_without_a_rerank_function_approximate_scores_come_back_best_first(small_index, corpus):
+    page_ids, scores = small_index.search(corpus[3][:4], k=20)
     assert len(page_ids) == 20 and list(scores) == sorted(scores, reverse=True)
-    assert index.nbytes > 0
+    assert small_index.nbytes > 0
 
 
-def test_rerank_exactly_is_the_last_stage_of_search(corpus):
-    rng = np.random.default_rng(9)
+@pytest.fixture(scope="module")
+def full_index(corpus) -> FastPageIndex:
     index = FastPageIndex()
     index.add(range(len(corpus)), corpus)
-    query = query_for(corpus[42], 15, rng)
-    candidate_ids, _ = index.candidates(query, depth=30)
+    return index
+
+
+def _query_for_page_42(corpus) -> np.ndarray:
+    return query_for(corpus[42], 15, np.random.default_rng(9))
+
+
+def test_rerank_exactly_is_the_last_stage_of_search(corpus, full_index):
+    query = _query_for_page_42(corpus)
+    candidate_ids, _ = full_index.candidates(query, depth=30)
     page_ids, scores = rerank_exactly(query, candidate_ids, 5, fetch_from(corpus))
-    expected = index.search(query, k=5, candidate_depth=30, rerank_fn=fetch_from(corpus))
+    expected = full_index.search(query, k=5, candidate_depth=30, rerank_fn=fetch_from(corpus))
     assert page_ids == expected[0]
     np.testing.assert_array_equal(scores, expected[1])
+
+
+def test_rerank_exactly_orders_candidates_by_exact_maxsim(corpus, full_index):
+    query = _query_for_page_42(corpus)
+    candidate_ids, _ = full_index.candidates(query, depth=30)
+    page_ids, _ = rerank_exactly(query, candidate_ids, 5, fetch_from(corpus))
     exact = maxsim_scores(query, [corpus[i] for i in candidate_ids])[0]
     assert page_ids == [candidate_ids[i] for i in np.argsort(-exact, kind="stable")[:5]]
-    assert rerank_exactly(query, [], 5, fetch_from(corpus))[0] == []
+
+
+def test_rerank_exactly_of_no_candidates_is_nothing(corpus):
+    assert rerank_exactly(_query_for_page_42(corpus), [], 5, fetch_from(corpus))[0] == []
+
+
+def test_rerank_exactly_refuses_a_fetch_returning_too_few_pages(corpus):
     with pytest.raises(ValueError, match="returned 1 pages"):
-        rerank_exactly(query, [1, 2], 5, lambda ids: [corpus[0]])
+        rerank_exactly(_query_for_page_42(corpus), [1, 2], 5, lambda ids: [corpus[0]])
+
+
+def test_rerank_exactly_refuses_k_below_1(corpus):
     with pytest.raises(ValueError, match="k must be"):
-        rerank_exactly(query, [1, 2], 0, fetch_from(corpus))
+        rerank_exactly(_query_for_page_42(corpus), [1, 2], 0, fetch_from(corpus))
 
 
 def test_encode_then_add_codes_equals_add(corpus):
@@ -200,49 +258,16 @@ def test_encode_then_add_codes_equals_add(corpus):
     np.testing.assert_allclose(direct_scores, code_scores)
 
 
-def test_binary_codes_and_hamming_similarity():
-    rng = np.random.default_rng(6)
-    vectors = rng.standard_normal((5, 70))  # 70 dims: two words, the second partly unused
-    codes = binary_codes(vectors)
-    assert codes.shape == (2, 5) and codes.dtype == np.uint64
-    similarity = hamming_similarity(codes, binary_codes(-vectors), dim=70)
-    np.testing.assert_allclose(np.diag(similarity), -1.0)  # all signs flipped
-    np.testing.assert_allclose(np.diag(hamming_similarity(codes, codes, dim=70)), 1.0)
-    agree = (np.sign(vectors)[:, None, :] == np.sign(vectors)[None, :, :]).mean(axis=2)
-    np.testing.assert_allclose(hamming_similarity(codes, codes, dim=70), 2 * agree - 1, atol=1e-6)
-
-
-def test_hamming_maxsim_matches_reference_and_ignores_threading():
-    rng = np.random.default_rng(7)
-    pages = [rng.standard_normal((int(rng.integers(1, 30)), DIM)) for _ in range(60)]
-    query = rng.standard_normal((6, DIM))
-    packed = PageVectorMatrix.from_pages(pages)
-    codes = binary_codes(packed.vectors)
-    query_codes = binary_codes(query)
-    expected = [
-        hamming_similarity(query_codes, binary_codes(page), DIM).max(axis=1).sum() for page in pages
-    ]
-    for block_size, n_threads in [(10**6, 1), (16, 1), (16, 3), (1, 2)]:
-        scores = hamming_maxsim_scores(
-            query_codes, codes, packed.offsets, DIM, block_size=block_size, n_threads=n_threads
-        )
-        np.testing.assert_allclose(scores, expected, rtol=1e-6)
-
-
-def test_choose_search_mode():
+def test_auto_search_mode_is_exact_below_fast_min_pages_and_fast_from_it():
     assert choose_search_mode(FAST_MODE_MIN_PAGES - 1) == "exact"
     assert choose_search_mode(FAST_MODE_MIN_PAGES) == "fast"
+
+
+def test_a_named_search_mode_wins_over_the_store_size():
     assert choose_search_mode(10, "fast") == "fast"
     assert choose_search_mode(10**6, "exact") == "exact"
+
+
+def test_an_unknown_search_mode_is_refused():
     with pytest.raises(ValueError, match="search_mode"):
         choose_search_mode(10, "quick")
-
-
-def test_hamming_popcount_fallback_for_numpy_1(monkeypatch):
-    rng = np.random.default_rng(8)
-    codes = binary_codes(rng.standard_normal((50, DIM)))
-    query_codes = binary_codes(rng.standard_normal((4, DIM)))
-    offsets = np.arange(0, 51, 5)
-    expected = hamming_maxsim_scores(query_codes, codes, offsets, DIM)
-    monkeypatch.delattr(np, "bitwise_count")  # numpy < 2 has no bitwise_count
-    np.testing.assert_allclose(hamming_maxsim_scores(query_codes, codes, offsets, DIM), expected)

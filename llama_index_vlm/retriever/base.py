@@ -1,17 +1,15 @@
 """ColPaliRetriever: late-interaction page retrieval as a native LlamaIndex retriever.
 
-The retriever keeps the store's page vectors (exact mode) or compact page codes (fast mode) in
-memory, refreshed incrementally whenever the store's table version changes, and scores queries
-with the pure search functions of :mod:`llama_index_vlm.search`. Results are the store's
-``ImageNode`` pages with their MaxSim scores, best first.
+The retriever keeps the store's pages in memory in a page cache of its search mode
+(:mod:`~llama_index_vlm.retriever.page_caches`), refreshed incrementally whenever the store's
+table version changes. Results are the store's ``ImageNode`` pages with their MaxSim scores,
+best first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -23,159 +21,26 @@ from PIL import Image
 
 from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
-from llama_index_vlm.search import (
-    DEFAULT_CANDIDATE_DEPTH,
-    FAST_MODE_MIN_PAGES,
-    FastPageIndex,
-    PageVectorMatrix,
-    choose_search_mode,
-    maxsim_scores,
-    rerank_exactly,
-    top_k,
+from llama_index_vlm.retriever.page_caches import (
+    ExactPageCache,
+    FastPageCache,
+    PageCache,
+    shared_page_cache,
 )
+from llama_index_vlm.search import DEFAULT_CANDIDATE_DEPTH, FAST_MODE_MIN_PAGES, choose_search_mode
+from llama_index_vlm.search.fast import SearchMode
 from llama_index_vlm.store import LanceDBPageStore
 
-SearchMode = Literal["auto", "exact", "fast"]
-_SETTINGS = ("similarity_top_k", "filters", "search_mode", "candidate_depth", "fast_min_pages")
+#: The settings :meth:`ColPaliRetriever.as_retriever` copies and accepts.
+RETRIEVER_SETTINGS = (
+    "similarity_top_k",
+    "filters",
+    "search_mode",
+    "candidate_depth",
+    "fast_min_pages",
+)
 
-
-@dataclass(frozen=True)
-class _ExactSnapshot:
-    """All page vectors of one table version, packed for exact MaxSim. Never mutated."""
-
-    version: int
-    page_ids: list[str]
-    hashes: dict[str, str]
-    matrix: PageVectorMatrix | None
-
-
-class _PageCache:
-    """The store's pages in memory for one search mode, refreshed from the table version.
-
-    A refresh reads only what changed: pages whose content hash is new are loaded, pages no
-    longer stored are dropped. Exact mode swaps in a new immutable snapshot, so queries already
-    running keep theirs; the fast index is updated in place under a lock.
-    """
-
-    def __init__(self, store: LanceDBPageStore, mode: Literal["exact", "fast"]):
-        self.store = store
-        self.mode = mode
-        self.lock = threading.RLock()
-        self.exact = _ExactSnapshot(version=-1, page_ids=[], hashes={}, matrix=None)
-        self.fast = FastPageIndex() if mode == "fast" else None
-        self.fast_hashes: dict[str, str] = {}
-        self.version = -1
-
-    def refresh(self, version: int) -> None:
-        with self.lock:
-            if version == self.version:
-                return
-            hashes = self.store.page_hashes(version=version)
-            known = self.exact.hashes if self.mode == "exact" else self.fast_hashes
-            removed = [page_id for page_id in known if page_id not in hashes]
-            changed = [page_id for page_id, h in hashes.items() if known.get(page_id) != h]
-            if self.mode == "exact":
-                self._refresh_exact(version, hashes, changed)
-            else:
-                self._refresh_fast(version, hashes, changed, removed)
-            self.version = version
-
-    def _refresh_exact(self, version: int, hashes: dict[str, str], changed: list[str]) -> None:
-        vectors = {}
-        if self.exact.matrix is not None:
-            kept = set(hashes) - set(changed)
-            for position, page_id in enumerate(self.exact.page_ids):
-                if page_id in kept:
-                    vectors[page_id] = self.exact.matrix.page(position)
-        if changed:
-            loaded = self.store.get_page_vectors(changed, version=version)
-            vectors.update(zip(changed, loaded, strict=True))
-        page_ids = sorted(vectors)
-        matrix = PageVectorMatrix.from_pages([vectors[i] for i in page_ids]) if page_ids else None
-        self.exact = _ExactSnapshot(version, page_ids, dict(hashes), matrix)
-
-    def _refresh_fast(
-        self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
-    ) -> None:
-        if removed:
-            self.fast.remove(removed)
-        for start in range(0, len(changed), 256):
-            chunk = changed[start : start + 256]
-            self.fast.add(chunk, self.store.get_page_vectors(chunk, version=version))
-        self.fast_hashes = dict(hashes)
-
-    def search(
-        self,
-        query_vectors: np.ndarray,
-        k: int,
-        allowed: set[str] | None,
-        candidate_depth: int,
-        version: int,
-    ) -> list[tuple[str, float]]:
-        """The best ``k`` pages at table ``version``.
-
-        The cache is refreshed to ``version`` first, under the lock: a concurrent query that
-        read an older version may have moved it back since this query refreshed it, and
-        searching that older version would miss pages committed before this query began.
-        """
-        if self.mode == "exact":
-            with self.lock:
-                self.refresh(version)
-                snapshot = self.exact  # a later refresh swaps it, never mutates it
-            if snapshot.matrix is None:
-                return []
-            scores = maxsim_scores(query_vectors, snapshot.matrix)[0]
-            if allowed is not None:
-                keep = np.fromiter((i in allowed for i in snapshot.page_ids), bool)
-                scores = np.where(keep, scores, -np.inf)
-            positions, values = top_k(scores, min(k, len(snapshot.page_ids)))
-            return [
-                (snapshot.page_ids[p], float(v))
-                for p, v in zip(positions, values, strict=True)
-                if np.isfinite(v)
-            ]
-        with self.lock:
-            self.refresh(version)
-            if len(self.fast) == 0:
-                return []
-            candidate_ids, _ = self.fast.candidates(
-                query_vectors, max(candidate_depth, k), allowed=allowed
-            )
-        # The rerank reads the candidates' vectors from the store, outside the lock: concurrent
-        # queries wait for each other only during the in-memory stages.
-        page_ids, scores = rerank_exactly(
-            query_vectors,
-            candidate_ids,
-            k,
-            lambda ids: self.store.get_page_vectors(ids, version=version),
-        )
-        return [
-            (page_id, float(score))
-            for page_id, score in zip(page_ids, scores, strict=True)
-            if np.isfinite(score)
-        ]
-
-
-#: Page caches by ``id(store)``, then by mode, held weakly: a cache lives while a retriever
-#: holds it. A cache holds its store, so an id is not reused while its caches are alive.
-_SHARED_CACHES: dict[int, weakref.WeakValueDictionary[str, _PageCache]] = {}
-_SHARED_CACHES_LOCK = threading.Lock()
-
-
-def _shared_page_cache(store: LanceDBPageStore, mode: Literal["exact", "fast"]) -> _PageCache:
-    """The page cache of ``store`` in ``mode``, shared by every retriever over that store object.
-
-    Each ``index.as_query_engine()`` and ``as_retriever(...)`` copy makes a retriever; sharing
-    keeps the store's pages in memory once, and a page loaded by one is not loaded again.
-    """
-    with _SHARED_CACHES_LOCK:
-        for key in [key for key, caches in _SHARED_CACHES.items() if not caches]:
-            del _SHARED_CACHES[key]
-        caches = _SHARED_CACHES.setdefault(id(store), weakref.WeakValueDictionary())
-        cache = caches.get(mode)
-        if cache is None or cache.store is not store:
-            cache = caches[mode] = _PageCache(store, mode)
-        return cache
+_PAGE_CACHES: dict[str, type[PageCache]] = {"exact": ExactPageCache, "fast": FastPageCache}
 
 
 class ColPaliRetriever(BaseRetriever):
@@ -228,7 +93,7 @@ class ColPaliRetriever(BaseRetriever):
         self.search_mode = search_mode
         self.candidate_depth = candidate_depth
         self.fast_min_pages = fast_min_pages
-        self._cache: _PageCache | None = None
+        self._cache: PageCache | None = None
         self._cache_lock = threading.Lock()
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
@@ -238,12 +103,12 @@ class ColPaliRetriever(BaseRetriever):
         LlamaIndex's ``CitationQueryEngine.from_args(index, ...)`` calls
         ``index.as_retriever()``; this lets a retriever stand where an index is expected.
         """
-        unknown = set(settings) - set(_SETTINGS)
+        unknown = set(settings) - set(RETRIEVER_SETTINGS)
         if unknown:
             raise TypeError(f"unknown retriever settings: {sorted(unknown)}")
         if not settings:
             return self
-        current = {name: getattr(self, name) for name in _SETTINGS}
+        current = {name: getattr(self, name) for name in RETRIEVER_SETTINGS}
         return ColPaliRetriever(
             self.encoder,
             self.store,
@@ -269,7 +134,11 @@ class ColPaliRetriever(BaseRetriever):
             if not allowed:
                 return []
         hits = cache.search(
-            query_vectors, self.similarity_top_k, allowed, self.candidate_depth, version
+            query_vectors,
+            self.similarity_top_k,
+            version=version,
+            allowed=allowed,
+            candidate_depth=self.candidate_depth,
         )
         if not hits:
             return []
@@ -292,14 +161,14 @@ class ColPaliRetriever(BaseRetriever):
             raise EmptyInputError("the query is empty; ask a question in words, or give an image")
         return self.encoder.embed_queries([query_bundle.query_str], show_progress=False)[0]
 
-    def _refreshed_cache(self, version: int) -> _PageCache:
-        mode = choose_search_mode(self.store.count(), self.search_mode, self.fast_min_pages)
+    def _refreshed_cache(self, version: int) -> PageCache:
+        kind = _PAGE_CACHES[self.resolved_search_mode]
         with self._cache_lock:
             cache = self._cache
-            if cache is None or cache.mode != mode or cache.store is not self.store:
+            if type(cache) is not kind or cache.store is not self.store:
                 # A retriever holds its cache; one it no longer uses (the store outgrew exact
                 # mode) is freed once no other retriever holds it either.
-                cache = self._cache = _shared_page_cache(self.store, mode)
+                cache = self._cache = shared_page_cache(self.store, kind)
         cache.refresh(version)
         return cache
 

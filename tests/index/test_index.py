@@ -42,9 +42,12 @@ def index(documents, colpali_encoder, tmp_path):
     )
 
 
-def test_from_documents_stores_every_page_once(index, documents, colpali_encoder):
+def test_from_documents_stores_every_page_once(index, documents):
     assert index.store.count() == len(documents) == 5
     assert index.last_report.pages_added == 5
+
+
+def test_from_documents_again_writes_nothing(index, documents, colpali_encoder):
     again = VisualDocumentIndex.from_documents(
         documents, encoder=colpali_encoder, store=index.store, show_progress=False
     )
@@ -68,22 +71,35 @@ def test_pool_factor_pools_every_insert(documents, colpali_encoder, tmp_path):
     assert {len(v) for v in store.get_page_vectors(store.page_ids())} == {pooled_length}
 
 
-def test_from_store_reopens_and_checks_the_model(index, colpali_encoder, colqwen2_encoder):
+def test_from_store_reopens_the_stored_pages(index, colpali_encoder):
     reopened = VisualDocumentIndex.from_store(
         LanceDBPageStore(uri=index.store.uri), encoder=colpali_encoder
     )
     assert reopened.store.count() == 5
+
+
+def test_from_store_refuses_another_model(index, colqwen2_encoder):
     with pytest.raises(ModelMismatchError):
         VisualDocumentIndex.from_store(index.store, encoder=colqwen2_encoder)
 
 
-def test_ingest_insert_and_delete_documents(index, tmp_path):
+@pytest.fixture
+def slides(tmp_path):
+    """A folder holding a 4-page slides.pdf."""
     (tmp_path / "extra").mkdir()
     write_text_pdf(tmp_path / "extra" / "slides.pdf", ["Roadmap", "Market", "Survey", "Team"])
-    report = index.ingest(tmp_path / "extra")
+    return tmp_path / "extra"
+
+
+def test_ingest_adds_the_pages_of_a_folder(index, slides):
+    report = index.ingest(slides)
     assert report.pages_added == 4 and index.store.count() == 9
-    slides = [n for n in index.store.get_nodes() if n.metadata["file_name"] == "slides.pdf"]
-    index.delete_ref_doc(slides[0].metadata["doc_id"])
+
+
+def test_delete_ref_doc_deletes_every_page_of_the_document(index, slides):
+    index.ingest(slides)
+    pages = [n for n in index.store.get_nodes() if n.metadata["file_name"] == "slides.pdf"]
+    index.delete_ref_doc(pages[0].metadata["doc_id"])
     assert index.store.count() == 5
     assert "slides.pdf" not in {n.metadata["file_name"] for n in index.store.get_nodes()}
 
@@ -104,7 +120,7 @@ def test_as_retriever_returns_our_retriever(index):
     assert {"file_name", "page_number"} <= set(hits[0].node.metadata)
 
 
-def test_query_engine_answers_from_pages_and_cites_them(index, llava):
+def test_query_engine_answers_from_the_retrieved_page_images(index, llava):
     engine = index.as_query_engine(llm=llava, similarity_top_k=2)
     assert isinstance(engine, RetrieverQueryEngine)
     response = engine.query("What was the 2023 revenue?")
@@ -113,6 +129,10 @@ def test_query_engine_answers_from_pages_and_cites_them(index, llava):
     for hit in response.source_nodes:
         assert hit.node.image  # the page image travels with the source node
         assert hit.score is not None
+
+
+def test_cited_pages_label_each_source_page_best_first(index, llava):
+    response = index.as_query_engine(llm=llava, similarity_top_k=2).query("2023 revenue?")
     labels = cited_pages(response)
     assert labels[0].startswith(
         f"{response.source_nodes[0].node.metadata['file_name']}, page "
@@ -127,13 +147,17 @@ def test_streaming_equals_plain_greedy_answer(index, llava):
     )
     assert isinstance(streamed, StreamingResponse)
     assert "".join(streamed.response_gen) == plain.response
+
+
+def test_async_query_equals_the_plain_answer(index, llava):
+    plain = index.as_query_engine(llm=llava, similarity_top_k=2).query("revenue?")
     asynchronous = asyncio.run(
         index.as_query_engine(llm=llava, similarity_top_k=2).aquery("revenue?")
     )
     assert asynchronous.response == plain.response
 
 
-def test_citation_engine(index, llava):
+def test_citation_engine_packs_pages_as_the_vlm_counts_them(index, llava):
     engine = index.as_query_engine(llm=llava, similarity_top_k=2, citations=True)
     assert isinstance(engine, CitationQueryEngine)
     synthesizer = engine._response_synthesizer
@@ -141,8 +165,16 @@ def test_citation_engine(index, llava):
     assert synthesizer._chat_prompt_helper.chunk_size_limit == (
         llava.chat_prompt_helper().chunk_size_limit
     )
+
+
+def test_citation_engine_asks_for_numbered_sources(index, llava):
+    engine = index.as_query_engine(llm=llava, similarity_top_k=2, citations=True)
     prompts = engine.get_prompts()
     assert "Source 1" in prompts["response_synthesizer:chat_content_qa_template"].get_template()
+
+
+def test_citation_engine_sources_are_the_retrieved_pages(index, llava):
+    engine = index.as_query_engine(llm=llava, similarity_top_k=2, citations=True)
     response = engine.query("What was the 2023 revenue?")
     assert [n.node.metadata["page_number"] for n in response.source_nodes]
     assert all(n.node.metadata.get("file_name") for n in response.source_nodes)
@@ -172,20 +204,34 @@ def test_documents_need_an_encoder(documents):
         VisualDocumentIndex.from_documents(documents)
 
 
-def test_highlight_sources_puts_the_matching_region_on_each_cited_page(index, llava):
-    from llama_index_vlm.images import decode_image
+QUESTION = "What was the 2023 revenue?"
+
+
+@pytest.fixture
+def highlighted(index, llava):
+    """A response to QUESTION and the regions highlight_sources found on its pages."""
     from llama_index_vlm.index import highlight_sources
+
+    response = index.as_query_engine(llm=llava, similarity_top_k=2).query(QUESTION)
+    return response, highlight_sources(response, index.encoder, QUESTION)
+
+
+def test_highlight_sources_finds_a_region_inside_each_cited_page(highlighted):
+    from llama_index_vlm.images import decode_image
     from llama_index_vlm.interpretability import draw_region
 
-    question = "What was the 2023 revenue?"
-    response = index.as_query_engine(llm=llava, similarity_top_k=2).query(question)
-    regions = highlight_sources(response, index.encoder, question)
+    response, regions = highlighted
     assert len(regions) == len(response.source_nodes) == 2
     for hit, region in zip(response.source_nodes, regions, strict=True):
         page = decode_image(hit.node.image)
         left, top, right, bottom = region
         assert 0 <= left < right <= page.width and 0 <= top < bottom <= page.height
-        assert hit.node.metadata["answer_region"] == list(region)
-        assert "answer_region" in hit.node.excluded_llm_metadata_keys
         drawn = draw_region(page, region, width=2)
         assert drawn.getpixel((left, top + 1)) == (255, 0, 0)
+
+
+def test_highlight_sources_keeps_the_region_on_the_node_hidden_from_the_llm(highlighted):
+    response, regions = highlighted
+    for hit, region in zip(response.source_nodes, regions, strict=True):
+        assert hit.node.metadata["answer_region"] == list(region)
+        assert "answer_region" in hit.node.excluded_llm_metadata_keys

@@ -1,0 +1,147 @@
+"""What the commands share: opening the index, checking the words given, typing ``--filter``.
+
+Nothing here imports torch or transformers, and LanceDB and LlamaIndex only inside the
+functions that need them, so ``--help`` stays instant and ``info``/``delete`` stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from typing import TYPE_CHECKING
+
+from llama_index_vlm.cli.parser import DEFAULT_STORE
+from llama_index_vlm.errors import EmptyInputError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from llama_index.core.vector_stores.types import MetadataFilters
+
+    from llama_index_vlm.store import LanceDBPageStore
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+
+
+# ------------------------------------------------------------------------------ the index
+
+
+def open_store(uri: str, *, must_exist: bool) -> LanceDBPageStore:
+    """Open the page store at ``uri``; with ``must_exist``, refuse a missing or empty one.
+
+    Checked before connecting, because connecting to LanceDB creates the directory.
+    """
+    local = "://" not in uri
+    if local and os.path.exists(uri) and not os.path.isdir(uri):
+        raise UsageError(f"{uri} is a file, not an index directory; choose another --store")
+    if must_exist and local and not os.path.isdir(uri):
+        raise UsageError(no_index_message(uri))
+    from llama_index_vlm.store import LanceDBPageStore
+
+    store = LanceDBPageStore(uri=uri)
+    if must_exist and store.table is None:
+        raise UsageError(no_index_message(uri))
+    return store
+
+
+def require_pages(store: LanceDBPageStore, filters: MetadataFilters | None) -> int:
+    """The number of pages (matching ``filters``); an empty index is a usage error.
+
+    Counting first checks the filters against the store before any model is loaded.
+    """
+    if store.count() == 0:
+        raise UsageError(
+            f"the index at {store.uri} holds no pages; run "
+            f"`llama-index-vlm index PATH{store_option(store.uri)}` first"
+        )
+    return store.count(filters)
+
+
+def no_index_message(uri: str) -> str:
+    """What to do when there is no index at ``uri``."""
+    return f"no index at {uri}; run `llama-index-vlm index PATH{store_option(uri)}` first"
+
+
+def store_option(uri: str) -> str:
+    """The ``--store`` option that names ``uri`` in a suggested command (none for the default).
+
+    Example:
+        >>> store_option("./vlm_index"), store_option("my index")
+        ('', " --store 'my index'")
+    """
+    return "" if uri == DEFAULT_STORE else f" --store {shlex.quote(uri)}"
+
+
+# ------------------------------------------------------------------------------ words given
+
+
+def require_text(text: str, what: str) -> str:
+    """``text`` unless it is empty or only whitespace (checked before loading any model)."""
+    if not text.strip():
+        raise EmptyInputError(f"the {what} is empty; write it in words")
+    return text
+
+
+def quantity(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless one.
+
+    Example:
+        >>> quantity(1, "page"), quantity(3, "page")
+        ('1 page', '3 pages')
+    """
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+# ------------------------------------------------------------------------------ --filter
+
+
+def metadata_filters(pairs: list[tuple[str, str]]) -> MetadataFilters | None:
+    """``--filter key=value`` pairs as LlamaIndex ``MetadataFilters`` (equality, all must hold)."""
+    if not pairs:
+        return None
+    from llama_index.core.vector_stores.types import (
+        FilterOperator,
+        MetadataFilter,
+        MetadataFilters,
+    )
+
+    return MetadataFilters(
+        filters=[
+            MetadataFilter(key=key, value=filter_value(key, raw), operator=FilterOperator.EQ)
+            for key, raw in pairs
+        ]
+    )
+
+
+def filter_value(key: str, raw: str) -> str | int | float:
+    """Type a ``--filter`` value: by the column's type for page fields, else by its look.
+
+    Page fields keep their own type (``page_number=3`` is the integer 3, ``file_name=2023.pdf``
+    text). Other metadata values are integers or decimals when they read as one, otherwise
+    text; quotes force text (``year="2023"``).
+
+    Example:
+        >>> filter_value("page_number", "3"), filter_value("doc_id", "123")
+        (3, '123')
+        >>> filter_value("year", "2023"), filter_value("year", '"2023"')
+        (2023, '2023')
+    """
+    from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
+
+    kind = PAGE_FIELDS.get(PAGE_FIELD_ALIASES.get(key, key))
+    if kind == "string":
+        return raw
+    if kind is not None:
+        number = raw.strip()
+        if kind == "integer" and _INTEGER.fullmatch(number):
+            return int(number)
+        if _DECIMAL.fullmatch(number):
+            return float(number)
+        raise UsageError(f"--filter {key}={raw}: {key} holds numbers, and {raw!r} is not one")
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        return raw[1:-1]
+    if _INTEGER.fullmatch(raw):
+        return int(raw)
+    if _DECIMAL.fullmatch(raw):
+        return float(raw)
+    return raw

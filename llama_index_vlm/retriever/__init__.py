@@ -1,0 +1,10 @@
+"""Page retrieval as a LlamaIndex retriever.
+
+- :mod:`~llama_index_vlm.retriever.base`: :class:`ColPaliRetriever`, the LlamaIndex retriever.
+- :mod:`~llama_index_vlm.retriever.page_caches`: the store's pages in memory, one class per
+  search mode (exact pages, fast page codes), shared by the retrievers over one store.
+"""
+
+from llama_index_vlm.retriever.base import RETRIEVER_SETTINGS, ColPaliRetriever
+
+__all__ = ["RETRIEVER_SETTINGS", "ColPaliRetriever"]

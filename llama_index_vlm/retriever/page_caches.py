@@ -1,0 +1,217 @@
+"""The store's pages in memory for the retriever: one small class per search mode.
+
+- :class:`ExactPageCache`: every page's full vectors, packed for exact MaxSim.
+- :class:`FastPageCache`: compact page codes (:class:`~llama_index_vlm.search.FastPageIndex`)
+  that pick candidates, reranked exactly with full vectors read from the store.
+
+Both follow the store's table version: :meth:`PageCache.refresh` reads only what changed
+(pages whose content hash is new are loaded, pages no longer stored are dropped), and
+:meth:`PageCache.search` answers at one table version. :func:`shared_page_cache` gives every
+retriever over one store object the same cache of a kind, so pages are held once.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from llama_index_vlm.search import (
+    FastPageIndex,
+    PageVectorMatrix,
+    maxsim_scores,
+    rerank_exactly,
+    top_k,
+)
+from llama_index_vlm.store import LanceDBPageStore
+
+#: Pages read from the store per call while a fast cache loads changed pages.
+_FAST_LOAD_CHUNK = 256
+
+
+class PageCache(ABC):
+    """The pages of one store at the last table version refreshed to, for one way of searching.
+
+    Subclasses say what they keep (:meth:`_update`) and how they rank it (:meth:`search`);
+    the version bookkeeping and the diff against the stored content hashes live here.
+    """
+
+    def __init__(self, store: LanceDBPageStore) -> None:
+        self.store = store
+        #: Held while the cache changes, and while a search reads what a refresh could change.
+        self.lock = threading.RLock()
+        self.version = -1
+        self.hashes: dict[str, str] = {}
+
+    def refresh(self, version: int) -> None:
+        """Bring the cache to table ``version``, loading only pages whose content changed."""
+        with self.lock:
+            if version == self.version:
+                return
+            hashes = self.store.page_hashes(version=version)
+            removed = [page_id for page_id in self.hashes if page_id not in hashes]
+            changed = [page_id for page_id, h in hashes.items() if self.hashes.get(page_id) != h]
+            self._update(version, hashes, changed, removed)
+            self.hashes = dict(hashes)
+            self.version = version
+
+    @abstractmethod
+    def _update(
+        self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
+    ) -> None:
+        """Apply one refresh: load the ``changed`` pages at ``version``, drop the ``removed``."""
+
+    @abstractmethod
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        *,
+        version: int,
+        allowed: set[str] | None = None,
+        candidate_depth: int = 1,
+    ) -> list[tuple[str, float]]:
+        """The best ``k`` ``(page_id, score)`` pairs at table ``version``, best first.
+
+        ``allowed`` restricts the pages searched (the ids matching the filters);
+        ``candidate_depth`` is how many candidates an approximate cache reranks exactly.
+        A search refreshes the cache to ``version`` first, under the lock: a concurrent query
+        that read an older version may have moved it back since this query refreshed it, and
+        searching that older version would miss pages committed before this query began.
+        """
+
+
+@dataclass(frozen=True)
+class _ExactSnapshot:
+    """All page vectors of one table version, packed for exact MaxSim. Never mutated."""
+
+    page_ids: list[str]
+    matrix: PageVectorMatrix | None
+
+
+class ExactPageCache(PageCache):
+    """Every page's full vectors; a search scores them all by exact MaxSim.
+
+    A refresh swaps in a new immutable snapshot, so queries already running keep theirs and
+    score outside the lock.
+    """
+
+    def __init__(self, store: LanceDBPageStore) -> None:
+        super().__init__(store)
+        self._snapshot = _ExactSnapshot(page_ids=[], matrix=None)
+
+    def _update(
+        self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
+    ) -> None:
+        vectors = {}
+        kept = set(hashes) - set(changed)
+        for position, page_id in enumerate(self._snapshot.page_ids):
+            if page_id in kept:
+                vectors[page_id] = self._snapshot.matrix.page(position)
+        if changed:
+            loaded = self.store.get_page_vectors(changed, version=version)
+            vectors.update(zip(changed, loaded, strict=True))
+        page_ids = sorted(vectors)
+        matrix = PageVectorMatrix.from_pages([vectors[i] for i in page_ids]) if page_ids else None
+        self._snapshot = _ExactSnapshot(page_ids, matrix)
+
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        *,
+        version: int,
+        allowed: set[str] | None = None,
+        candidate_depth: int = 1,
+    ) -> list[tuple[str, float]]:
+        with self.lock:
+            self.refresh(version)
+            snapshot = self._snapshot  # a later refresh swaps it, never mutates it
+        if snapshot.matrix is None:
+            return []
+        scores = maxsim_scores(query_vectors, snapshot.matrix)[0]
+        if allowed is not None:
+            keep = np.fromiter((i in allowed for i in snapshot.page_ids), bool)
+            scores = np.where(keep, scores, -np.inf)
+        positions, values = top_k(scores, min(k, len(snapshot.page_ids)))
+        return _finite_hits([snapshot.page_ids[p] for p in positions], values)
+
+
+class FastPageCache(PageCache):
+    """Compact page codes in memory; a search picks candidates from them, then reranks the
+    best ``candidate_depth`` exactly with their full vectors read from the store.
+
+    The codes are updated in place under the lock; the rerank reads vectors outside it, so
+    concurrent queries wait for each other only during the in-memory stages.
+    """
+
+    def __init__(self, store: LanceDBPageStore) -> None:
+        super().__init__(store)
+        self._index = FastPageIndex()
+
+    def _update(
+        self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
+    ) -> None:
+        if removed:
+            self._index.remove(removed)
+        for start in range(0, len(changed), _FAST_LOAD_CHUNK):
+            chunk = changed[start : start + _FAST_LOAD_CHUNK]
+            self._index.add(chunk, self.store.get_page_vectors(chunk, version=version))
+
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        *,
+        version: int,
+        allowed: set[str] | None = None,
+        candidate_depth: int = 1,
+    ) -> list[tuple[str, float]]:
+        with self.lock:
+            self.refresh(version)
+            if len(self._index) == 0:
+                return []
+            candidate_ids, _ = self._index.candidates(
+                query_vectors, max(candidate_depth, k), allowed=allowed
+            )
+        page_ids, scores = rerank_exactly(
+            query_vectors,
+            candidate_ids,
+            k,
+            lambda ids: self.store.get_page_vectors(ids, version=version),
+        )
+        return _finite_hits(page_ids, scores)
+
+
+def _finite_hits(page_ids: list[str], scores: np.ndarray) -> list[tuple[str, float]]:
+    """``(page_id, score)`` pairs, leaving out pages scored -inf (filtered out or padding)."""
+    return [
+        (page_id, float(score))
+        for page_id, score in zip(page_ids, scores, strict=True)
+        if np.isfinite(score)
+    ]
+
+
+#: Page caches by ``id(store)``, then by cache class, held weakly: a cache lives while a
+#: retriever holds it. A cache holds its store, so an id is not reused while its caches live.
+_SHARED_CACHES: dict[int, weakref.WeakValueDictionary[type, PageCache]] = {}
+_SHARED_CACHES_LOCK = threading.Lock()
+
+
+def shared_page_cache(store: LanceDBPageStore, kind: type[PageCache]) -> PageCache:
+    """The ``kind`` cache of ``store``, shared by every retriever over that store object.
+
+    Each ``index.as_query_engine()`` and ``as_retriever(...)`` copy makes a retriever; sharing
+    keeps the store's pages in memory once, and a page loaded by one is not loaded again.
+    """
+    with _SHARED_CACHES_LOCK:
+        for key in [key for key, caches in _SHARED_CACHES.items() if not caches]:
+            del _SHARED_CACHES[key]
+        caches = _SHARED_CACHES.setdefault(id(store), weakref.WeakValueDictionary())
+        cache = caches.get(kind)
+        if cache is None or cache.store is not store:
+            cache = caches[kind] = kind(store)
+        return cache

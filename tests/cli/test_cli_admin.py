@@ -1,0 +1,149 @@
+"""``llama-index-vlm info`` and ``delete`` (llama_index_vlm.cli.admin), which read and write
+only the store: they never import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+from pages_builder import page_documents
+
+from llama_index_vlm.store import LanceDBPageStore
+
+# --------------------------------------------------------------------------- info
+
+
+def test_info_counts_pages_and_documents(indexed):
+    status, out, _ = run_cli("info", "--store", indexed["store"])
+    assert status == 0
+    assert re.search(r"^pages +3$", out, re.M) and re.search(r"^documents +1$", out, re.M)
+
+
+def test_info_names_the_model_and_its_vectors(indexed):
+    _, out, _ = run_cli("info", "--store", indexed["store"])
+    assert f"model      {indexed['colpali']} (ColPaliForRetrieval, 128-dim vectors" in out
+
+
+def test_info_gives_the_disk_size(indexed):
+    _, out, _ = run_cli("info", "--store", indexed["store"])
+    assert re.search(r"^disk size +\d+\.\d KiB$", out, re.M)
+
+
+def test_info_lists_the_documents_by_file(indexed):
+    _, out, _ = run_cli("info", "--store", indexed["store"])
+    assert str(indexed["pdf"]) in out
+
+
+def test_info_json_describes_the_store(indexed):
+    status, out, _ = run_cli("info", "--store", indexed["store"], "--json")
+    assert status == 0
+    info = json.loads(out)
+    store = LanceDBPageStore(uri=str(indexed["store"]))
+    assert info["pages"] == 3 and info["version"] == store.version
+    assert info["fingerprint"] == store.fingerprint
+    assert info["fingerprint"]["model"] == str(indexed["colpali"])
+    assert info["disk_bytes"] > 0
+
+
+def test_info_json_lists_each_document_with_its_pages(indexed):
+    info = json.loads(run_cli("info", "--store", indexed["store"], "--json")[1])
+    (document,) = info["documents"]
+    assert document["pages"] == 3 and document["file_name"] == "report.pdf"
+    assert document["doc_id"] == LanceDBPageStore(uri=str(indexed["store"])).doc_ids()[0]
+
+
+# --------------------------------------------------------------------------- delete
+
+
+@pytest.fixture
+def copied_store(indexed, tmp_path):
+    """A copy of the CLI tests' index, to delete from, and its one document's doc id."""
+    store = tmp_path / "copy"
+    shutil.copytree(indexed["store"], store)
+    doc_id = json.loads(run_cli("info", "--store", store, "--json")[1])["documents"][0]["doc_id"]
+    return store, doc_id
+
+
+def test_delete_refuses_a_document_the_index_does_not_hold(copied_store):
+    store, _ = copied_store
+    status, _, err = run_cli("delete", "missing.pdf", "--store", store)
+    assert status == 2 and "no document 'missing.pdf'" in err
+
+
+def test_delete_by_file_name_deletes_every_page_of_the_document(copied_store, indexed):
+    store, doc_id = copied_store
+    status, out, _ = run_cli("delete", "report.pdf", "--store", store)
+    assert status == 0
+    assert out == f"deleted 3 pages of {indexed['pdf']} (doc id {doc_id}); 0 pages left\n"
+    assert json.loads(run_cli("info", "--store", store, "--json")[1])["pages"] == 0
+
+
+def test_delete_by_doc_id_deletes_the_document(copied_store):
+    store, doc_id = copied_store
+    status, out, _ = run_cli("delete", doc_id, "--store", store)
+    assert status == 0 and out.endswith("; 0 pages left\n")
+
+
+def test_a_deleted_document_cannot_be_deleted_again(copied_store):
+    store, doc_id = copied_store
+    run_cli("delete", "report.pdf", "--store", store)
+    status, _, err = run_cli("delete", doc_id, "--store", store)
+    assert status == 2 and f"no document {doc_id!r}" in err
+
+
+def test_searching_an_emptied_index_says_it_holds_no_pages(copied_store):
+    store, _ = copied_store
+    run_cli("delete", "report.pdf", "--store", store)
+    status, _, err = run_cli("search", "q", "--store", store)
+    assert status == 2 and "holds no pages" in err
+
+
+# --------------------------------------------------------------------------- no model libraries
+
+#: Runs ``main(argv)`` in a fresh interpreter; prints its status and the model libraries loaded.
+_RUN_AND_LIST_IMPORTS = """
+import contextlib, io, json, sys
+from llama_index_vlm.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    status = main(json.loads(sys.argv[1]))
+loaded = [name for name in ("torch", "transformers") if name in sys.modules]
+print(json.dumps({"status": status, "loaded": loaded}))
+"""
+
+
+@pytest.fixture
+def small_store(tmp_path) -> str:
+    """A store of one 2-page document, written straight through the store: no model needed."""
+    uri = str(tmp_path / "small")
+    vectors = np.eye(4, 16, dtype=np.float32)
+    fingerprint = {"model": "tiny", "model_class": "ColPaliForRetrieval", "embedding_dim": 16}
+    LanceDBPageStore(uri=uri).add(page_documents("report", 2), [vectors] * 2, fingerprint)
+    return uri
+
+
+def _run_in_fresh_python(argv: list[str]) -> dict:
+    finished = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_IMPORTS, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def test_info_imports_neither_torch_nor_transformers(small_store):
+    assert _run_in_fresh_python(["info", "--store", small_store]) == {"status": 0, "loaded": []}
+
+
+def test_delete_imports_neither_torch_nor_transformers(small_store):
+    result = _run_in_fresh_python(["delete", "report", "--store", small_store])
+    assert result == {"status": 0, "loaded": []}
+    assert LanceDBPageStore(uri=small_store).count() == 0

@@ -1,0 +1,140 @@
+"""The retriever's page caches (llama_index_vlm.retriever.page_caches): shared by the
+retrievers over one store, freed with the last of them, refreshed to each query's version.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from pages_builder import page_documents
+from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
+
+from llama_index_vlm.ingestion import ingest_documents
+from llama_index_vlm.retriever import ColPaliRetriever
+from llama_index_vlm.store import LanceDBPageStore
+
+
+def _count_loaded_pages(monkeypatch) -> list[str]:
+    """Page ids whose vectors the store reads from now on (every store, every caller)."""
+    loaded: list[str] = []
+    read = LanceDBPageStore.get_page_vectors
+
+    def counting(store, page_ids, *args, **kwargs):
+        loaded.extend(page_ids)
+        return read(store, page_ids, *args, **kwargs)
+
+    monkeypatch.setattr(LanceDBPageStore, "get_page_vectors", counting)
+    return loaded
+
+
+@pytest.mark.parametrize("search_mode", ["exact", "fast"])
+def test_retrievers_over_one_store_share_its_pages_in_memory(
+    store, colpali_encoder, monkeypatch, search_mode
+):
+    loaded = _count_loaded_pages(monkeypatch)
+    settings = {"search_mode": search_mode, "similarity_top_k": 1, "candidate_depth": 1}
+    first = ColPaliRetriever(encoder=colpali_encoder, store=store, **settings)
+    copy = first.as_retriever(similarity_top_k=1)  # a copy, made before any query
+    other = ColPaliRetriever(encoder=colpali_encoder, store=store, **settings)
+    first.retrieve("revenue")
+    assert sorted(loaded[: N_FILES * PAGES_PER_FILE]) == sorted(store.page_ids())
+    n_after_first = len(loaded)
+    copy.retrieve("revenue")
+    other.retrieve("revenue")
+    # Exact mode loads nothing more; fast mode reads only its one reranked candidate per query.
+    reranked = 0 if search_mode == "exact" else 1
+    assert len(loaded) == n_after_first + 2 * reranked
+    assert first._cache is copy._cache is other._cache
+
+
+def test_a_shared_cache_is_freed_with_its_last_retriever(store, colpali_encoder):
+    retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="exact")
+    retriever.retrieve("revenue")
+    cache = weakref.ref(retriever._cache)
+    copy = retriever.as_retriever(similarity_top_k=1)
+    copy.retrieve("revenue")
+    del retriever
+    gc.collect()
+    assert cache() is copy._cache  # the copy still holds it
+    del copy
+    gc.collect()
+    assert cache() is None
+    fresh = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="exact")
+    assert len(fresh.retrieve("revenue")) == 5  # a new cache, loaded again
+
+
+def test_retrievers_over_different_stores_do_not_share(store, colpali_encoder, tmp_path):
+    other_store = LanceDBPageStore(uri=str(tmp_path / "other"))
+    ingest_documents(
+        report_documents(1, first=5), colpali_encoder, other_store, show_progress=False
+    )
+    ours = ColPaliRetriever(encoder=colpali_encoder, store=store, similarity_top_k=100)
+    theirs = ColPaliRetriever(encoder=colpali_encoder, store=other_store, similarity_top_k=100)
+    assert {hit.node.metadata["doc_id"] for hit in theirs.retrieve("revenue")} == {"doc5"}
+    assert len(ours.retrieve("revenue")) == N_FILES * PAGES_PER_FILE
+    assert ours._cache is not theirs._cache
+
+
+def test_fast_mode_reads_rerank_vectors_without_holding_the_cache(
+    store, colpali_encoder, monkeypatch
+):
+    retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="fast")
+    retriever.retrieve("revenue")  # builds the cache
+    cache = retriever._cache
+    read = LanceDBPageStore.get_page_vectors
+    lock_free_while_reading: list[bool] = []
+
+    def reading(store, page_ids, *args, **kwargs):
+        # Another query's thread must be able to take the cache while this one reads vectors.
+        probe = threading.Thread(
+            target=lambda: lock_free_while_reading.append(_try_lock(cache.lock))
+        )
+        probe.start()
+        probe.join()
+        return read(store, page_ids, *args, **kwargs)
+
+    monkeypatch.setattr(LanceDBPageStore, "get_page_vectors", reading)
+    hits = retriever.retrieve("revenue")
+    assert hits and lock_free_while_reading == [True]
+
+
+def _try_lock(lock) -> bool:
+    if lock.acquire(blocking=False):
+        lock.release()
+        return True
+    return False
+
+
+@pytest.mark.parametrize("search_mode", ["exact", "fast"])
+def test_a_query_sees_every_page_committed_before_it_began(
+    tmp_path, colpali_encoder, monkeypatch, search_mode
+):
+    """Regression: a slower concurrent query, holding an older table version, used to move the
+    shared page cache back to that version between this query's refresh and its search, so
+    pages committed before this query began were missing from its results.
+    """
+    store = LanceDBPageStore(uri=str(tmp_path / "index"))
+    ingest_documents(page_documents("a", 2), colpali_encoder, store, show_progress=False)
+    older = store.version
+    retriever = ColPaliRetriever(
+        encoder=colpali_encoder,
+        store=store,
+        similarity_top_k=100,
+        search_mode=search_mode,
+        fast_min_pages=1,
+    )
+    retriever.retrieve("revenue")
+    ingest_documents(page_documents("b", 2), colpali_encoder, store, show_progress=False)
+    cache_class = type(retriever._cache)
+    search = cache_class.search
+
+    def search_after_a_slower_query_refreshed(cache, *args, **kwargs):
+        cache.refresh(older)  # what the other query, started before "b" was added, does now
+        return search(cache, *args, **kwargs)
+
+    monkeypatch.setattr(cache_class, "search", search_after_a_slower_query_refreshed)
+    hits = retriever.retrieve("revenue")
+    assert sorted(hit.node.node_id for hit in hits) == ["a-p1", "a-p2", "b-p1", "b-p2"]
