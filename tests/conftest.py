@@ -82,7 +82,7 @@ def text_pdf(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Ingestion tests (tests/test_ingest.py, tests/test_ingest_faults.py).
+# Ingestion tests (tests/ingestion/, tests/stress/).
 
 
 @pytest.fixture
@@ -100,10 +100,7 @@ def check_whole_pages():
         assert len(page_ids) == len(set(page_ids)) == store.count(), "a page_id is duplicated"
         if not page_ids:
             return set()
-        rows = store.table.search().select(["page_id", "n_vectors"]).limit(None).to_arrow()
-        n_vectors = dict(
-            zip(rows["page_id"].to_pylist(), rows["n_vectors"].to_pylist(), strict=True)
-        )
+        n_vectors = store.vector_counts()
         nodes = store.get_nodes(page_ids)
         assert [node.node_id for node in nodes] == page_ids
         for node, vectors in zip(nodes, store.get_page_vectors(page_ids), strict=True):

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index.core.vector_stores.types import MetadataFilters
 
     from llama_index_vlm.encoder import ColPaliEncoder
-    from llama_index_vlm.store import LanceDBPageStore
+    from llama_index_vlm.store import LanceDBPageStore, StoredDocument
     from llama_index_vlm.vlm import HuggingFaceVLM
 
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -268,7 +268,7 @@ def open_store(uri: str, *, must_exist: bool) -> LanceDBPageStore:
     from llama_index_vlm.store import LanceDBPageStore
 
     store = LanceDBPageStore(uri=uri)
-    if must_exist and store.table is None:
+    if must_exist and store.schema is None:
         raise UsageError(_no_index_message(uri))
     return store
 
@@ -434,28 +434,9 @@ def find_page(store: LanceDBPageStore, page: str) -> BaseNode:
     )
 
 
-def list_documents(store: LanceDBPageStore) -> list[DocumentSummary]:
+def list_documents(store: LanceDBPageStore) -> list[StoredDocument]:
     """Every stored document with its page count, by file path."""
-    table = store.table
-    if table is None:
-        return []
-    rows = (
-        table.search()
-        .select(["doc_id", "file_name", "file_path"])
-        .limit(None)
-        .to_arrow()
-        .to_pylist()
-    )
-    pages: dict[str, int] = {}
-    first_row: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        pages[row["doc_id"]] = pages.get(row["doc_id"], 0) + 1
-        first_row.setdefault(row["doc_id"], row)
-    documents = [
-        DocumentSummary(doc_id, row["file_name"], row["file_path"], pages[doc_id])
-        for doc_id, row in first_row.items()
-    ]
-    return sorted(documents, key=lambda document: (document.file_path or "", document.doc_id))
+    return store.documents()
 
 
 def find_document(store: LanceDBPageStore, name: str) -> DocumentSummary:

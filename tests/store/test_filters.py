@@ -1,4 +1,5 @@
-"""Tests of ``llama_index_vlm.filters``: the SQL text, and its results on a real LanceDB table.
+"""Tests of ``llama_index_vlm.store.filters``: the SQL text, and its results on a real LanceDB
+table.
 
 The results are checked against a small Python reference of LlamaIndex's filter semantics
 (``build_metadata_filter_fn``), extended to nested filters, for every operator on page fields
@@ -26,9 +27,9 @@ from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 from PIL import Image
 
 from llama_index_vlm.errors import UnsupportedFilterError
-from llama_index_vlm.filters import in_list, quote_literal, to_lance_where
 from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
 from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store.filters import in_list, quote_literal, to_lance_where
 
 INJECTIONS = [
     "x' OR '1'='1",

@@ -173,7 +173,7 @@ def test_round_trip_vectors_metadata_image_text(store):
     assert store.dim == DIM
     assert store.count() == 3
     assert store.doc_ids() == ["d1"]
-    assert store.content_hashes(["d1-p1"]) == {"d1-p1": page_content_hash(pages[0])}
+    assert store.page_hashes(page_ids=["d1-p1"]) == {"d1-p1": page_content_hash(pages[0])}
 
 
 def test_float32_store_is_exact(tmp_path):
@@ -189,7 +189,7 @@ def test_float32_store_is_exact(tmp_path):
 
 def test_schema_is_declared_once_with_multivector_column(store):
     store.add(_doc("d1", 1), page_vectors=[_vectors(1)], fingerprint=FINGERPRINT)
-    schema = store.table.schema
+    schema = store.schema
     assert schema.field(VECTOR_COLUMN).type == pa.list_(pa.list_(pa.float16(), DIM))
     expected = page_schema(DIM)
     assert schema.names == expected.names
@@ -226,7 +226,9 @@ def test_readd_unchanged_writes_nothing(store):
     assert again.added == again.replaced == again.removed == []
     assert not again.written
     assert store.version == version == again.version
-    assert store.unchanged_page_ids(pages) == {"d1-p1", "d1-p2", "d1-p3"}
+    stored = store.page_hashes(page_ids=[page.node_id for page in pages])
+    unchanged = {page.node_id for page in pages if stored[page.node_id] == page_content_hash(page)}
+    assert unchanged == {"d1-p1", "d1-p2", "d1-p3"}
 
 
 def test_duplicate_pages_in_one_call(store):
@@ -640,7 +642,7 @@ def test_page_ids_and_hashes_for_cache_refresh(store):
         == sorted(store.page_ids())
         == [f"{d}-p{n}" for d in "abc" for n in (1, 2, 3)]
     )
-    assert hashes == store.content_hashes(list(hashes))
+    assert hashes == store.page_hashes(page_ids=list(hashes))
     assert sorted(store.page_ids(filters=_where("topic", "law"))) == ["c-p1", "c-p2", "c-p3"]
     store.add([_page("a", 1, text="changed")], page_vectors=[_vectors(7)])
     store.delete("b")
@@ -737,7 +739,7 @@ def _run_writer(script: Path, uri: str, phase: str, kill: tuple[int, float] | No
     its n-th commit (n=0: after start-up), i.e. in the middle of the next add. Returns its
     output lines.
     """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(
         [sys.executable, str(script), uri, phase],
         stdout=subprocess.PIPE,
@@ -785,11 +787,8 @@ def _check_whole_pages(uri: str, writer: dict) -> set[str]:
         assert base64.b64decode(node.image) == writer["page_image"](page_id)
         assert decode_image(node.image).size == (48, 64)
         assert node.text == page_id
-    n_vectors = store.table.search().select(["page_id", "n_vectors"]).limit(None).to_arrow()
     lengths = {i: len(v) for i, v in zip(visible, store.get_page_vectors(visible), strict=True)}
-    for page_id, count in zip(
-        n_vectors["page_id"].to_pylist(), n_vectors["n_vectors"].to_pylist(), strict=True
-    ):
+    for page_id, count in store.vector_counts().items():
         assert lengths[page_id] == count, page_id
     return set(visible)
 

@@ -261,7 +261,7 @@ class ForkServer:
     """The test's side of ``ZYGOTE``: start runs, kill them, read their lines with timeouts."""
 
     def __init__(self, script: Path, checkpoint: Path, folder: Path):
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         self.process = subprocess.Popen(
             [sys.executable, str(script), str(checkpoint), str(folder)],
             stdin=subprocess.PIPE,
@@ -378,7 +378,9 @@ def test_sigkill_at_random_points_leaves_whole_pages_and_a_rerun_completes(
             assert _matches_some_version(visible, states, good), context
             assert _matches_some_version(visible, states, bad), context
             ids = sorted(visible & good)
-            assert reopened.content_hashes(ids) == {i: reference_hashes[i] for i in ids}, context
+            assert reopened.page_hashes(page_ids=ids) == {i: reference_hashes[i] for i in ids}, (
+                context
+            )
             for page_id, vectors in zip(ids, reopened.get_page_vectors(ids), strict=True):
                 np.testing.assert_allclose(
                     vectors.astype(np.float32),

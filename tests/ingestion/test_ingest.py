@@ -380,7 +380,7 @@ def test_folder_without_supported_files_is_an_empty_input(tmp_path, colpali_enco
 
     with pytest.raises(EmptyInputError, match="no PDF or image files"):
         ingest(tmp_path / "docs", colpali_encoder, store)
-    assert store.table is None and store.version == 0
+    assert store.schema is None and store.version == 0
 
 
 def test_another_encoder_is_refused_before_anything_is_written(
