@@ -19,11 +19,10 @@ from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
     MetadataFilters,
     VectorStoreQuery,
-    VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
 
-from llama_index_vlm.errors import InvalidRequestError, ModelMismatchError, PageNotFoundError
+from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
 from llama_index_vlm.store import queries
 from llama_index_vlm.store.filters import page_where, quote_literal
@@ -135,7 +134,9 @@ class LanceDBPageStore(BasePydanticVectorStore):
 
     @property
     def schema(self) -> pa.Schema | None:
-        """The table's Arrow schema (see :func:`page_schema`); None before the first page."""
+        """The table's Arrow schema (:func:`~llama_index_vlm.store.page_schema`); None before
+        the first page is added.
+        """
         table = self._pages.open()
         return None if table is None else table.schema
 
@@ -454,18 +455,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         Raises:
             PageNotFoundError: some page ids are not stored (a ``KeyError`` that lists them).
         """
-        page_ids = list(page_ids)
-        table = self._pages.snapshot(version)
-        found = (
-            {} if table is None or not page_ids else queries.vectors_by_id(table, page_ids, dtype)
-        )
-        missing = [page_id for page_id in page_ids if page_id not in found]
-        if missing:
-            raise PageNotFoundError(
-                f"pages not in the store: {missing[:10]}{'...' if len(missing) > 10 else ''}",
-                missing,
-            )
-        return [found[page_id] for page_id in page_ids]
+        return queries.page_vectors(self._pages.snapshot(version), list(page_ids), dtype)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Multi-vector (MaxSim) search with LanceDB's own exhaustive search.
@@ -478,38 +468,12 @@ class LanceDBPageStore(BasePydanticVectorStore):
         The ColPali retriever searches the same vectors faster, from memory; this is the
         LlamaIndex vector-store interface to them, and a baseline to measure it against.
         """
-        query_vectors = self._query_vectors(query)
+        vectors = queries.query_vectors(query)
         table = self._pages.open()
         if table is None or query.similarity_top_k <= 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-        schema = table.schema
-        if query_vectors.ndim != 2 or query_vectors.shape[1] != schema_dim(schema):
-            raise ModelMismatchError(
-                f"query vectors have shape {query_vectors.shape}, the store holds "
-                f"{schema_dim(schema)}-dimensional vectors from {schema_fingerprint(schema)}"
-            )
-        where = page_where(query.filters, node_ids=query.node_ids, doc_ids=query.doc_ids)
-        found = queries.nearest_pages(table, query_vectors, where, query.similarity_top_k)
-        nodes = [row_to_node(row) for row, _ in found]
-        return VectorStoreQueryResult(
-            nodes=nodes,
-            similarities=[score for _, score in found],
-            ids=[node.node_id for node in nodes],
-        )
+        return queries.multivector_search(table, vectors, query)
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """:meth:`query` in a worker thread."""
         return await asyncio.to_thread(self.query, query, **kwargs)
-
-    @staticmethod
-    def _query_vectors(query: VectorStoreQuery) -> np.ndarray:
-        if query.mode != VectorStoreQueryMode.DEFAULT:
-            raise InvalidRequestError(
-                f"LanceDBPageStore supports only the default query mode, not {query.mode}"
-            )
-        if query.query_embedding is None:
-            raise InvalidRequestError(
-                "LanceDBPageStore.query needs query_embedding: the query's multi-vectors"
-            )
-        query_vectors = np.asarray(query.query_embedding, dtype=np.float32)
-        return query_vectors[None, :] if query_vectors.ndim == 1 else query_vectors

@@ -1,5 +1,7 @@
 """Reading a LanceDB page table: columns of selected pages, page vectors, and LanceDB's own
 multi-vector search. Page-id lookups go :data:`LOOKUP_CHUNK` ids at a time.
+
+The functions take an open LanceDB table (or a snapshot of one); the page store picks it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.types import (
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
 
+from llama_index_vlm.errors import InvalidRequestError, ModelMismatchError, PageNotFoundError
 from llama_index_vlm.store.filters import page_where
-from llama_index_vlm.store.rows import vectors_from_arrow
-from llama_index_vlm.store.schema import NODE_COLUMNS, VECTOR_COLUMN
+from llama_index_vlm.store.rows import row_to_node, vectors_from_arrow
+from llama_index_vlm.store.schema import NODE_COLUMNS, VECTOR_COLUMN, schema_dim, schema_fingerprint
 
 # Page ids per `page_id IN (...)` clause: keeps the SQL text small for big lookups.
 LOOKUP_CHUNK = 512
@@ -66,28 +74,74 @@ def iter_vectors(
             yield page_ids, vectors_from_arrow(batch.column(VECTOR_COLUMN), dtype)
 
 
-def vectors_by_id(table: Any, page_ids: Sequence[str], dtype: Any) -> dict[str, np.ndarray]:
-    """``page_id -> vectors`` of those of ``page_ids`` that are stored."""
-    rows = select_pages(table, ["page_id", VECTOR_COLUMN], page_ids=page_ids)
-    vectors = vectors_from_arrow(rows.column(VECTOR_COLUMN), dtype)
-    return dict(zip(rows.column("page_id").to_pylist(), vectors, strict=True))
+def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.ndarray]:
+    """The vectors of ``page_ids``, in that order (``table`` None: no page is stored).
 
-
-def nearest_pages(
-    table: Any, query_vectors: np.ndarray, where: str | None, limit: int
-) -> list[tuple[dict[str, Any], float]]:
-    """``(row, MaxSim score)`` of the ``limit`` best pages among those matching ``where``, by
-    LanceDB's own exhaustive multi-vector search; rows hold the :data:`NODE_COLUMNS`.
+    Raises:
+        PageNotFoundError: some page ids are not stored (a ``KeyError`` that lists them).
     """
+    found: dict[str, np.ndarray] = {}
+    if table is not None and page_ids:
+        rows = select_pages(table, ["page_id", VECTOR_COLUMN], page_ids=page_ids)
+        vectors = vectors_from_arrow(rows.column(VECTOR_COLUMN), dtype)
+        found = dict(zip(rows.column("page_id").to_pylist(), vectors, strict=True))
+    missing = [page_id for page_id in page_ids if page_id not in found]
+    if missing:
+        raise PageNotFoundError(
+            f"pages not in the store: {missing[:10]}{'...' if len(missing) > 10 else ''}",
+            missing,
+        )
+    return [found[page_id] for page_id in page_ids]
+
+
+def query_vectors(query: VectorStoreQuery) -> np.ndarray:
+    """The query's multi-vector as a ``(n, dim)`` float32 array (one vector is one row).
+
+    Raises:
+        InvalidRequestError: no query vectors, or a mode other than the default.
+    """
+    if query.mode != VectorStoreQueryMode.DEFAULT:
+        raise InvalidRequestError(
+            f"LanceDBPageStore supports only the default query mode, not {query.mode}"
+        )
+    if query.query_embedding is None:
+        raise InvalidRequestError(
+            "LanceDBPageStore.query needs query_embedding: the query's multi-vectors"
+        )
+    vectors = np.asarray(query.query_embedding, dtype=np.float32)
+    return vectors[None, :] if vectors.ndim == 1 else vectors
+
+
+def multivector_search(
+    table: Any, vectors: np.ndarray, query: VectorStoreQuery
+) -> VectorStoreQueryResult:
+    """LanceDB's own exhaustive MaxSim search for ``vectors``, honouring the query's filters,
+    ``doc_ids``, ``node_ids`` and ``similarity_top_k``.
+
+    Raises:
+        ModelMismatchError: the vectors' dimension is not the table's.
+    """
+    schema = table.schema
+    if vectors.ndim != 2 or vectors.shape[1] != schema_dim(schema):
+        raise ModelMismatchError(
+            f"query vectors have shape {vectors.shape}, the store holds "
+            f"{schema_dim(schema)}-dimensional vectors from {schema_fingerprint(schema)}"
+        )
     search = (
-        table.search(query_vectors, vector_column_name=VECTOR_COLUMN)
+        table.search(vectors, vector_column_name=VECTOR_COLUMN)
         # LanceDB's multi-vector search supports cosine only; its distance is
         # n_query_vectors - MaxSim.
         .distance_type("cosine")
         .select([*NODE_COLUMNS, "_distance"])
-        .limit(limit)
+        .limit(query.similarity_top_k)
     )
+    where = page_where(query.filters, node_ids=query.node_ids, doc_ids=query.doc_ids)
     if where is not None:
         search = search.where(where, prefilter=True)
     rows = search.to_arrow().to_pylist()
-    return [(row, len(query_vectors) - float(row.pop("_distance"))) for row in rows]
+    nodes = [row_to_node(row) for row in rows]
+    return VectorStoreQueryResult(
+        nodes=nodes,
+        similarities=[len(vectors) - float(row["_distance"]) for row in rows],
+        ids=[node.node_id for node in nodes],
+    )
