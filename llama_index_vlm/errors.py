@@ -73,3 +73,26 @@ class UsageError(VLMError):
     """A command-line mistake (bad arguments, no index, a model that cannot be loaded); the
     command prints it as one ``error:`` line and exits with status 2.
     """
+
+
+class InvalidRequestError(VLMError, ValueError):
+    """A call's arguments ask for something it cannot do: ``delete_nodes`` with neither ids
+    nor filters, a store query without query vectors or in a mode the store does not support,
+    an ingest ``pool_factor`` below 1.
+    """
+
+
+class PageNotFoundError(VLMError, KeyError):
+    """Pages asked for by id are not in the store.
+
+    Attributes:
+        page_ids: the ids that are not stored.
+    """
+
+    def __init__(self, message: str, page_ids: list[str]):
+        super().__init__(message)
+        self.page_ids = list(page_ids)
+
+    def __str__(self) -> str:
+        # KeyError shows its message quoted, as a key; this one is a sentence.
+        return str(self.args[0])

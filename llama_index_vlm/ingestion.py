@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
@@ -28,6 +28,7 @@ from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import (
     EmptyInputError,
     InvalidPageError,
+    InvalidRequestError,
     UnreadableDocumentError,
     VLMError,
 )
@@ -35,7 +36,10 @@ from llama_index_vlm.fingerprint import POOL_FACTOR_KEY
 from llama_index_vlm.pages import doc_id_of, page_content_hash, page_image, source_of
 from llama_index_vlm.reader import SUPPORTED_EXTENSIONS, PDFPageReader
 from llama_index_vlm.search.pooling import hierarchical_pool
-from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store import AddResult, LanceDBPageStore
+
+if TYPE_CHECKING:  # pragma: no cover - for annotations only
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +104,21 @@ def _page_fingerprint(
         or not isinstance(pool_factor, numbers.Real)
         or not 1 <= pool_factor < math.inf
     ):
-        raise ValueError(f"pool_factor must be a number >= 1 (1: no pooling), not {pool_factor!r}")
+        raise InvalidRequestError(
+            f"pool_factor must be a number >= 1 (1: no pooling), not {pool_factor!r}"
+        )
     pool_factor = int(pool_factor) if float(pool_factor).is_integer() else float(pool_factor)
     fingerprint = {**encoder.fingerprint, POOL_FACTOR_KEY: pool_factor}
     store.check_fingerprint(fingerprint, encoder.embedding_dim)
     return fingerprint
+
+
+class _PendingPage(NamedTuple):
+    """A page waiting for its batch: the file it comes from, and its content hash."""
+
+    source: str
+    node: BaseNode
+    content_hash: str
 
 
 class _BatchWriter:
@@ -126,7 +140,7 @@ class _BatchWriter:
         self.progress = progress
         self.fingerprint = fingerprint
         self.pool_factor = float(fingerprint[POOL_FACTOR_KEY])
-        self.pending: list[tuple[str, BaseNode]] = []
+        self.pending: list[_PendingPage] = []
         # What this run did to each source's pages (page_id -> "added", "replaced" or
         # "unchanged"), and the (doc_id, file_path) its pages carry: what to take back, and
         # to count back, if the source later fails.
@@ -140,7 +154,7 @@ class _BatchWriter:
         try:
             # What the store would refuse (no image, inconsistent page fields, text that is not
             # valid Unicode) fails this page's file here, not the batch it would share.
-            page_content_hash(node)
+            digest = page_content_hash(node)
         except InvalidPageError as error:
             self.fail(source, str(error))
             return
@@ -148,82 +162,103 @@ class _BatchWriter:
         self.documents_by_source.setdefault(source, set()).add(
             (doc_id_of(node), None if file_path is None else str(file_path))
         )
-        self.pending.append((source, node))
+        self.pending.append(_PendingPage(source, node, digest))
         if len(self.pending) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
+        """Encode and store the pending pages that are not stored unchanged, in one commit."""
         batch, self.pending = self.pending, []
         if not batch:
             return
-        unchanged = self.store.unchanged_page_ids([node for _, node in batch])
+        unchanged = self._unchanged(batch)
+        decoded = self._decode([page for page in batch if page.node.node_id not in unchanged])
+        self._record_unchanged([page for page in batch if page.node.node_id in unchanged])
+        to_write = [
+            (page, image) for page, image in decoded if page.source not in self.failed_sources
+        ]
+        stored = not to_write or self._embed_and_store(to_write)
+        self.progress.update(len(batch))
+        if stored:
+            self.progress.set_postfix(
+                added=self.report.pages_added,
+                unchanged=self.report.pages_unchanged,
+                failed=len(self.report.failed),
+            )
+
+    def _unchanged(self, batch: list[_PendingPage]) -> set[str]:
+        """Ids of the pages of ``batch`` the store already holds with the same content."""
+        stored = self.store.page_hashes(page_ids=[page.node.node_id for page in batch])
+        return {
+            page.node.node_id
+            for page in batch
+            if stored.get(page.node.node_id) == page.content_hash
+        }
+
+    def _decode(self, pages: list[_PendingPage]) -> list[tuple[_PendingPage, Image.Image]]:
+        """The images of ``pages``; a page that cannot be decoded fails its file."""
         decoded = []
-        for source, node in batch:
-            if node.node_id in unchanged or source in self.failed_sources:
+        for page in pages:
+            if page.source in self.failed_sources:
                 continue
             try:
-                decoded.append((source, node, page_image(node)))
+                decoded.append((page, page_image(page.node)))
             except Exception as error:  # noqa: BLE001 - fails this page's file only
-                page = node.metadata.get("page_number") or node.node_id
-                self.fail(source, f"page {page}: image cannot be decoded: {error}")
-        to_write = [
-            (source, node) for source, node, _ in decoded if source not in self.failed_sources
-        ]
-        images = [image for source, _, image in decoded if source not in self.failed_sources]
-        for source, node in batch:
-            if node.node_id in unchanged and source not in self.failed_sources:
+                number = page.node.metadata.get("page_number") or page.node.node_id
+                self.fail(page.source, f"page {number}: image cannot be decoded: {error}")
+        return decoded
+
+    def _record_unchanged(self, pages: list[_PendingPage]) -> None:
+        for page in pages:
+            if page.source not in self.failed_sources:
                 self.report.pages_unchanged += 1
-                self.outcomes_by_source.setdefault(source, {})[node.node_id] = "unchanged"
+                self.outcomes_by_source.setdefault(page.source, {})[page.node.node_id] = "unchanged"
+
+    def _embed_and_store(self, to_write: list[tuple[_PendingPage, Image.Image]]) -> bool:
+        """Encode (and pool) the pages and store them in one commit; False when that failed
+        and their files were failed.
+        """
         try:
-            if to_write:
-                vectors = self.encoder.embed_images(images, show_progress=False)
-                if self.pool_factor > 1:
-                    vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
-                result = self.store.upsert_pages(
-                    [node for _, node in to_write], vectors, fingerprint=self.fingerprint
-                )
-            else:
-                result = None
+            vectors = self.encoder.embed_images(
+                [image for _, image in to_write], show_progress=False
+            )
+            if self.pool_factor > 1:
+                vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
+            nodes = [page.node for page, _ in to_write]
+            result = self.store.upsert_pages(nodes, vectors, fingerprint=self.fingerprint)
         except InvalidPageError as error:  # e.g. vectors that are not finite: their files fail
-            self._fail_files(to_write, batch, error)
-            return
+            self._fail_files(to_write, error)
+            return False
         except VLMError:
             raise  # a model mismatch, bad configuration or unwritable store concerns all: stop
         except Exception as error:  # noqa: BLE001 - reported per file, never swallowed silently
-            self._fail_files(to_write, batch, error)
-            return
-        if result is not None:
-            self.report.pages_unchanged += len(result.unchanged)
-            self.report.pages_added += len(result.added)
-            self.report.pages_replaced += len(result.replaced)
-            self.report.pages_removed += len(result.removed)
-            added, replaced = set(result.added), set(result.replaced)
-            for source, node in to_write:
-                outcome = (
-                    "added"
-                    if node.node_id in added
-                    else "replaced"
-                    if node.node_id in replaced
-                    else "unchanged"
-                )
-                self.outcomes_by_source.setdefault(source, {})[node.node_id] = outcome
-        self.progress.update(len(batch))
-        self.progress.set_postfix(
-            added=self.report.pages_added,
-            unchanged=self.report.pages_unchanged,
-            failed=len(self.report.failed),
-        )
+            self._fail_files(to_write, error)
+            return False
+        self._record(result, [page for page, _ in to_write])
+        return True
+
+    def _record(self, result: AddResult, written: list[_PendingPage]) -> None:
+        self.report.pages_unchanged += len(result.unchanged)
+        self.report.pages_added += len(result.added)
+        self.report.pages_replaced += len(result.replaced)
+        self.report.pages_removed += len(result.removed)
+        added, replaced = set(result.added), set(result.replaced)
+        for page in written:
+            page_id = page.node.node_id
+            outcome = (
+                "added" if page_id in added else "replaced" if page_id in replaced else "unchanged"
+            )
+            self.outcomes_by_source.setdefault(page.source, {})[page_id] = outcome
 
     def _fail_files(
-        self, to_write: list[tuple[str, BaseNode]], batch: list, error: Exception
+        self, to_write: list[tuple[_PendingPage, Image.Image]], error: Exception
     ) -> None:
         # Nothing of this batch was committed: its upsert is a single commit. The files with
         # pages to write in it are not indexed; files whose pages here were all stored already
         # are not concerned.
         reason = f"embedding or storing failed: {type(error).__name__}: {error}"
-        for source in dict.fromkeys(source for source, _ in to_write):
+        for source in dict.fromkeys(page.source for page, _ in to_write):
             self.fail(source, reason)
-        self.progress.update(len(batch))
 
     def fail(self, source: str, reason: str) -> None:
         """Record ``source`` as failed and delete its stored pages: a file is indexed whole or
@@ -234,8 +269,14 @@ class _BatchWriter:
             return
         self.failed_sources.add(source)
         self.report.failed.append(FailedFile(source, reason))
-        self.pending = [(s, node) for s, node in self.pending if s != source]
-        outcomes = self.outcomes_by_source.pop(source, {})
+        self.pending = [page for page in self.pending if page.source != source]
+        stored = self._stored_pages_of(source)
+        if stored:
+            self.store.delete_nodes(node_ids=stored)
+        self._count_back(self.outcomes_by_source.pop(source, {}), stored)
+        logger.warning("not indexed: %s: %s", source, reason)
+
+    def _stored_pages_of(self, source: str) -> list[str]:
         stored: list[str] = []
         for doc_id, file_path in sorted(
             self.documents_by_source.pop(source, set()), key=lambda pair: (pair[0], pair[1] or "")
@@ -245,9 +286,11 @@ class _BatchWriter:
             if file_path is not None:
                 conditions.append(MetadataFilter(key="file_path", value=file_path))
             stored += self.store.page_ids(filters=MetadataFilters(filters=conditions))
-        if stored:
-            self.store.delete_nodes(node_ids=stored)
-        for page_id in stored:
+        return stored
+
+    def _count_back(self, outcomes: dict[str, str], deleted: list[str]) -> None:
+        """Take the ``deleted`` pages of a failed file back out of the report's counts."""
+        for page_id in deleted:
             outcome = outcomes.get(page_id)
             if outcome == "added":
                 self.report.pages_added -= 1
@@ -257,7 +300,6 @@ class _BatchWriter:
             elif outcome == "unchanged":
                 self.report.pages_unchanged -= 1
             self.report.pages_removed += 1
-        logger.warning("not indexed: %s: %s", source, reason)
 
 
 def ingest(
@@ -317,6 +359,22 @@ def ingest(
         )
     fingerprint = _page_fingerprint(encoder, store, pool_factor)
     report = IngestReport(files=len(files))
+    readable, total_pages = _count_pages(reader, files, report)
+    with tqdm(
+        total=total_pages, desc="Indexing", unit="page", disable=not show_progress
+    ) as progress:
+        writer = _BatchWriter(encoder, store, report, batch_size, progress, fingerprint)
+        for path in readable:
+            _read_into(writer, reader, path)
+        writer.flush()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _count_pages(
+    reader: PDFPageReader, files: list[Path], report: IngestReport
+) -> tuple[list[Path], int]:
+    """The files whose pages can be counted, and their total; the others fail in ``report``."""
     readable: list[Path] = []
     total_pages = 0
     for path in files:
@@ -326,21 +384,18 @@ def ingest(
         except UnreadableDocumentError as error:
             report.failed.append(FailedFile(str(path), error.reason))
             logger.warning("not indexed: %s: %s", path, error.reason)
-    with tqdm(
-        total=total_pages, desc="Indexing", unit="page", disable=not show_progress
-    ) as progress:
-        writer = _BatchWriter(encoder, store, report, batch_size, progress, fingerprint)
-        for path in readable:
-            try:
-                for document in reader.read_file(path):
-                    writer.add(str(path), document)
-                    if str(path) in writer.failed_sources:
-                        break  # e.g. its batch failed to embed: render no more of it
-            except UnreadableDocumentError as error:
-                writer.fail(str(path), error.reason)
-        writer.flush()
-    report.seconds = time.perf_counter() - started
-    return report
+    return readable, total_pages
+
+
+def _read_into(writer: _BatchWriter, reader: PDFPageReader, path: Path) -> None:
+    """Give ``writer`` the pages of one file; a file that fails mid-way is taken back."""
+    try:
+        for document in reader.read_file(path):
+            writer.add(str(path), document)
+            if str(path) in writer.failed_sources:
+                break  # e.g. its batch failed to embed: render no more of it
+    except UnreadableDocumentError as error:
+        writer.fail(str(path), error.reason)
 
 
 def ingest_documents(

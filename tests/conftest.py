@@ -97,7 +97,7 @@ def seen(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Ingestion tests (tests/test_ingest.py, tests/test_ingest_faults.py).
+# Ingestion tests (tests/ingestion/, tests/stress/).
 
 
 @pytest.fixture
@@ -109,16 +109,14 @@ def check_whole_pages():
     import numpy as np
 
     from llama_index_vlm.images import decode_image
+    from llama_index_vlm.pages import page_id_for
 
     def check(store) -> set[str]:
         page_ids = store.page_ids()
         assert len(page_ids) == len(set(page_ids)) == store.count(), "a page_id is duplicated"
         if not page_ids:
             return set()
-        rows = store.table.search().select(["page_id", "n_vectors"]).limit(None).to_arrow()
-        n_vectors = dict(
-            zip(rows["page_id"].to_pylist(), rows["n_vectors"].to_pylist(), strict=True)
-        )
+        n_vectors = store.vector_counts()
         nodes = store.get_nodes(page_ids)
         assert [node.node_id for node in nodes] == page_ids
         for node, vectors in zip(nodes, store.get_page_vectors(page_ids), strict=True):
@@ -128,9 +126,32 @@ def check_whole_pages():
             np.testing.assert_allclose(norms, 1.0, atol=1e-2, err_msg=page_id)
             for key in ("doc_id", "file_path", "file_name", "page_number", "page_count"):
                 assert metadata.get(key) is not None, (page_id, key)
-            assert page_id == f"{metadata['doc_id']}-p{metadata['page_number']}"
+            assert page_id == page_id_for(metadata["doc_id"], metadata["page_number"])
             assert 1 <= metadata["page_number"] <= metadata["page_count"], page_id
             assert decode_image(node.image).size == (metadata["width"], metadata["height"])
         return set(page_ids)
 
     return check
+
+
+@pytest.fixture
+def versions_page_ids():
+    """``versions_page_ids(store)`` -> the page ids of every committed version of the store's
+    table, oldest first: what any reader could ever have seen.
+    """
+
+    def read(store) -> list[set[str]]:
+        return [set(store.page_ids(version=v)) for v in range(1, store.version + 1)]
+
+    return read
+
+
+@pytest.fixture
+def failures():
+    """``failures(report)`` -> ``{file name: reason}`` of the files an ingest did not index."""
+    from pathlib import Path
+
+    def by_name(report) -> dict[str, str]:
+        return {Path(failed.path).name: failed.reason for failed in report.failed}
+
+    return by_name

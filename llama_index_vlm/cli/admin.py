@@ -8,24 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.cli.common import open_store, quantity, store_option
 from llama_index_vlm.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
-    from llama_index_vlm.store import LanceDBPageStore
-
-
-@dataclass(frozen=True)
-class DocumentSummary:
-    """One indexed document, as ``info`` lists it."""
-
-    doc_id: str
-    file_name: str | None
-    file_path: str | None
-    pages: int
+    from llama_index_vlm.store import LanceDBPageStore, StoredDocument
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -71,31 +61,12 @@ def run_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_documents(store: LanceDBPageStore) -> list[DocumentSummary]:
+def list_documents(store: LanceDBPageStore) -> list[StoredDocument]:
     """Every stored document with its page count, by file path."""
-    table = store.table
-    if table is None:
-        return []
-    rows = (
-        table.search()
-        .select(["doc_id", "file_name", "file_path"])
-        .limit(None)
-        .to_arrow()
-        .to_pylist()
-    )
-    pages: dict[str, int] = {}
-    first_row: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        pages[row["doc_id"]] = pages.get(row["doc_id"], 0) + 1
-        first_row.setdefault(row["doc_id"], row)
-    documents = [
-        DocumentSummary(doc_id, row["file_name"], row["file_path"], pages[doc_id])
-        for doc_id, row in first_row.items()
-    ]
-    return sorted(documents, key=lambda document: (document.file_path or "", document.doc_id))
+    return store.documents()
 
 
-def find_document(store: LanceDBPageStore, name: str) -> DocumentSummary:
+def find_document(store: LanceDBPageStore, name: str) -> StoredDocument:
     """The stored document named by its doc id, its file path or (if unique) its file name."""
     documents = list_documents(store)
     for document in documents:

@@ -39,7 +39,7 @@ def open_store(uri: str, *, must_exist: bool) -> LanceDBPageStore:
     from llama_index_vlm.store import LanceDBPageStore
 
     store = LanceDBPageStore(uri=uri)
-    if must_exist and store.table is None:
+    if must_exist and store.schema is None:
         raise UsageError(no_index_message(uri))
     return store
 

@@ -3,7 +3,8 @@ changed files, a PDF failing mid-file, documents loaded beforehand, the progress
 errors that stop an ingest before it writes anything.
 
 Every test runs the real reader, the tiny ColPali checkpoint and a LanceDB store on disk.
-Faults (an encoder raising mid-batch, SIGKILL at random moments) are in test_ingest_faults.py.
+Faults are in test_ingest_faults.py (an encoder raising mid-batch) and
+tests/stress/test_kill_ingest.py (SIGKILL at random moments).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import base64
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pypdfium2 as pdfium
 import pytest
 from llama_index.core.schema import ImageDocument
 from pdfs import (
@@ -26,26 +27,13 @@ from pdfs import (
 )
 from PIL import Image
 
-from llama_index_vlm.errors import EmptyInputError, ModelMismatchError
+from llama_index_vlm.errors import EmptyInputError, InvalidRequestError, ModelMismatchError
 from llama_index_vlm.images import decode_image
 from llama_index_vlm.ingestion import FailedFile, IngestReport, ingest, ingest_documents
 from llama_index_vlm.pages import doc_id_for_file, node_image
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.search import hierarchical_pool
 from llama_index_vlm.store import LanceDBPageStore
-
-# 200 x 200 pt pages at 36 dpi are 100 x 100 pixels: the tiny model sees 32 x 32 anyway.
-DPI = 36
-
-
-@pytest.fixture
-def reader() -> PDFPageReader:
-    return PDFPageReader(dpi=DPI)
-
-
-@pytest.fixture
-def store(tmp_path) -> LanceDBPageStore:
-    return LanceDBPageStore(uri=str(tmp_path / "index"))
 
 
 @pytest.fixture
@@ -60,16 +48,6 @@ def embed_calls(monkeypatch, colpali_encoder) -> list[int]:
 
     monkeypatch.setattr(colpali_encoder, "embed_images", counting)
     return calls
-
-
-def failures(report: IngestReport) -> dict[str, str]:
-    """``file name -> reason`` of the failed files."""
-    return {Path(failed.path).name: failed.reason for failed in report.failed}
-
-
-def versions_page_ids(store: LanceDBPageStore) -> list[set[str]]:
-    """The page ids of every committed version of the table, oldest first."""
-    return [set(store.page_ids(version=v)) for v in range(1, store.version + 1)]
 
 
 # ------------------------------------------------------------------------- bad inputs
@@ -90,10 +68,21 @@ def _truncated_png(path: Path) -> Path:
     return path
 
 
-def test_folder_with_bad_inputs_reports_exactly_them_and_stores_every_good_page(
-    tmp_path, monkeypatch, colpali_encoder, reader, store, check_whole_pages
-):
-    folder = tmp_path / "inbox"
+@dataclass
+class Inbox:
+    """A folder of good and bad files, ingested once."""
+
+    folder: Path
+    good: dict[Path, int]  # file -> its number of pages
+    bad: dict[str, str]  # file name -> what its failure reason says
+    report: IngestReport
+    store: LanceDBPageStore
+
+    def expected_page_ids(self) -> set[str]:
+        return set().union(*(page_ids_of(path, n) for path, n in self.good.items()))
+
+
+def _write_inbox(folder: Path) -> tuple[dict[Path, int], dict[str, str]]:
     good = {
         write_numbered_pdf(folder / "a_report.pdf", 3): 3,
         write_numbered_pdf(folder / "sub" / "b_memo.pdf", 2): 2,
@@ -124,40 +113,65 @@ def test_folder_with_bad_inputs_reports_exactly_them_and_stores_every_good_page(
     }
     (folder / ".hidden.pdf").write_bytes(b"skipped: hidden")
     (folder / "notes.txt").write_text("skipped: not a supported type")
-    # A 100 x 100 pixel PDF page and every good image are under the limit.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
+    return good, bad
 
-    report = ingest(folder, colpali_encoder, store, reader=reader, batch_size=4)
 
-    assert report.files == len(good) + len(bad)
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory, colpali_encoder, reader) -> Inbox:
+    """A folder of 7 good files (10 pages) and 8 bad ones, ingested by batches of 4."""
+    folder = tmp_path_factory.mktemp("inbox")
+    good, bad = _write_inbox(folder)
+    store = LanceDBPageStore(uri=str(tmp_path_factory.mktemp("inbox_store") / "index"))
+    with pytest.MonkeyPatch.context() as patch:
+        # A 100 x 100 pixel PDF page and every good image are under the limit.
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
+        report = ingest(folder, colpali_encoder, store, reader=reader, batch_size=4)
+    return Inbox(folder, good, bad, report, store)
+
+
+def test_a_folder_with_bad_inputs_reports_exactly_them(inbox, failures):
+    report, bad = inbox.report, inbox.bad
+    assert report.files == len(inbox.good) + len(bad)
     assert set(failures(report)) == set(bad)
     for name, reason in failures(report).items():
         assert bad[name] in reason, (name, reason)
     paths = {Path(failed.path).name: failed.path for failed in report.failed}
-    assert paths["damaged.pdf"] == str(folder / "sub" / "damaged.pdf")
+    assert paths["damaged.pdf"] == str(inbox.folder / "sub" / "damaged.pdf")
 
-    expected = set().union(*(page_ids_of(path, n) for path, n in good.items()))
+
+def test_every_good_page_of_a_folder_with_bad_inputs_is_stored(inbox, check_whole_pages):
+    expected, report, store = inbox.expected_page_ids(), inbox.report, inbox.store
     assert len(expected) == 10
     assert check_whole_pages(store) == expected
     assert report.pages_added == 10
     assert (report.pages_unchanged, report.pages_replaced, report.pages_removed) == (0, 0, 0)
-    assert store.doc_ids() == sorted(doc_id_for_file(path) for path in good)
-    # The odd image modes went in as the colours they show: CMYK red, transparency on white.
-    colours = {
-        node.metadata["file_name"]: decode_image(node.image).getpixel((5, 15))
-        for node in store.get_nodes()
-    }
-    for name, colour in [
+    assert store.doc_ids() == sorted(doc_id_for_file(path) for path in inbox.good)
+
+
+@pytest.mark.parametrize(
+    ("name", "colour"),
+    [
         ("cmyk.tiff", (255, 0, 0)),
         ("clear.png", (255, 255, 255)),
         ("palette.png", (0, 0, 255)),
         ("wide.png", (156, 156, 156)),
-    ]:
-        assert all(abs(a - b) <= 8 for a, b in zip(colours[name], colour, strict=True)), name
-    # Never half-written: no committed version ever held a page that is not a good one.
-    assert all(ids <= expected for ids in versions_page_ids(store))
-    assert report.summary().startswith("10 pages added, 0 unchanged, 8 files failed from 15")
-    assert not report.ok
+    ],
+)
+def test_odd_image_modes_are_stored_as_the_colours_they_show(inbox, name, colour):
+    # CMYK red, transparency on white, a palette's colour, 16-bit grey.
+    (node,) = [n for n in inbox.store.get_nodes() if n.metadata["file_name"] == name]
+    shown = decode_image(node.image).getpixel((5, 15))
+    assert all(abs(a - b) <= 8 for a, b in zip(shown, colour, strict=True)), name
+
+
+def test_no_committed_version_ever_held_a_page_of_a_bad_file(inbox, versions_page_ids):
+    expected = inbox.expected_page_ids()
+    assert all(ids <= expected for ids in versions_page_ids(inbox.store))
+
+
+def test_the_summary_of_a_folder_with_bad_inputs_counts_them(inbox):
+    assert inbox.report.summary().startswith("10 pages added, 0 unchanged, 8 files failed from 15")
+    assert not inbox.report.ok
 
 
 # ------------------------------------------------------------------------- re-runs
@@ -187,7 +201,7 @@ def test_rerun_writes_nothing_and_encodes_nothing(
             tmp_path / "docs",
             colpali_encoder,
             store,
-            reader=PDFPageReader(dpi=DPI),
+            reader=PDFPageReader(dpi=reader.dpi),
             batch_size=batch_size,
         )
         assert embed_calls == []
@@ -243,30 +257,21 @@ def test_document_with_a_fixed_doc_id_losing_a_page_keeps_no_stale_page(
 # ------------------------------------------------------------------------- a file failing mid-way
 
 
-def _fail_render_call(monkeypatch, failing_call: int) -> list[int]:
-    """Make pypdfium2's ``failing_call``-th page render raise, as a damaged page does."""
-    real_render = pdfium.PdfPage.render
-    calls: list[int] = []
-
-    def render(page, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == failing_call:
-            raise pdfium.PdfiumError("simulated damaged page")
-        return real_render(page, *args, **kwargs)
-
-    monkeypatch.setattr(pdfium.PdfPage, "render", render)
-    return calls
+def _abc_with_b_failing_at_page_4(folder: Path, fail_render_call) -> tuple[Path, Path, Path]:
+    """a.pdf (3 pages), b.pdf (5) and c.pdf (2), b.pdf's page 4 failing to render."""
+    a = write_numbered_pdf(folder / "a.pdf", 3)
+    b = write_numbered_pdf(folder / "b.pdf", 5)
+    c = write_numbered_pdf(folder / "c.pdf", 2)
+    # Render calls: a.pdf 1-3, b.pdf 4-8. Its page 4 fails after batches [a3 b1] and [b2 b3]
+    # were committed: they must be taken back.
+    fail_render_call(7)
+    return a, b, c
 
 
 def test_pdf_failing_mid_file_keeps_none_of_its_pages(
-    tmp_path, monkeypatch, colpali_encoder, reader, store, check_whole_pages
+    tmp_path, fail_render_call, colpali_encoder, reader, store, check_whole_pages, versions_page_ids
 ):
-    a = write_numbered_pdf(tmp_path / "docs" / "a.pdf", 3)
-    b = write_numbered_pdf(tmp_path / "docs" / "b.pdf", 5)
-    c = write_numbered_pdf(tmp_path / "docs" / "c.pdf", 2)
-    # Render calls: a.pdf 1-3, b.pdf 4-8. Its page 4 fails after batches [a3 b1] and [b2 b3]
-    # were committed: they must be taken back.
-    _fail_render_call(monkeypatch, failing_call=7)
+    a, b, c = _abc_with_b_failing_at_page_4(tmp_path / "docs", fail_render_call)
 
     report = ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
 
@@ -278,8 +283,16 @@ def test_pdf_failing_mid_file_keeps_none_of_its_pages(
     assert page_ids_of(b, 3) <= set().union(*versions_page_ids(store))
     assert doc_id_for_file(b) not in store.doc_ids()
 
+
+def test_a_rerun_after_a_pdf_failed_mid_file_indexes_it(
+    tmp_path, monkeypatch, fail_render_call, colpali_encoder, reader, store, check_whole_pages
+):
+    a, b, c = _abc_with_b_failing_at_page_4(tmp_path / "docs", fail_render_call)
+    ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
+
     monkeypatch.undo()
     rerun = ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
+
     assert rerun.ok and rerun.pages_added == 5 and rerun.pages_unchanged == 5
     assert check_whole_pages(store) == page_ids_of(a, 3) | page_ids_of(b, 5) | page_ids_of(c, 2)
 
@@ -308,12 +321,22 @@ def test_ingest_documents_stores_the_same_pages_as_ingest(tmp_path, colpali_enco
     assert [n.metadata for n in from_paths.get_nodes(ids)] == [
         n.metadata for n in from_documents.get_nodes(ids)
     ]
-    again = ingest_documents(documents, colpali_encoder, from_paths, show_progress=False)
+
+
+def test_ingest_documents_finds_the_pages_ingest_stored_unchanged(
+    tmp_path, colpali_encoder, reader, store
+):
+    _small_folder(tmp_path / "docs")
+    ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=4)
+    documents = reader.load_data(tmp_path / "docs")
+
+    again = ingest_documents(documents, colpali_encoder, store, show_progress=False)
+
     assert again.pages_unchanged == 6 and again.pages_added == 0
 
 
 def test_an_undecodable_document_fails_only_its_own_file(
-    tmp_path, colpali_encoder, reader, store, check_whole_pages
+    tmp_path, colpali_encoder, reader, store, check_whole_pages, failures
 ):
     a = write_numbered_pdf(tmp_path / "a.pdf", 2)
     b = write_numbered_pdf(tmp_path / "b.pdf", 2)
@@ -337,21 +360,20 @@ def test_an_undecodable_document_fails_only_its_own_file(
 # ------------------------------------------------------------------------- progress bar
 
 
-def test_progress_bar_counts_pages_and_can_be_silenced(tmp_path, capsys, colpali_encoder, reader):
+def test_progress_bar_counts_pages(tmp_path, capsys, colpali_encoder, reader, store):
     _small_folder(tmp_path / "docs")
 
-    ingest(
-        tmp_path / "docs",
-        colpali_encoder,
-        LanceDBPageStore(uri=str(tmp_path / "one")),
-        reader=reader,
-        batch_size=4,
-    )
+    ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=4)
+
     shown = capsys.readouterr().err
     assert "Indexing" in shown
     assert re.search(r"\b4/6\b", shown) and re.search(r"\b6/6\b", shown)
     assert re.search(r"page/s|s/page", shown)
     assert "added=6" in shown
+
+
+def test_progress_bar_can_be_silenced(tmp_path, capsys, colpali_encoder, reader):
+    _small_folder(tmp_path / "docs")
 
     ingest(
         tmp_path / "docs",
@@ -380,7 +402,7 @@ def test_folder_without_supported_files_is_an_empty_input(tmp_path, colpali_enco
 
     with pytest.raises(EmptyInputError, match="no PDF or image files"):
         ingest(tmp_path / "docs", colpali_encoder, store)
-    assert store.table is None and store.version == 0
+    assert store.schema is None and store.version == 0
 
 
 def test_another_encoder_is_refused_before_anything_is_written(
@@ -402,7 +424,13 @@ def test_another_encoder_is_refused_before_anything_is_written(
     assert store.version == version and store.page_hashes() == hashes
 
 
-def test_report_summary_and_counts():
+def test_report_counts_written_pages_and_failures():
+    report = IngestReport(pages_added=4, pages_replaced=1, failed=[FailedFile("/x/a.pdf", "")])
+    assert report.pages_written == 5 and not report.ok
+    assert IngestReport().ok
+
+
+def test_report_summary_names_every_count():
     report = IngestReport(
         files=3,
         pages_added=4,
@@ -412,14 +440,18 @@ def test_report_summary_and_counts():
         failed=[FailedFile("/x/a.pdf", "empty file (0 bytes)")],
         seconds=1.25,
     )
-    assert report.pages_written == 5 and not report.ok
     assert report.summary() == (
         "4 pages added, 1 replaced, 2 unchanged, 3 removed, 1 file failed from 3 files in 1.2 s"
     )
-    assert IngestReport().ok
+
+
+def test_report_summary_leaves_out_counts_of_zero():
     assert IngestReport(files=2, pages_unchanged=2).summary() == (
         "0 pages added, 2 unchanged from 2 files in 0.0 s"
     )
+
+
+def test_report_summary_says_file_for_one_file():
     assert IngestReport(files=1, pages_unchanged=1).summary() == (
         "0 pages added, 1 unchanged from 1 file in 0.0 s"
     )
@@ -446,19 +478,32 @@ def test_pool_factor_stores_pooled_page_vectors(tmp_path, store, reader, colpali
         np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=2e-3)
 
 
-def test_later_ingests_keep_the_stores_pool_factor(tmp_path, store, reader, colpali_encoder):
+def _ingest_pooled_by_2(tmp_path, store, reader, colpali_encoder) -> tuple[Path, Path]:
+    """first.pdf ingested with pool factor 2; second.pdf written, not ingested."""
     first = write_numbered_pdf(tmp_path / "docs" / "first.pdf", 1)
     second = write_numbered_pdf(tmp_path / "docs" / "second.pdf", 1)
     ingest(
         first, colpali_encoder, store, reader=reader, pool_factor=np.int64(2), show_progress=False
     )
+    return first, second
+
+
+def test_later_ingests_keep_the_stores_pool_factor(tmp_path, store, reader, colpali_encoder):
+    first, second = _ingest_pooled_by_2(tmp_path, store, reader, colpali_encoder)
     (n_pooled,) = {len(v) for v in store.get_page_vectors(sorted(page_ids_of(first, 1)))}
     ingest(second, colpali_encoder, store, reader=reader, show_progress=False)  # no pool_factor
     assert [len(v) for v in store.get_page_vectors(sorted(page_ids_of(second, 1)))] == [n_pooled]
-    for other in (1, 3):
-        with pytest.raises(ModelMismatchError, match="pool_factor=2"):
-            ingest(second, colpali_encoder, store, reader=reader, pool_factor=other)
     assert store.count() == 2
+
+
+@pytest.mark.parametrize("other", [1, 3])
+def test_a_pooled_store_refuses_another_pool_factor(
+    tmp_path, store, reader, colpali_encoder, other
+):
+    _, second = _ingest_pooled_by_2(tmp_path, store, reader, colpali_encoder)
+    with pytest.raises(ModelMismatchError, match="pool_factor=2"):
+        ingest(second, colpali_encoder, store, reader=reader, pool_factor=other)
+    assert store.count() == 1
 
 
 def test_an_unpooled_store_refuses_pooled_pages(tmp_path, store, reader, colpali_encoder):
@@ -478,6 +523,6 @@ def test_pool_factor_must_be_a_number_of_at_least_one(
     tmp_path, store, reader, colpali_encoder, bad
 ):
     pdf = write_numbered_pdf(tmp_path / "docs" / "report.pdf", 1)
-    with pytest.raises(ValueError, match="pool_factor must be a number >= 1"):
+    with pytest.raises(InvalidRequestError, match="pool_factor must be a number >= 1"):
         ingest(pdf, colpali_encoder, store, reader=reader, pool_factor=bad)
     assert store.count() == 0

@@ -1,4 +1,5 @@
-"""Tests of ``llama_index_vlm.filters``: the SQL text, and its results on a real LanceDB table.
+"""Tests of ``llama_index_vlm.store.filters``: the SQL text, and its results on a real LanceDB
+table.
 
 The results are checked against a small Python reference of LlamaIndex's filter semantics
 (``build_metadata_filter_fn``), extended to nested filters, for every operator on page fields
@@ -7,8 +8,6 @@ The results are checked against a small Python reference of LlamaIndex's filter 
 
 from __future__ import annotations
 
-import base64
-import io
 import itertools
 
 import numpy as np
@@ -23,12 +22,12 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
-from PIL import Image
+from page_documents import noise_image, page_document, unit_vectors
 
 from llama_index_vlm.errors import UnsupportedFilterError
-from llama_index_vlm.filters import in_list, quote_literal, to_lance_where
 from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
 from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store.filters import in_list, page_where, quote_literal, to_lance_where
 
 INJECTIONS = [
     "x' OR '1'='1",
@@ -62,36 +61,23 @@ PAGE_FIELD_VALUES = {
 }
 
 
-def _png(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (seed * 40 % 256, 10, 20)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _page(page_id: str, user: dict, fields: dict, seed: int = 0) -> ImageDocument:
     doc_id, _, number = page_id.partition("-p")
-    metadata = {
-        "doc_id": doc_id,
-        "page_id": page_id,
-        "file_path": f"/docs/{fields['file_name']}",
-        "page_count": 4 if doc_id == "b" else 3,
-        "width": 8,
-        "height": 8,
-        **{key: value for key, value in fields.items() if value is not None},
-        **user,
-    }
-    return ImageDocument(
-        id_=page_id,
-        image=base64.b64encode(_png(seed)).decode(),
-        image_mimetype="image/png",
+    fields = {"width": 8, "height": 8, "dpi": None, **fields}
+    return page_document(
+        doc_id,
+        int(fields.pop("page_number", number)),
+        4 if doc_id == "b" else 3,
+        file_path=f"/docs/{fields['file_name']}",
+        image=noise_image(seed, size=(8, 8)),
         text=f"text of {page_id}",
-        metadata=metadata,
+        **fields,
+        **user,
     )
 
 
 def _vectors(seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((3, 4)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit_vectors(seed, n_vectors=3, dim=4)
 
 
 @pytest.fixture(scope="module")
@@ -215,13 +201,22 @@ def test_quote_literal_doubles_quotes_and_keeps_backslashes():
     assert quote_literal("x' OR '1'='1") == "'x'' OR ''1''=''1'"
     assert quote_literal("a\\b") == "'a\\b'"
     assert quote_literal("") == "''"
+
+
+def test_quote_literal_refuses_a_non_string():
     with pytest.raises(UnsupportedFilterError):
         quote_literal(3)
 
 
-def test_in_list_escapes_and_handles_empty():
+def test_in_list_escapes_its_values():
     assert in_list("page_id", ["a", "b'c"]) == "page_id IN ('a', 'b''c')"
+
+
+def test_in_list_of_nothing_is_false():
     assert in_list("page_id", []) == "FALSE"
+
+
+def test_in_list_refuses_a_column_that_is_not_an_identifier():
     with pytest.raises(UnsupportedFilterError):
         in_list("page_id; DROP", ["a"])
 
@@ -239,13 +234,22 @@ def test_sql_text_for_columns_and_json():
         "COALESCE(page_number >= 2, FALSE) AND "
         "COALESCE(json_extract(metadata, '$[\"tag\"]') = '\"a''b\"', FALSE)"
     )
-    # A float against an integer column is cast, as LanceDB refuses a float literal there.
+
+
+def test_a_float_against_an_integer_column_is_cast():
+    # LanceDB refuses a float literal against an integer column.
     assert to_lance_where(_filters(_leaf("page_number", 1.5, ">")), PAGE_FIELDS) == (
         "COALESCE(CAST(page_number AS DOUBLE) > 1.5, FALSE)"
     )
+
+
+def test_llama_index_names_of_page_fields_are_aliases():
     assert to_lance_where(
         _filters(_leaf("ref_doc_id", "d")), PAGE_FIELDS, aliases=PAGE_FIELD_ALIASES
     ) == ("COALESCE(doc_id = 'd', FALSE)")
+
+
+def test_nested_filters_keep_their_grouping():
     nested = _filters(
         _leaf("page_number", 1),
         _filters(_leaf("tag", "a"), _leaf("tag", "b"), condition="or"),
@@ -254,6 +258,16 @@ def test_sql_text_for_columns_and_json():
     assert to_lance_where(nested, PAGE_FIELDS).startswith(
         "NOT (COALESCE(page_number = 1, FALSE) OR ("
     )
+
+
+def test_page_where_combines_ids_documents_and_filters():
+    assert page_where(_filters(_leaf("node_id", "x")), node_ids=["a"], doc_ids=["d"]) == (
+        "page_id IN ('a') AND doc_id IN ('d') AND (COALESCE(page_id = 'x', FALSE))"
+    )
+
+
+def test_page_where_of_nothing_is_none():
+    assert page_where(None) is None
 
 
 @pytest.mark.parametrize(

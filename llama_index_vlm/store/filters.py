@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.vector_stores.types import (
@@ -61,7 +61,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from llama_index_vlm.errors import UnsupportedFilterError
-from llama_index_vlm.pages import ColumnType
+from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS, ColumnType
 
 # Keys of the JSON column: what a user's metadata keys reasonably look like. Quotes, backslashes
 # and brackets are excluded because the key is spliced into a JSONPath inside a SQL literal.
@@ -80,7 +80,6 @@ _COMPARISONS = {
     FilterOperator.LTE: "<=",
 }
 _RANGE_OPERATORS = (FilterOperator.GT, FilterOperator.GTE, FilterOperator.LT, FilterOperator.LTE)
-_LIST_OPERATORS = (FilterOperator.IN, FilterOperator.NIN, FilterOperator.ANY, FilterOperator.ALL)
 
 
 def quote_literal(value: str) -> str:
@@ -145,6 +144,28 @@ def to_lance_where(
         _check_column(json_column)
     translator = _Translator(columns, json_column, dict(aliases or {}))
     return translator.group(filters)
+
+
+def page_where(
+    filters: MetadataFilters | None,
+    node_ids: Sequence[str] | None = None,
+    doc_ids: Sequence[str] | None = None,
+) -> str | None:
+    """The page store's ``where`` clause: pages with one of ``node_ids``, of one of
+    ``doc_ids``, and matching ``filters`` (on page fields or user metadata); None for all pages.
+
+    >>> page_where(None, node_ids=["d-p1"], doc_ids=["d"])
+    "page_id IN ('d-p1') AND doc_id IN ('d')"
+    """
+    parts = []
+    if node_ids is not None:
+        parts.append(in_list("page_id", node_ids))
+    if doc_ids is not None:
+        parts.append(in_list("doc_id", doc_ids))
+    filter_sql = to_lance_where(filters, PAGE_FIELDS, aliases=PAGE_FIELD_ALIASES)
+    if filter_sql is not None:
+        parts.append(f"({filter_sql})")
+    return " AND ".join(parts) if parts else None
 
 
 def _check_column(name: str) -> None:

@@ -1,12 +1,13 @@
-"""Faults during ingestion (issue 7): an encoder raising mid-batch, a run interrupted before a
-file fails, and an ingest killed with SIGKILL at random moments, then re-run to completion.
+"""An ingest killed with SIGKILL at random moments, then re-run to completion: only whole pages
+of files that will be indexed whole are ever visible, and the re-run stores exactly the pages
+an uninterrupted ingest stores.
 
-The SIGKILL test needs many killed processes. A fresh interpreter importing torch, transformers
-and LanceDB takes about 10 s on the 2-core test machine, so a small fork server (``ZYGOTE``)
-imports everything and loads the model once, then forks one ingest per run; each killed run
-costs a fork. The fork server never runs the model or opens a LanceDB table before forking,
-so no OpenMP worker and no LanceDB operation is in flight when it forks (LanceDB resets its
-async runtime in forked children).
+The test needs many killed processes. A fresh interpreter importing torch, transformers and
+LanceDB takes about 10 s on the 2-core test machine, so a small fork server (``ZYGOTE``) imports
+everything and loads the model once, then forks one ingest per run; each killed run costs a
+fork. The fork server never runs the model or opens a LanceDB table before forking, so no
+OpenMP worker and no LanceDB operation is in flight when it forks (LanceDB resets its async
+runtime in forked children). ``LLAMA_INDEX_VLM_SIGKILLS`` sets the number of kills (20).
 """
 
 from __future__ import annotations
@@ -22,139 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pypdfium2 as pdfium
 import pytest
 from pdfs import page_ids_of, write_encrypted_pdf, write_numbered_pdf
 
 from llama_index_vlm.ingestion import ingest
-from llama_index_vlm.pages import doc_id_for_file
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.reader import page_reader as reader_module
 from llama_index_vlm.store import LanceDBPageStore
-
-DPI = 36  # 200 x 200 pt pages -> 100 x 100 pixels; the tiny model sees 32 x 32 anyway
-
-
-def versions_page_ids(store: LanceDBPageStore) -> list[set[str]]:
-    """The page ids of every committed version of the table, oldest first."""
-    return [set(store.page_ids(version=v)) for v in range(1, store.version + 1)]
-
-
-def failures(report) -> dict[str, str]:
-    return {Path(failed.path).name: failed.reason for failed in report.failed}
-
-
-@pytest.fixture
-def reader() -> PDFPageReader:
-    return PDFPageReader(dpi=DPI)
-
-
-@pytest.fixture
-def store(tmp_path) -> LanceDBPageStore:
-    return LanceDBPageStore(uri=str(tmp_path / "index"))
-
-
-def _abc(folder: Path, counts=(3, 3, 3)) -> list[Path]:
-    return [
-        write_numbered_pdf(folder / f"{name}.pdf", n) for name, n in zip("abc", counts, strict=True)
-    ]
-
-
-def _raise_on_call(monkeypatch, encoder, failing_call: int, error: BaseException) -> list[int]:
-    """Make ``encoder.embed_images`` raise ``error`` on its ``failing_call``-th call."""
-    calls: list[int] = []
-    real = encoder.embed_images
-
-    def flaky(images, *args, **kwargs):
-        calls.append(len(images))
-        if len(calls) == failing_call:
-            raise error
-        return real(images, *args, **kwargs)
-
-    monkeypatch.setattr(encoder, "embed_images", flaky)
-    return calls
-
-
-# --------------------------------------------------------------------- a model raising mid-batch
-
-
-# Batches of 2 over a.pdf, b.pdf, c.pdf (3 pages each): [a1 a2] [a3 b1] [b2 b3] [c1 c2] [c3].
-@pytest.mark.parametrize(
-    ("failing_call", "failed_files", "failed_batch"),
-    [
-        (2, {"a.pdf", "b.pdf"}, [("a", 3), ("b", 1)]),  # a batch spanning two files
-        (3, {"b.pdf"}, [("b", 2), ("b", 3)]),  # the rest of a file already half stored
-    ],
-)
-def test_encoder_raising_mid_batch_writes_nothing_of_it_and_reports_its_files(
-    tmp_path,
-    monkeypatch,
-    colpali_encoder,
-    reader,
-    store,
-    check_whole_pages,
-    failing_call,
-    failed_files,
-    failed_batch,
-):
-    files = dict(zip("abc", _abc(tmp_path / "docs"), strict=True))
-    calls = _raise_on_call(
-        monkeypatch, colpali_encoder, failing_call, RuntimeError("CUDA out of memory (simulated)")
-    )
-
-    report = ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
-
-    assert set(failures(report)) == failed_files
-    for reason in failures(report).values():
-        assert reason == "embedding or storing failed: RuntimeError: CUDA out of memory (simulated)"
-    # The failed files' later pages were neither encoded nor stored: c.pdf's batches follow.
-    assert calls == [2, 2, 2, 1] if failing_call == 2 else [2, 2, 2, 2, 1]
-    indexed = {name: path for name, path in files.items() if f"{name}.pdf" not in failed_files}
-    expected = set().union(*(page_ids_of(path, 3) for path in indexed.values()))
-    assert check_whole_pages(store) == expected
-    assert report.pages_added == len(expected)
-    # The failed batch never reached any committed version.
-    batch_ids = {f"{doc_id_for_file(files[name])}-p{n}" for name, n in failed_batch}
-    assert all(not (ids & batch_ids) for ids in versions_page_ids(store))
-
-    monkeypatch.undo()
-    rerun = ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
-    assert rerun.ok
-    assert (rerun.pages_added, rerun.pages_unchanged) == (9 - len(expected), len(expected))
-    assert check_whole_pages(store) == set().union(*(page_ids_of(p, 3) for p in files.values()))
-
-
-def test_a_file_half_indexed_by_an_interrupted_run_is_removed_when_it_fails(
-    tmp_path, monkeypatch, colpali_encoder, reader, store, check_whole_pages
-):
-    a, b, c = _abc(tmp_path / "docs", counts=(3, 5, 2))
-    # Run 1 stops (Ctrl-C) while embedding [b2 b3]: a.pdf and b.pdf's page 1 are stored.
-    _raise_on_call(monkeypatch, colpali_encoder, 3, KeyboardInterrupt())
-    with pytest.raises(KeyboardInterrupt):
-        ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
-    assert check_whole_pages(store) == page_ids_of(a, 3) | page_ids_of(b, 1)
-    monkeypatch.undo()
-
-    # Run 2: b.pdf's page 4 cannot be rendered (render calls: a.pdf 1-3, b.pdf 4-7).
-    real_render, renders = pdfium.PdfPage.render, []
-
-    def render(page, *args, **kwargs):
-        renders.append(1)
-        if len(renders) == 7:
-            raise pdfium.PdfiumError("simulated damaged page")
-        return real_render(page, *args, **kwargs)
-
-    monkeypatch.setattr(pdfium.PdfPage, "render", render)
-    report = ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, batch_size=2)
-
-    assert set(failures(report)) == {"b.pdf"}
-    assert "page 4 of 5 could not be rendered" in failures(report)["b.pdf"]
-    # Whole file or nothing: b.pdf's page 1, stored by run 1, went too.
-    assert check_whole_pages(store) == page_ids_of(a, 3) | page_ids_of(c, 2)
-    assert (report.pages_added, report.pages_unchanged, report.pages_removed) == (2, 3, 1)
-
-
-# --------------------------------------------------------------------- SIGKILL at random moments
 
 ZYGOTE = r'''
 """Fork server: load the model once, then fork one ingest per "run <uri>" line on stdin.
@@ -261,7 +136,7 @@ class ForkServer:
     """The test's side of ``ZYGOTE``: start runs, kill them, read their lines with timeouts."""
 
     def __init__(self, script: Path, checkpoint: Path, folder: Path):
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         self.process = subprocess.Popen(
             [sys.executable, str(script), str(checkpoint), str(folder)],
             stdin=subprocess.PIPE,
@@ -322,7 +197,13 @@ def _matches_some_version(visible: set[str], states: list[set[str]], part: set[s
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_leaves_whole_pages_and_a_rerun_completes(
-    tmp_path, monkeypatch, tiny_checkpoint, colpali_encoder, check_whole_pages
+    tmp_path,
+    monkeypatch,
+    tiny_checkpoint,
+    colpali_encoder,
+    check_whole_pages,
+    failures,
+    versions_page_ids,
 ):
     n_kills = int(os.environ.get("LLAMA_INDEX_VLM_SIGKILLS", "20"))
     script = tmp_path / "zygote.py"
@@ -378,7 +259,9 @@ def test_sigkill_at_random_points_leaves_whole_pages_and_a_rerun_completes(
             assert _matches_some_version(visible, states, good), context
             assert _matches_some_version(visible, states, bad), context
             ids = sorted(visible & good)
-            assert reopened.content_hashes(ids) == {i: reference_hashes[i] for i in ids}, context
+            assert reopened.page_hashes(page_ids=ids) == {i: reference_hashes[i] for i in ids}, (
+                context
+            )
             for page_id, vectors in zip(ids, reopened.get_page_vectors(ids), strict=True):
                 np.testing.assert_allclose(
                     vectors.astype(np.float32),

@@ -1,0 +1,147 @@
+"""Reading a LanceDB page table: columns of selected pages, page vectors, and LanceDB's own
+multi-vector search. Page-id lookups go :data:`LOOKUP_CHUNK` ids at a time.
+
+The functions take an open LanceDB table (or a snapshot of one); the page store picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from llama_index.core.vector_stores.types import (
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+
+from llama_index_vlm.errors import InvalidRequestError, ModelMismatchError, PageNotFoundError
+from llama_index_vlm.store.filters import page_where
+from llama_index_vlm.store.rows import row_to_node, vectors_from_arrow
+from llama_index_vlm.store.schema import NODE_COLUMNS, VECTOR_COLUMN, schema_dim, schema_fingerprint
+
+# Page ids per `page_id IN (...)` clause: keeps the SQL text small for big lookups.
+LOOKUP_CHUNK = 512
+
+
+def select(table: Any, columns: list[str], where: str | None) -> pa.Table:
+    """``columns`` of every row of ``table`` matching the SQL ``where`` (all rows if None)."""
+    query = table.search().select(columns).limit(None)
+    if where is not None:
+        query = query.where(where)
+    return query.to_arrow()
+
+
+def select_pages(
+    table: Any,
+    columns: list[str],
+    filters: MetadataFilters | None = None,
+    *,
+    page_ids: Sequence[str] | None = None,
+) -> pa.Table:
+    """``columns`` of the pages matching ``filters`` and, if given, among ``page_ids``.
+
+    Page ids are looked up :data:`LOOKUP_CHUNK` at a time; rows come in no particular order.
+    """
+    if page_ids is None:
+        return select(table, columns, page_where(filters))
+    page_ids = list(page_ids)
+    starts = range(0, max(len(page_ids), 1), LOOKUP_CHUNK)
+    return pa.concat_tables(
+        select(table, columns, page_where(filters, node_ids=page_ids[start : start + LOOKUP_CHUNK]))
+        for start in starts
+    )
+
+
+def column_map(rows: pa.Table, key: str, value: str) -> dict[Any, Any]:
+    """``{row[key]: row[value]}`` over the rows of an Arrow table."""
+    return dict(zip(rows.column(key).to_pylist(), rows.column(value).to_pylist(), strict=True))
+
+
+def iter_vectors(
+    table: Any, where: str | None, batch_size: int, dtype: Any
+) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """``(page_ids, vectors)`` of the rows matching ``where``, ``batch_size`` rows at a time."""
+    query = table.search().select(["page_id", VECTOR_COLUMN]).limit(None)
+    if where is not None:
+        query = query.where(where)
+    for batch in query.to_batches(batch_size):
+        if batch.num_rows:
+            page_ids = batch.column("page_id").to_pylist()
+            yield page_ids, vectors_from_arrow(batch.column(VECTOR_COLUMN), dtype)
+
+
+def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.ndarray]:
+    """The vectors of ``page_ids``, in that order (``table`` None: no page is stored).
+
+    Raises:
+        PageNotFoundError: some page ids are not stored (a ``KeyError`` that lists them).
+    """
+    found: dict[str, np.ndarray] = {}
+    if table is not None and page_ids:
+        rows = select_pages(table, ["page_id", VECTOR_COLUMN], page_ids=page_ids)
+        vectors = vectors_from_arrow(rows.column(VECTOR_COLUMN), dtype)
+        found = dict(zip(rows.column("page_id").to_pylist(), vectors, strict=True))
+    missing = [page_id for page_id in page_ids if page_id not in found]
+    if missing:
+        raise PageNotFoundError(
+            f"pages not in the store: {missing[:10]}{'...' if len(missing) > 10 else ''}",
+            missing,
+        )
+    return [found[page_id] for page_id in page_ids]
+
+
+def query_vectors(query: VectorStoreQuery) -> np.ndarray:
+    """The query's multi-vector as a ``(n, dim)`` float32 array (one vector is one row).
+
+    Raises:
+        InvalidRequestError: no query vectors, or a mode other than the default.
+    """
+    if query.mode != VectorStoreQueryMode.DEFAULT:
+        raise InvalidRequestError(
+            f"LanceDBPageStore supports only the default query mode, not {query.mode}"
+        )
+    if query.query_embedding is None:
+        raise InvalidRequestError(
+            "LanceDBPageStore.query needs query_embedding: the query's multi-vectors"
+        )
+    vectors = np.asarray(query.query_embedding, dtype=np.float32)
+    return vectors[None, :] if vectors.ndim == 1 else vectors
+
+
+def multivector_search(
+    table: Any, vectors: np.ndarray, query: VectorStoreQuery
+) -> VectorStoreQueryResult:
+    """LanceDB's own exhaustive MaxSim search for ``vectors``, honouring the query's filters,
+    ``doc_ids``, ``node_ids`` and ``similarity_top_k``.
+
+    Raises:
+        ModelMismatchError: the vectors' dimension is not the table's.
+    """
+    schema = table.schema
+    if vectors.ndim != 2 or vectors.shape[1] != schema_dim(schema):
+        raise ModelMismatchError(
+            f"query vectors have shape {vectors.shape}, the store holds "
+            f"{schema_dim(schema)}-dimensional vectors from {schema_fingerprint(schema)}"
+        )
+    search = (
+        table.search(vectors, vector_column_name=VECTOR_COLUMN)
+        # LanceDB's multi-vector search supports cosine only; its distance is
+        # n_query_vectors - MaxSim.
+        .distance_type("cosine")
+        .select([*NODE_COLUMNS, "_distance"])
+        .limit(query.similarity_top_k)
+    )
+    where = page_where(query.filters, node_ids=query.node_ids, doc_ids=query.doc_ids)
+    if where is not None:
+        search = search.where(where, prefilter=True)
+    rows = search.to_arrow().to_pylist()
+    nodes = [row_to_node(row) for row in rows]
+    return VectorStoreQueryResult(
+        nodes=nodes,
+        similarities=[len(vectors) - float(row["_distance"]) for row in rows],
+        ids=[node.node_id for node in nodes],
+    )

@@ -1,0 +1,204 @@
+"""The LanceDB table behind a page store: opening, creating, snapshots and atomic writes.
+
+:class:`PageTable` knows LanceDB and nothing of LlamaIndex: it opens the table when it exists
+(refusing one that is not a page table), creates it on the first write, checks fingerprints
+against it, and commits each write (new and changed pages, minus the stale ones) as one
+``merge_insert`` under a lock, reporting a failed write as
+:class:`~llama_index_vlm.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from llama_index_vlm.errors import StoreError
+from llama_index_vlm.fingerprint import check_compatible
+from llama_index_vlm.store.queries import select
+from llama_index_vlm.store.rows import PreparedPage, stale_condition, to_arrow
+from llama_index_vlm.store.schema import (
+    VECTOR_COLUMN,
+    VectorDType,
+    check_page_table,
+    fingerprint_metadata,
+    page_schema,
+    schema_dim,
+    schema_dtype,
+    schema_fingerprint,
+)
+
+
+class PageTable:
+    """One page table of a LanceDB connection, opened lazily and created by the first write.
+
+    Args:
+        connection: the LanceDB connection.
+        name: the table's name.
+        uri: where the connection points (for messages).
+        vector_dtype: how a table created here stores its vectors.
+    """
+
+    def __init__(self, connection: Any, name: str, uri: str, vector_dtype: VectorDType):
+        self.connection = connection
+        self.name = name
+        self.uri = uri
+        self.vector_dtype = vector_dtype
+        self._table: Any | None = None
+        self._lock = threading.RLock()
+
+    def open(self) -> Any | None:
+        """The LanceDB table, or None while it does not exist.
+
+        Raises:
+            StoreError: a table of that name exists but is not a page table.
+        """
+        if self._table is not None:
+            return self._table
+        try:
+            table = self.connection.open_table(self.name)
+        except (ValueError, FileNotFoundError):
+            # Not created yet (or a creation killed before its first commit, which LanceDB
+            # also reports as not found): the first write creates it.
+            return None
+        check_page_table(table.schema, self.name, self.uri)
+        self._table = table
+        return table
+
+    def snapshot(self, version: int | None) -> Any | None:
+        """The table, or a separate handle fixed at ``version`` (consistent multi-call reads)."""
+        table = self.open()
+        if version is None:
+            return table
+        if table is None:
+            raise StoreError(f"table {self.name!r} has no version {version}")
+        snapshot = self.connection.open_table(self.name)
+        snapshot.checkout(version)
+        return snapshot
+
+    def check(self, fingerprint: dict[str, Any] | None, dim: int | None = None) -> None:
+        """Refuse vectors from ``fingerprint`` (or of ``dim`` dimensions) for this table
+        (:func:`~llama_index_vlm.fingerprint.check_compatible`).
+        """
+        table = self.open()
+        schema = None if table is None else table.schema
+        check_compatible(
+            fingerprint,
+            dim,
+            stored=None if schema is None else schema_fingerprint(schema),
+            stored_dim=None if schema is None else schema_dim(schema),
+            table=f"table {self.name!r} at {self.uri!r}",
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the write lock, and report a failed LanceDB write as :class:`StoreError`.
+
+        LanceDB raises ``RuntimeError`` (``lance error: LanceError(IO): ...``) or ``OSError``
+        when the disk is full, a file cannot be written or a commit conflict outlasts its
+        retries. Lance publishes a version only after all of its files are written, so the
+        store still shows the last committed version and the same call can simply be retried.
+        """
+        with self._lock:
+            try:
+                yield
+            except (OSError, RuntimeError) as error:
+                raise StoreError(
+                    f"writing to the page store at {self.uri!r} failed ({error}); nothing of "
+                    "this call was committed and the store still holds its last committed "
+                    "version. Free disk space or fix permissions, then run it again (pages "
+                    "already stored are skipped)"
+                ) from error
+
+    def for_write(self, dim: int, fingerprint: dict[str, Any] | None) -> Any:
+        """The table, created if need be, once vectors from ``fingerprint`` of ``dim``
+        dimensions are known to fit it. Call it inside :meth:`writing`.
+        """
+        self.check(fingerprint, dim)
+        table = self.open()
+        if table is not None:
+            return table
+        schema = page_schema(dim, self.vector_dtype, fingerprint)
+        try:
+            table = self.connection.create_table(self.name, schema=schema)
+        except ValueError:
+            # Another process created it since we looked: open it as it is and check it like
+            # any existing table. (Not exist_ok=True: LanceDB then compares schemas, and a
+            # stored JSON column never equals pa.json_, so this would fail.)
+            table = self.connection.open_table(self.name)
+        check_page_table(table.schema, self.name, self.uri)
+        self._table = table
+        self.check(fingerprint, dim)
+        return table
+
+    def commit(
+        self,
+        pages: list[PreparedPage],
+        to_write: list[PreparedPage],
+        fingerprint: dict[str, Any] | None,
+    ) -> tuple[list[str], int]:
+        """Write ``to_write`` and delete the stored pages that ``pages`` make stale, in one
+        commit (none when there is nothing to do): ``(removed page ids, table version)``.
+
+        Call it inside :meth:`writing`, after :meth:`for_write`.
+        """
+        table = self.open()
+        removed, stale_where = self._stale_pages(table, pages)
+        if not to_write and stale_where is None:
+            return removed, int(table.version)
+        self._adopt_fingerprint(table, fingerprint)
+        return removed, self._write(table, to_write, stale_where)
+
+    def delete_where(self, where: str) -> None:
+        """Delete the rows matching the SQL ``where`` in one commit (none if none match)."""
+        table = self.open()
+        if table is None:
+            return
+        with self.writing():
+            # Deleting nothing would still commit an empty version and make every retriever
+            # cache look stale, so count first.
+            if table.count_rows(where) == 0:
+                return
+            table.delete(where)
+
+    @staticmethod
+    def _stale_pages(table: Any, pages: list[PreparedPage]) -> tuple[list[str], str | None]:
+        """The stored pages that ``pages`` make obsolete, and the SQL that selects them (None
+        when there are none), to delete in the same commit.
+        """
+        where = stale_condition(pages)
+        if where is None:
+            return [], None
+        removed = select(table, ["page_id"], where).column("page_id").to_pylist()
+        return removed, where if removed else None
+
+    @staticmethod
+    def _adopt_fingerprint(table: Any, fingerprint: dict[str, Any] | None) -> None:
+        if fingerprint is not None and schema_fingerprint(table.schema) is None:
+            # A table made without a fingerprint adopts the first one given. This is a commit
+            # of its own, before the data: a crash in between leaves no pages half written,
+            # only the fingerprint recorded.
+            table.update_field_metadata(
+                {"path": VECTOR_COLUMN, "metadata": fingerprint_metadata(fingerprint)}
+            )
+
+    @staticmethod
+    def _write(table: Any, to_write: list[PreparedPage], stale_where: str | None) -> int:
+        if not to_write:
+            table.delete(stale_where)
+            return int(table.version)
+        dim = int(to_write[0].vectors.shape[1])
+        data = to_arrow(to_write, page_schema(dim, schema_dtype(table.schema)))
+        merge = (
+            table.merge_insert("page_id")
+            # The condition repeats our own check, so a page rewritten by another process
+            # since we looked is not overwritten with identical content.
+            .when_matched_update_all(where="target.content_hash <> source.content_hash")
+            .when_not_matched_insert_all()
+        )
+        if stale_where is not None:
+            merge = merge.when_not_matched_by_source_delete(stale_where)
+        return int(merge.execute(data).version)
