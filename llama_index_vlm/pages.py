@@ -19,7 +19,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from llama_index_vlm.errors import InvalidPageError, UnreadableDocumentError
 
@@ -311,13 +311,35 @@ def content_hash(
     return digest.hexdigest()
 
 
-def page_content_hash(node: BaseNode) -> str:
-    """The content hash the store records for ``node`` (see :func:`content_hash`)."""
+class PageContent(NamedTuple):
+    """A page node taken apart and checked: what the store keeps of it, and its content hash."""
+
+    image: bytes
+    mimetype: str
+    fields: dict[str, Any]
+    text: str
+    metadata_json: str
+    content_hash: str
+
+
+def page_content(node: BaseNode) -> PageContent:
+    """Take a page node apart into what the store keeps of it, checked, with its content hash.
+
+    Raises:
+        InvalidPageError: no readable image, bad page fields, metadata JSON cannot hold, or
+            text that is not valid Unicode.
+    """
     image, mimetype = node_image(node)
     fields, user_metadata = split_metadata(node)
     text, user_json = page_text(node), metadata_json(user_metadata)
     check_unicode(fields, text, user_json)
-    return content_hash(image, mimetype, text, fields, user_json)
+    digest = content_hash(image, mimetype, text, fields, user_json)
+    return PageContent(image, mimetype, fields, text, user_json, digest)
+
+
+def page_content_hash(node: BaseNode) -> str:
+    """The content hash the store records for ``node`` (see :func:`content_hash`)."""
+    return page_content(node).content_hash
 
 
 def canonical_json(value: Any) -> str:

@@ -21,16 +21,7 @@ import pyarrow as pa
 from llama_index.core.schema import BaseNode, ImageNode, NodeRelationship, RelatedNodeInfo
 
 from llama_index_vlm.errors import InvalidPageError, ModelMismatchError
-from llama_index_vlm.pages import (
-    HIDDEN_METADATA_KEYS,
-    PAGE_FIELDS,
-    check_unicode,
-    content_hash,
-    metadata_json,
-    node_image,
-    page_text,
-    split_metadata,
-)
+from llama_index_vlm.pages import HIDDEN_METADATA_KEYS, PAGE_FIELDS, page_content
 from llama_index_vlm.store.filters import quote_literal
 from llama_index_vlm.store.results import AddResult
 from llama_index_vlm.store.schema import VECTOR_COLUMN
@@ -91,19 +82,15 @@ def prepare_page(node: BaseNode, vectors: Any, dtype: Any) -> PreparedPage:
         InvalidPageError: no readable image, bad page fields, text that is not valid Unicode,
             or vectors that are empty, not numbers, not finite or too large for ``dtype``.
     """
-    image, mimetype = node_image(node)
-    fields, user_metadata = split_metadata(node)
-    text = page_text(node)
-    user_json = metadata_json(user_metadata)
-    check_unicode(fields, text, user_json)
+    content = page_content(node)
     return PreparedPage(
         page_id=node.node_id,
-        fields=fields,
-        image=image,
-        image_mimetype=mimetype,
-        text=text,
-        metadata_json=user_json,
-        content_hash=content_hash(image, mimetype, text, fields, user_json),
+        fields=content.fields,
+        image=content.image,
+        image_mimetype=content.mimetype,
+        text=content.text,
+        metadata_json=content.metadata_json,
+        content_hash=content.content_hash,
         vectors=check_vectors(node.node_id, vectors, dtype),
     )
 
