@@ -1,25 +1,37 @@
-"""Page documents built in memory, as the reader gives them, with vectors to store them with.
+"""Page documents built in memory, as the reader gives them: the one builder every test uses
+when it needs pages without rendering a PDF.
 
-One builder for every test that needs pages without rendering a PDF: a page's image is noise
-seeded by its page id (so pages differ and a page is the same on every call), its metadata the
-reader's page fields, and its vectors unit rows seeded the same way.
+A page's image is noise seeded by its page id (drawn at 32 x 32, the tiny models' resolution,
+and scaled up), so pages differ, every page embeds differently, and a page is the same on every
+call: a retrieved page's image can be checked against :func:`noise_pixels` of its id. Its
+metadata holds the reader's page fields; :func:`unit_vectors` gives vectors to store it with,
+seeded the same way.
+
+Example:
+    >>> (page,) = document_pages("report", 1, file_path="/corpus/report.pdf")
+    >>> page.node_id, page.metadata["file_name"], page.metadata["dpi"]
+    ('report-p1', 'report.pdf', 144)
+    >>> (page.metadata["width"], page.metadata["height"]) == IMAGE_SIZE
+    True
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import zlib
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import numpy as np
 from llama_index.core.schema import ImageDocument
 from PIL import Image
 
+from llama_index_vlm.images import encode_image, mimetype_of
+from llama_index_vlm.pages import page_id_for
+
 #: The dimension of :func:`unit_vectors` unless told otherwise.
 DIM = 16
-#: The pixel size (width, height) of :func:`noise_image` unless told otherwise.
-IMAGE_SIZE = (16, 24)
+#: The pixel size (width, height) of a page image unless told otherwise.
+IMAGE_SIZE = (48, 64)
 
 
 def seed_of(text: str) -> int:
@@ -27,13 +39,23 @@ def seed_of(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-def noise_image(seed: int, size: tuple[int, int] = IMAGE_SIZE, image_format: str = "PNG") -> bytes:
-    """Encoded RGB noise of ``size`` pixels, the same for the same seed."""
-    width, height = size
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=image_format)
-    return buffer.getvalue()
+def noise_pixels(seed: int | str, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+    """The ``(height, width, 3)`` pixels of noise seeded by ``seed`` (a page id or a number)."""
+    rng = np.random.default_rng(seed_of(seed) if isinstance(seed, str) else seed)
+    pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.NEAREST))
+
+
+def noise_image(seed: int | str, size: tuple[int, int] = IMAGE_SIZE) -> Image.Image:
+    """The image of :func:`noise_pixels`."""
+    return Image.fromarray(noise_pixels(seed, size))
+
+
+def encoded_noise(
+    seed: int | str, size: tuple[int, int] = IMAGE_SIZE, image_format: str = "PNG"
+) -> bytes:
+    """:func:`noise_image` encoded as ``image_format`` (PNG or JPEG) bytes."""
+    return encode_image(noise_image(seed, size), image_format)
 
 
 def unit_vectors(seed: int, n_vectors: int | None = None, dim: int = DIM) -> np.ndarray:
@@ -52,7 +74,7 @@ def page_document(
     file_path: str | None = None,
     image: bytes | None = None,
     image_format: str = "PNG",
-    seed: int | None = None,
+    size: tuple[int, int] = IMAGE_SIZE,
     text: str | None = None,
     **metadata,
 ) -> ImageDocument:
@@ -60,32 +82,30 @@ def page_document(
 
     Args:
         file_path: the file it comes from (default ``/docs/{doc_id}.pdf``).
-        image: the encoded page image (default: :func:`noise_image` of ``seed``, itself
-            seeded by the page id).
+        image: the encoded page image (default: :func:`encoded_noise` of the page id).
         image_format: ``"PNG"`` or ``"JPEG"``, of the default image.
+        size: the default image's size, and the ``width`` and ``height`` fields.
         text: the page's text (default ``"page N of DOC"``).
-        metadata: more metadata, or page fields to override (``width``, ``dpi``...).
+        metadata: more metadata, or page fields to override (``width``, ``dpi=None``...).
     """
-    page_id = f"{doc_id}-p{page_number}"
+    page_id = page_id_for(doc_id, page_number)
     file_path = file_path or f"/docs/{doc_id}.pdf"
     if image is None:
-        seed = seed if seed is not None else seed_of(page_id)
-        image = noise_image(seed, image_format=image_format)
-    width, height = IMAGE_SIZE
+        image = encoded_noise(page_id, size, image_format)
     return ImageDocument(
         id_=page_id,
         image=base64.b64encode(image).decode(),
-        image_mimetype="image/jpeg" if image_format == "JPEG" else "image/png",
+        image_mimetype=mimetype_of(image_format),
         text=text if text is not None else f"page {page_number} of {doc_id}",
         metadata={
             "doc_id": doc_id,
             "page_id": page_id,
             "file_path": file_path,
-            "file_name": Path(file_path).name,
+            "file_name": PurePosixPath(file_path).name,
             "page_number": page_number,
             "page_count": page_count,
-            "width": width,
-            "height": height,
+            "width": size[0],
+            "height": size[1],
             "dpi": 144,
             **metadata,
         },

@@ -18,6 +18,7 @@ import math
 import operator as operator_module
 
 import pytest
+from filter_reference import combine
 from hostile import HOSTILE_STRINGS
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
-from pages_builder import page_documents
+from page_documents import document_pages
 from pydantic import ValidationError
 
 from llama_index_vlm.errors import VLMError
@@ -57,7 +58,9 @@ def _documents() -> list[ImageDocument]:
     documents = [
         page
         for doc_id, file_name in file_names.items()
-        for page in page_documents(doc_id, 2, file_path=f"/corpus/{file_name}", size=(32, 32))
+        for page in document_pages(
+            doc_id, 2, file_path=f"/corpus/{file_name}", size=(32, 32), text="", dpi=None
+        )
     ]
     for page in documents:
         page.metadata.update(PAGES[page.node_id][2])
@@ -165,7 +168,7 @@ def _metadata(page_id: str) -> dict:
     file_name, page_number, metadata = PAGES[page_id]
     doc_id = page_id.split("-")[0]
     columns = {"file_name": file_name, "page_number": page_number, "page_count": 2}
-    columns.update(width=32, height=32)  # the page image's size (pages_builder)
+    columns.update(width=32, height=32)  # the page image's size (page_documents)
     ids = {"doc_id": doc_id, "ref_doc_id": doc_id, "page_id": page_id, "node_id": page_id}
     return {**columns, **ids, **metadata}
 
@@ -226,12 +229,7 @@ def _reference(page_id: str, filters: MetadataFilters) -> bool | None:
         if result is None:
             return None
         results.append(result)
-    condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.AND:
-        return all(results)
-    if condition == FilterCondition.OR:
-        return any(results)
-    return not any(results)
+    return combine(filters, results)
 
 
 def _encodable(text: str) -> bool:

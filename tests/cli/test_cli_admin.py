@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 from cli_runner import run_cli
-from pages_builder import page_documents
+from page_documents import document_pages
 
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -124,7 +124,7 @@ def small_store(tmp_path) -> str:
     uri = str(tmp_path / "small")
     vectors = np.eye(4, 16, dtype=np.float32)
     fingerprint = {"model": "tiny", "model_class": "ColPaliForRetrieval", "embedding_dim": 16}
-    LanceDBPageStore(uri=uri).add(page_documents("report", 2), [vectors] * 2, fingerprint)
+    LanceDBPageStore(uri=uri).add(document_pages("report", 2), [vectors] * 2, fingerprint)
     return uri
 
 

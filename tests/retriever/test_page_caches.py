@@ -9,7 +9,7 @@ import threading
 import weakref
 
 import pytest
-from pages_builder import page_documents
+from page_documents import document_pages
 from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
 
 from llama_index_vlm.ingestion import ingest_documents
@@ -117,7 +117,7 @@ def test_a_query_sees_every_page_committed_before_it_began(
     pages committed before this query began were missing from its results.
     """
     store = LanceDBPageStore(uri=str(tmp_path / "index"))
-    ingest_documents(page_documents("a", 2), colpali_encoder, store, show_progress=False)
+    ingest_documents(document_pages("a", 2), colpali_encoder, store, show_progress=False)
     older = store.version
     retriever = ColPaliRetriever(
         encoder=colpali_encoder,
@@ -127,7 +127,7 @@ def test_a_query_sees_every_page_committed_before_it_began(
         fast_min_pages=1,
     )
     retriever.retrieve("revenue")
-    ingest_documents(page_documents("b", 2), colpali_encoder, store, show_progress=False)
+    ingest_documents(document_pages("b", 2), colpali_encoder, store, show_progress=False)
     cache_class = type(retriever._cache)
     search = cache_class.search
 

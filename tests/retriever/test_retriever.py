@@ -18,7 +18,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
-from pages_builder import noise_image
+from page_documents import noise_image
 from retriever_corpus import N_FILES, PAGE_SIZE, PAGES_PER_FILE, report_documents
 
 from llama_index_vlm.encoder import ColPaliEncoder

@@ -12,17 +12,17 @@ import itertools
 
 import numpy as np
 import pytest
+from filter_reference import combine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llama_index.core.schema import ImageDocument
 from llama_index.core.vector_stores.types import (
-    FilterCondition,
     FilterOperator,
     MetadataFilter,
     MetadataFilters,
 )
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn
-from page_documents import noise_image, page_document, unit_vectors
+from page_documents import encoded_noise, page_document, unit_vectors
 
 from llama_index_vlm.errors import UnsupportedFilterError
 from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
@@ -69,7 +69,7 @@ def _page(page_id: str, user: dict, fields: dict, seed: int = 0) -> ImageDocumen
         int(fields.pop("page_number", number)),
         4 if doc_id == "b" else 3,
         file_path=f"/docs/{fields['file_name']}",
-        image=noise_image(seed, size=(8, 8)),
+        image=encoded_noise(seed, size=(8, 8)),
         text=f"text of {page_id}",
         **fields,
         **user,
@@ -163,12 +163,7 @@ def _reference(metadata: dict, filters: MetadataFilters) -> bool:
         else _reference_leaf(metadata, item)
         for item in filters.filters
     ]
-    condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.AND:
-        return all(results)
-    if condition == FilterCondition.OR:
-        return any(results)
-    return not any(results)
+    return combine(filters, results)
 
 
 def _expected(metadata_by_id: dict, filters: MetadataFilters) -> set[str]:

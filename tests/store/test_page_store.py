@@ -22,8 +22,9 @@ from llama_index.core.vector_stores.types import (
 )
 from page_documents import (
     DIM,
+    IMAGE_SIZE,
     document_pages,
-    noise_image,
+    encoded_noise,
     page_document,
     unit_vectors,
     vectors_for,
@@ -143,7 +144,7 @@ def test_pages_come_back_as_given_in_the_order_asked(store):
         assert node.image_mimetype == original.image_mimetype
         # The stored bytes are the given bytes, not a re-encoding.
         assert base64.b64decode(node.image) == base64.b64decode(original.image)
-        assert Image.open(node.resolve_image()).size == (16, 24)
+        assert Image.open(node.resolve_image()).size == IMAGE_SIZE
 
 
 def test_float16_vectors_come_back_within_rounding(store):
@@ -192,7 +193,7 @@ def test_vectors_are_read_in_the_dtype_asked(tmp_path):
 
 def test_a_page_given_by_image_path_is_stored_with_its_bytes(store, tmp_path):
     image_file = tmp_path / "scan.jpg"
-    image_file.write_bytes(noise_image(5, image_format="JPEG"))
+    image_file.write_bytes(encoded_noise(5, image_format="JPEG"))
     node = ImageNode(id_="scan-p1", image_path=str(image_file), metadata={"doc_id": "scan"})
     store.add([node], page_vectors=[unit_vectors(5)])
     (stored,) = store.get_nodes(["scan-p1"])
@@ -202,7 +203,7 @@ def test_a_page_given_by_image_path_is_stored_with_its_bytes(store, tmp_path):
 
 
 def test_a_page_without_mimetype_gets_the_one_its_bytes_show(store):
-    bare = ImageNode(id_="bare-p1", image=base64.b64encode(noise_image(6)).decode())
+    bare = ImageNode(id_="bare-p1", image=base64.b64encode(encoded_noise(6)).decode())
     store.add([bare], page_vectors=[unit_vectors(6)])
     assert store.get_nodes(["bare-p1"])[0].image_mimetype == "image/png"
 

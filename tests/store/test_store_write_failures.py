@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import lancedb
 import numpy as np
 import pytest
-from pages_builder import page_documents
+from page_documents import document_pages
 
 from llama_index_vlm.errors import StoreError
 from llama_index_vlm.ingestion import ingest_documents
@@ -53,7 +53,10 @@ def test_two_writers_creating_the_table_at_once_both_succeed(tmp_path, colpali_e
     assert first.version == late.version == 0
     for store, doc_id in [(first, "a"), (late, "b")]:
         report = ingest_documents(
-            page_documents(doc_id, 2), colpali_encoder, store, show_progress=False
+            document_pages(doc_id, 2),
+            colpali_encoder,
+            store,
+            show_progress=False,
         )
         assert report.ok, report.failed
     assert sorted(LanceDBPageStore(uri=uri).page_ids()) == ["a-p1", "a-p2", "b-p1", "b-p2"]
@@ -107,9 +110,9 @@ class FailedIngest:
 def failed_ingest(request, tmp_path, monkeypatch, colpali_encoder) -> FailedIngest:
     error = WRITE_FAILURES[request.param]
     store = LanceDBPageStore(uri=str(tmp_path / "index"))
-    ingest_documents(page_documents("init", 3), colpali_encoder, store, show_progress=False)
+    ingest_documents(document_pages("init", 3), colpali_encoder, store, show_progress=False)
     before_version, before_pages = store.version, set(store.page_ids())
-    documents = [d for doc_id in ("x", "y", "z") for d in page_documents(doc_id, 2)]
+    documents = [d for doc_id in ("x", "y", "z") for d in document_pages(doc_id, 2)]
     calls = _fail_writes(monkeypatch, "merge", error, on_call=2)
     with pytest.raises(StoreError, match="nothing of this call was committed") as raised:
         ingest_documents(documents, colpali_encoder, store, batch_size=2, show_progress=False)
@@ -189,7 +192,7 @@ print(json.dumps({"outcomes": outcomes, "version": store.version}))
 @pytest.mark.timeout(120)
 def test_a_real_os_write_error_inside_lancedb_is_a_store_error(tmp_path):
     uri = str(tmp_path / "index")
-    seed = page_documents("seed", 1)
+    seed = document_pages("seed", 1)
     store = LanceDBPageStore(uri=uri)
     vectors = np.eye(4, 16, dtype=np.float32)
     store.upsert_pages(seed, [vectors])

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from llama_index.core.schema import ImageDocument
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
-from pages_builder import noise_pixels, page_documents
+from page_documents import document_pages, noise_pixels
 
 from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.images import decode_image
@@ -203,7 +203,7 @@ def run_soak(
             raise AssertionError(f"ingest failed: {report.failed}")
         result.commits += math.ceil(len(documents) / 2)
 
-    initial = [page_documents(f"init{n}", 3) for n in range(6)]
+    initial = [document_pages(f"init{n}", 3) for n in range(6)]
     for documents in initial:
         ledger.will_write([d.node_id for d in documents])
     write([d for documents in initial for d in documents])
@@ -240,7 +240,7 @@ def run_soak(
                     live = sorted(ledger.live)
                 if action < 0.5 or len(live) < 4:
                     doc_id = f"new{serial}"
-                    documents = page_documents(doc_id, rng.randint(1, 4))
+                    documents = document_pages(doc_id, rng.randint(1, 4))
                     ledger.will_write([d.node_id for d in documents])
                     write(documents)
                     ledger.committed(doc_id, [d.node_id for d in documents])
@@ -250,8 +250,10 @@ def run_soak(
                     # the same commit as the new ones.
                     old = rng.choice(live)
                     doc_id = f"{old.split('~')[0]}~{serial}"
-                    paths[doc_id] = paths.pop(old, f"/corpus/{old}.pdf")
-                    documents = page_documents(doc_id, rng.randint(1, 3), file_path=paths[doc_id])
+                    paths[doc_id] = paths.pop(old, f"/docs/{old}.pdf")
+                    documents = document_pages(
+                        doc_id, rng.randint(1, 3), file_path=paths[doc_id], text="", dpi=None
+                    )
                     ledger.will_write([d.node_id for d in documents])
                     ledger.deleting(old)
                     write(documents)
