@@ -38,6 +38,7 @@ from llama_index_vlm.cli.indexing import run_index
 from llama_index_vlm.cli.maps import run_maps
 from llama_index_vlm.cli.parser import build_parser
 from llama_index_vlm.cli.querying import run_ask, run_search
+from llama_index_vlm.cli.serve import run_serve
 from llama_index_vlm.errors import (
     ContextWindowExceededError,
     EmptyInputError,
@@ -70,6 +71,7 @@ COMMANDS = {
     "maps": run_maps,
     "info": run_info,
     "delete": run_delete,
+    "serve": run_serve,
 }
 
 
