@@ -188,9 +188,13 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
     threading.Thread(target=_stop_if_loading_fails, args=(state, server), daemon=True).start()
     print(f"llama-index-vlm: serving {args.store} at {_url(listener, token)}", flush=True)
     print("  loading the models; GET /health says when they are ready. Ctrl-C stops.", flush=True)
-    server.run(sockets=[listener])
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: the normal end
+        pass
     if state.load_error is not None:
         raise state.load_error
+    print("llama-index-vlm: stopped", flush=True)
     return 0
 
 
