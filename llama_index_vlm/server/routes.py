@@ -101,7 +101,7 @@ async def ask(body: AskRequest, request: Request, server: Ready) -> Response:
         )
     ticket = server.generation.ticket()
     try:
-        response = await run_in_threadpool(engine.query, body.question)
+        response = await run_in_threadpool(server.answer, engine, body.question)
     except BaseException:
         ticket.release()
         raise

@@ -122,9 +122,7 @@ class ServerState:
         self.jobs: IndexingJobs | None = None
         self._load_models = load_models
         self._ready = threading.Event()
-        # Retrievers hold the store's page cache weakly; the last one used keeps it alive
-        # between requests, so a search never reloads every page's vectors.
-        self._cache_holder: Any = None
+        self._cache_holder: Any = None  # see _hold_cache
 
     # ------------------------------------------------------------------ loading
 
@@ -178,7 +176,7 @@ class ServerState:
         """Load the store's pages into the retriever's cache (after start and each upload)."""
         if self.encoder is None or self.store.count() == 0:
             return
-        self.retriever(k=1, filters=None).retrieve("warm up")
+        self.search("warm up", 1, None)
 
     def health(self) -> Health:
         return Health(status=self.status, error=self.error)
@@ -189,15 +187,12 @@ class ServerState:
 
     # ------------------------------------------------------------------ search and answers
 
-    def retriever(self, k: int, filters: MetadataFilters | None) -> Any:
-        """A retriever of ``k`` pages; it keeps the shared page cache alive."""
-        retriever = self.index.as_retriever(similarity_top_k=k, filters=filters)
-        self._cache_holder = retriever
-        return retriever
-
     def search(self, query: str, k: int, filters: MetadataFilters | None) -> list[NodeWithScore]:
         """The best ``k`` pages for ``query``; blocking (run it in a worker thread)."""
-        return self.retriever(k, filters).retrieve(query)
+        retriever = self.index.as_retriever(similarity_top_k=k, filters=filters)
+        hits = retriever.retrieve(query)
+        self._hold_cache(retriever)
+        return hits
 
     def query_engine(self, k: int, filters: MetadataFilters | None) -> Any:
         """A streaming query engine over ``k`` pages, answered by the VLM."""
@@ -206,11 +201,22 @@ class ServerState:
                 "this server has no answering model; restart it with --vlm CKPT to use /ask, "
                 "or use /search"
             )
-        engine = self.index.as_query_engine(
+        return self.index.as_query_engine(
             llm=self.vlm, similarity_top_k=k, filters=filters, streaming=True
         )
-        self._cache_holder = engine.retriever
-        return engine
+
+    def answer(self, engine: Any, question: str) -> Any:
+        """``engine.query(question)``: the pages retrieved and the answer's token stream, not
+        started yet; blocking (run it in a worker thread)."""
+        response = engine.query(question)
+        self._hold_cache(engine.retriever)
+        return response
+
+    def _hold_cache(self, retriever: Any) -> None:
+        # Retrievers hold the store's page cache weakly; keeping the last one that searched
+        # (so holds the cache) keeps it loaded between requests. Replacing the holder before
+        # the new retriever had searched would drop the cache and reload every page.
+        self._cache_holder = retriever
 
     def count_pages(self, filters: MetadataFilters | None) -> int:
         """Pages (matching ``filters``); checks the filters against the store."""

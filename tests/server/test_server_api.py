@@ -71,6 +71,22 @@ def test_search_filters_on_page_fields(client):
     assert [hit["page_number"] for hit in results] == [2]
 
 
+def test_searches_reuse_the_page_cache_loaded_at_start(client, store, monkeypatch):
+    reads = []
+    original = type(store).get_page_vectors
+
+    def get_page_vectors(self, *args, **kwargs):
+        reads.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(store), "get_page_vectors", get_page_vectors)
+    for query in ("revenue", "warranty", "installation"):
+        assert client.post("/search", json={"query": query}).status_code == 200
+    assert client.post("/ask", json={"question": "revenue?"}).status_code == 200
+
+    assert reads == []  # exact mode: every page's vectors were read once, at start
+
+
 def test_empty_query_is_a_400_saying_why(client):
     response = client.post("/search", json={"query": "   ", "k": 2})
 
