@@ -264,7 +264,7 @@ class ServerState:
 
     def info(self) -> Info:
         fingerprint = self.store.fingerprint or {}
-        vlm_name = getattr(self.vlm, "model_name", None)
+        vlm_name = None if self.vlm is None else self.vlm.name_or_path
         queue = self.generation
         return Info(
             store=str(self.store.uri),

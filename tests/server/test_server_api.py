@@ -377,7 +377,7 @@ def test_info_describes_index_models_and_limits(client, store, tiny_vlm):
 
     assert (info["pages"], info["documents"]) == (3, 1)
     assert info["retriever"] == store.fingerprint["model"]
-    assert info["vlm"] == tiny_vlm.model_name
+    assert info["vlm"] == tiny_vlm.name_or_path
     assert info["auth"] is False
     assert info["generation"] == {"slots": 1, "active": 0, "waiting": 0, "max_waiting": 16}
 
