@@ -143,20 +143,30 @@ class IndexingJobs:
             failed=failed,
             pages_total=sum(pages for _, pages in readable),
         )
+        outcome: dict[str, Any] = {"state": "done"}
         try:
             if readable:
                 self._ingest(job, [upload for upload, _ in readable])
-            self._update(job, state="done")
         except (VLMError, OSError) as error:
             logger.warning("upload job %s failed: %s", job.job_id, error)
-            self._update(job, state="failed", error=str(error))
+            outcome = {"state": "failed", "error": str(error)}
         except Exception as error:  # noqa: BLE001 - a job reports its failure, never dies silently
             logger.exception("upload job %s failed", job.job_id)
-            self._update(job, state="failed", error=f"{type(error).__name__}: {error}")
+            outcome = {"state": "failed", "error": f"{type(error).__name__}: {error}"}
         finally:
+            # Before the job says it has finished: a client then sees the files' final state
+            # and searches a warm cache.
             self._forget_unstored(uploads)
-            if self.on_done is not None:
-                self.on_done()
+            self._call_on_done(job)
+        self._update(job, **outcome)
+
+    def _call_on_done(self, job: Job) -> None:
+        if self.on_done is None:
+            return
+        try:
+            self.on_done()
+        except Exception:  # noqa: BLE001 - the job's own outcome stands
+            logger.exception("after upload job %s, on_done failed", job.job_id)
 
     def _check(
         self, uploads: list[SavedUpload]

@@ -189,6 +189,10 @@ def test_unknown_page_is_404(client):
     assert client.get("/pages/nope-p1/image").status_code == 404
 
 
+def test_a_page_id_written_as_sql_finds_nothing(client):
+    assert client.get("/pages/x' OR '1'='1/image").status_code == 404
+
+
 # ------------------------------------------------------------------------------ documents
 
 
@@ -273,6 +277,25 @@ def test_deleting_an_unknown_document_is_404(client):
 
 def test_unknown_job_is_404(client):
     assert client.get("/jobs/0123").status_code == 404
+
+
+def test_an_empty_index_fills_from_uploads(colpali_encoder, tmp_path):
+    from pdfs import write_numbered_pdf
+
+    from llama_index_vlm.server import create_app
+    from llama_index_vlm.store import LanceDBPageStore
+
+    empty = LanceDBPageStore(uri=str(tmp_path / "new_index"))
+    pdf = write_numbered_pdf(tmp_path / "first.pdf", 2, tag="first").read_bytes()
+    with TestClient(create_app(empty, colpali_encoder, upload_dir=tmp_path / "up")) as client:
+        before = client.post("/search", json={"query": "first"}).json()["results"]
+        job = wait_for_job(
+            client, upload(client, ("first.pdf", pdf, "application/pdf")).json()["job_id"]
+        )
+        after = client.post("/search", json={"query": "first"}).json()["results"]
+
+    assert before == [] and job["pages_added"] == 2
+    assert sorted(hit["page_number"] for hit in after) == [1, 2]
 
 
 # ------------------------------------------------------------------------------ hostile uploads
