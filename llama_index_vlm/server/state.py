@@ -7,12 +7,11 @@ says ``loading`` meanwhile), and the retriever's page cache is warmed before the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from llama_index_vlm.server.schemas import (
     Limits,
     PageHit,
 )
-from llama_index_vlm.server.uploads import UPLOAD_NAME_KEY, remove_upload
+from llama_index_vlm.server.uploads import UPLOAD_NAME_KEY, is_upload, remove_upload
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class DocumentRecord:
     doc_id: str
     file_name: str | None
     pages: int
-    file_paths: set[str] = field(default_factory=set)
+    file_path: str | None
 
 
 class ServerState:
@@ -123,6 +122,7 @@ class ServerState:
         self._load_models = load_models
         self._ready = threading.Event()
         self._cache_holder: Any = None  # see _hold_cache
+        self._upload_names: dict[str, str | None] = {}  # doc_id -> name; see _upload_name
 
     # ------------------------------------------------------------------ loading
 
@@ -174,6 +174,7 @@ class ServerState:
 
     def warm_cache(self) -> None:
         """Load the store's pages into the retriever's cache (after start and each upload)."""
+        self._upload_names.clear()  # an upload of the same bytes under a new name renames it
         if self.encoder is None or self.store.count() == 0:
             return
         self.search("warm up", 1, None)
@@ -232,22 +233,28 @@ class ServerState:
         return nodes[0]
 
     def documents(self) -> list[DocumentRecord]:
-        """Every stored document with its page count, by name."""
-        table = self.store.table
-        if table is None:
-            return []
-        columns = ["doc_id", "file_name", "file_path", "metadata"]
-        rows = table.search().select(columns).limit(None).to_arrow().to_pylist()
-        records: dict[str, DocumentRecord] = {}
-        for row in rows:
-            record = records.get(row["doc_id"])
-            if record is None:
-                name = _upload_name(row["metadata"]) or row["file_name"]
-                record = records[row["doc_id"]] = DocumentRecord(row["doc_id"], name, 0)
-            record.pages += 1
-            if row["file_path"]:
-                record.file_paths.add(row["file_path"])
-        return sorted(records.values(), key=lambda record: (record.file_name or "", record.doc_id))
+        """Every stored document with its page count, by name (an upload's: the name given)."""
+        records = []
+        for stored in self.store.documents():
+            name = stored.file_name
+            if stored.file_path and is_upload(stored.file_path, self.upload_dir):
+                name = self._upload_name(stored.doc_id) or name
+            records.append(DocumentRecord(stored.doc_id, name, stored.pages, stored.file_path))
+        return sorted(records, key=lambda record: (record.file_name or "", record.doc_id))
+
+    def _upload_name(self, doc_id: str) -> str | None:
+        """The name an uploaded document was given, read from its first page's metadata once."""
+        if doc_id not in self._upload_names:
+            first_page = MetadataFilters(
+                filters=[
+                    MetadataFilter(key="doc_id", value=doc_id),
+                    MetadataFilter(key="page_number", value=1),
+                ]
+            )
+            nodes = self.store.get_nodes(filters=first_page)
+            name = nodes[0].metadata.get(UPLOAD_NAME_KEY) if nodes else None
+            self._upload_names[doc_id] = name if isinstance(name, str) else None
+        return self._upload_names[doc_id]
 
     def delete_document(self, doc_id: str) -> DeleteResponse:
         """Delete a document's pages, and its uploaded files."""
@@ -255,8 +262,8 @@ class ServerState:
         if record is None:
             raise UnknownItemError(f"no document {doc_id!r}; GET /documents lists them")
         self.store.delete(doc_id)
-        for path in record.file_paths:
-            remove_upload(path, self.upload_dir)
+        if record.file_path:
+            remove_upload(record.file_path, self.upload_dir)
         self.warm_cache()
         return DeleteResponse(
             doc_id=doc_id, pages_deleted=record.pages, pages_left=self.store.count()
@@ -321,13 +328,3 @@ def page_hit(hit: NodeWithScore | BaseNode) -> PageHit:
 
 def document_model(record: DocumentRecord) -> Document:
     return Document(doc_id=record.doc_id, file_name=record.file_name, pages=record.pages)
-
-
-def _upload_name(metadata_json: str | None) -> str | None:
-    if not metadata_json:
-        return None
-    try:
-        value = json.loads(metadata_json).get(UPLOAD_NAME_KEY)
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None

@@ -89,10 +89,14 @@ def save_upload(source: BinaryIO, folder: Path, suffix: str, name: str) -> Saved
     return SavedUpload(path=path, name=name)
 
 
+def is_upload(path: str | os.PathLike[str], folder: Path) -> bool:
+    """Whether ``path`` lies inside the upload ``folder``."""
+    return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(folder)))
+
+
 def remove_upload(path: str | os.PathLike[str], folder: Path) -> bool:
     """Delete ``path`` if it is a file inside ``folder``; False for anything else."""
-    resolved = Path(os.path.realpath(path))
-    if not resolved.is_relative_to(Path(os.path.realpath(folder))) or not resolved.is_file():
+    if not is_upload(path, folder) or not os.path.isfile(path):
         return False
-    resolved.unlink(missing_ok=True)
+    Path(path).unlink(missing_ok=True)
     return True

@@ -103,4 +103,5 @@ def test_a_document_is_deleted_from_the_list(browser_page):
     page.click("#documents button[aria-label='Delete report.pdf']")
 
     page.wait_for_selector("#documents li:has-text('No documents yet')")
-    assert page.text_content("#summary").startswith("0 pages in 0 documents")
+    page.wait_for_selector("#summary:has-text('0 pages in 0 documents')")
+    assert page.locator("#documents button").count() == 0
