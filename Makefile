@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	@command -v pdftoppm >/dev/null || { \
 		echo "installing poppler-utils (pdf2image renderer)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq poppler-utils; }
+	@# The page's browser test drives Debian's chromium (Playwright cannot download its own offline).
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium (browser test of the serve page)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.

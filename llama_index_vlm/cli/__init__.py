@@ -1,4 +1,4 @@
-"""The ``llama-index-vlm`` command line: index, search, ask, maps, info and delete.
+"""The ``llama-index-vlm`` command line: index, search, ask, maps, info, delete and serve.
 
 ::
 
@@ -8,12 +8,14 @@
     llama-index-vlm maps "revenue" --page report.pdf:3 --out revenue.png
     llama-index-vlm info
     llama-index-vlm delete report.pdf
+    llama-index-vlm serve --store ./vlm_index
 
 - :mod:`~llama_index_vlm.cli.parser`: the arguments (standard library only, so ``--help`` is
   instant).
 - One module per command group, each running the public API: :mod:`~.indexing` (``index``),
   :mod:`~.querying` (``search``, ``ask``), :mod:`~.maps` (``maps``) and :mod:`~.admin`
-  (``info``, ``delete``, which never import torch or transformers).
+  (``info``, ``delete``, which never import torch or transformers), and :mod:`~.serve`
+  (``serve``: the JSON API and web page of :mod:`llama_index_vlm.server`).
 - :mod:`~.common` (opening the index, checking text, typing ``--filter``) and :mod:`~.models`
   (loading the models, with the command line's hints).
 
@@ -38,6 +40,7 @@ from llama_index_vlm.cli.indexing import run_index
 from llama_index_vlm.cli.maps import run_maps
 from llama_index_vlm.cli.parser import build_parser
 from llama_index_vlm.cli.querying import run_ask, run_search
+from llama_index_vlm.cli.serve import run_serve
 from llama_index_vlm.errors import (
     ContextWindowExceededError,
     EmptyInputError,
@@ -70,6 +73,7 @@ COMMANDS = {
     "maps": run_maps,
     "info": run_info,
     "delete": run_delete,
+    "serve": run_serve,
 }
 
 

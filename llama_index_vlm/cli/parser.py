@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_maps(commands)
     _add_info(commands)
     _add_delete(commands)
+    from llama_index_vlm.cli.serve import add_serve_parser  # its own module; imports this one
+
+    add_serve_parser(commands, _store_options())
     return parser
 
 
