@@ -1,0 +1,111 @@
+"""A local S3-compatible server for tests and benchmarks of a store on object storage.
+
+:class:`LocalS3Server` runs moto's S3 server (``pip install 'moto[server]'``, in the ``dev``
+extra) on a free loopback port, with one bucket and real credentials: requests signed with any
+other key are refused, as on AWS. It supports the conditional writes (``If-None-Match``) Lance
+commits with, so concurrent writers behave as on S3.
+
+Example::
+
+    with LocalS3Server() as s3:
+        store = LanceDBPageStore(uri=s3.uri("index"), storage_options=s3.storage_options)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+_ACCESS_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
+_REGION = "us-east-1"
+
+
+class LocalS3Server:
+    """moto's S3 server on ``127.0.0.1`` (a free port), with a bucket and one access key.
+
+    Attributes (once started):
+        endpoint: ``http://127.0.0.1:PORT``.
+        bucket: the bucket created.
+        access_key_id, secret_access_key: the only credentials the server accepts.
+    """
+
+    def __init__(self, bucket: str = "vlm-index"):
+        self.bucket = bucket
+        self.endpoint = ""
+        self.access_key_id = ""
+        self.secret_access_key = ""
+        self._server: Any = None
+
+    def start(self) -> LocalS3Server:
+        """Start the server, create the bucket and the credentials, then require them."""
+        import boto3
+        from moto import settings
+        from moto.server import ThreadedMotoServer
+
+        # Werkzeug logs every request at INFO; keep test and benchmark output readable.
+        request_log = logging.getLogger("werkzeug")
+        if request_log.level == logging.NOTSET:
+            request_log.setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        setup = {
+            "endpoint_url": self.endpoint,
+            "region_name": _REGION,
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="llama-index-vlm")
+        iam.put_user_policy(
+            UserName="llama-index-vlm",
+            PolicyName="s3-all",
+            PolicyDocument=json.dumps(_ACCESS_POLICY),
+        )
+        key = iam.create_access_key(UserName="llama-index-vlm")["AccessKey"]
+        self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+        # From now on every request must be signed with that key (moto's IAM enforcement).
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=_REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        ).create_bucket(Bucket=self.bucket)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (its buckets are in memory and go with it)."""
+        if self._server is not None:
+            from moto import settings
+
+            self._server.stop()
+            self._server = None
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+
+    def __enter__(self) -> LocalS3Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def uri(self, path: str) -> str:
+        """``s3://BUCKET/path``."""
+        return f"s3://{self.bucket}/{path.strip('/')}"
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """LanceDB ``storage_options`` for this server (endpoint, region, credentials, http)."""
+        return {
+            "aws_endpoint": self.endpoint,
+            "aws_region": _REGION,
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+            "allow_http": "true",
+        }
