@@ -190,6 +190,14 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         "the retrieval quality); default: the index's own, or 1 (no pooling) for a new index",
     )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
+    index.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="render and encode on Ray: ADDRESS of a running cluster ('auto', "
+        "'ray://HOST:10001'); without it, the cluster in RAY_ADDRESS or a new local one",
+    )
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """Tests of ``ingest(..., engine="ray")`` on a local Ray instance (2 CPUs), with the tiny
-ColPali checkpoint: the same pages as a local ingest, into a store on the local S3 server, and
-an encoder worker killed mid-run.
+ColPali checkpoint: the same pages as a local ingest, into a store on the local S3 server; the
+CLI's ``--ray``; and an encoder worker killed mid-run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import psutil
 import pytest
 from pdfs import page_ids_of, write_damaged_page_pdf, write_numbered_pdf
 
+from llama_index_vlm.cli import main
 from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.store import LanceDBPageStore
@@ -84,6 +85,39 @@ def test_ray_ingest_reports_what_a_local_ingest_reports(ray_ingest, local_ingest
     assert [getattr(ray_report, name) for name in counts] == [
         getattr(local_report, name) for name in counts
     ]
+
+
+def test_the_cli_rerun_with_ray_adds_nothing(
+    ray_ingest, docs, s3_server, tiny_checkpoint, monkeypatch, capsys
+):
+    store, _ = ray_ingest
+    version = store.version
+    # The CLI takes object-store settings from the environment, as LanceDB does.
+    monkeypatch.setenv("AWS_ENDPOINT", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+
+    status = main(
+        [
+            "index",
+            str(docs),
+            "--store",
+            store.uri,
+            "--model",
+            str(tiny_checkpoint("colpali")),
+            "--dpi",
+            "36",
+            "--ray",
+            "--no-progress",
+        ]
+    )
+
+    out = capsys.readouterr().out
+    assert status == 1  # two files cannot be indexed, as in the first run
+    assert out.startswith("0 pages added, 6 unchanged, 2 files failed from 5 files")
+    assert store.version == version
 
 
 def test_an_encoder_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_duplicated(
