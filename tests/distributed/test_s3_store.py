@@ -1,0 +1,160 @@
+"""Tests of the page store on S3-compatible object storage (the local moto server, which
+requires its own credentials and supports the conditional writes Lance commits with): ingest
+and search, delete, compaction, two writers at once, and a reader during commits.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pdfs import page_ids_of, write_numbered_pdf
+
+from llama_index_vlm.ingestion import ingest
+from llama_index_vlm.retriever import ColPaliRetriever
+from llama_index_vlm.store import LanceDBPageStore
+
+
+def open_again(store: LanceDBPageStore, **settings) -> LanceDBPageStore:
+    """Another handle (its own connection) on the same store, as another process has."""
+    return LanceDBPageStore(uri=store.uri, storage_options=store.storage_options, **settings)
+
+
+def test_search_on_s3_finds_what_search_on_disk_finds(tmp_path, s3_store, colpali_encoder, reader):
+    for name in "ab":
+        write_numbered_pdf(tmp_path / "docs" / f"{name}.pdf", 2)
+    local = LanceDBPageStore(uri=str(tmp_path / "index"))
+    for store in (s3_store, local):
+        ingest(tmp_path / "docs", colpali_encoder, store, reader=reader, show_progress=False)
+
+    hits = {
+        name: [
+            (hit.node.node_id, round(hit.score, 4), hit.node.image)
+            for hit in ColPaliRetriever(
+                encoder=colpali_encoder, store=store, similarity_top_k=3
+            ).retrieve("a page 2")
+        ]
+        for name, store in (("s3", s3_store), ("disk", local))
+    }
+
+    assert len(hits["s3"]) == 3 and hits["s3"] == hits["disk"]
+
+
+def test_delete_on_s3_removes_only_that_document(
+    tmp_path, s3_store, colpali_encoder, reader, check_whole_pages
+):
+    a = write_numbered_pdf(tmp_path / "docs" / "a.pdf", 2)
+    b = write_numbered_pdf(tmp_path / "docs" / "b.pdf", 3)
+    ingest(tmp_path / "docs", colpali_encoder, s3_store, reader=reader, show_progress=False)
+
+    s3_store.delete(next(iter(page_ids_of(a, 1))).rsplit("-p", 1)[0])
+
+    assert check_whole_pages(open_again(s3_store)) == page_ids_of(b, 3)
+
+
+def test_compaction_on_s3_merges_fragments_and_keeps_every_page(
+    tmp_path, s3_store, colpali_encoder, reader
+):
+    for name in "abcd":
+        write_numbered_pdf(tmp_path / "docs" / f"{name}.pdf", 1)
+    # One commit, so one fragment, per page.
+    ingest(
+        tmp_path / "docs",
+        colpali_encoder,
+        s3_store,
+        reader=reader,
+        batch_size=1,
+        show_progress=False,
+    )
+    pages_before = s3_store.page_hashes()
+    vectors_before = s3_store.get_page_vectors(sorted(pages_before))
+    fragments_before = s3_store.table.stats()["fragment_stats"]["num_fragments"]
+
+    s3_store.optimize()
+
+    assert fragments_before == 4
+    assert s3_store.table.stats()["fragment_stats"]["num_fragments"] == 1
+    assert s3_store.page_hashes() == pages_before
+    after = s3_store.get_page_vectors(sorted(pages_before))
+    assert all((x == y).all() for x, y in zip(after, vectors_before, strict=True))
+
+
+def test_two_writers_at_once_on_s3_store_every_page_once(
+    tmp_path, s3_store, colpali_encoder, reader, check_whole_pages
+):
+    shared = write_numbered_pdf(tmp_path / "shared" / "shared.pdf", 2)
+    own = [write_numbered_pdf(tmp_path / f"w{n}" / f"own{n}.pdf", 3) for n in range(2)]
+    writers = [s3_store, open_again(s3_store)]
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        start.wait()
+        try:
+            # Page by page (one commit each), both creating the table and racing on `shared`.
+            ingest(
+                [own[n], shared],
+                colpali_encoder,
+                writers[n],
+                reader=reader,
+                batch_size=1,
+                show_progress=False,
+            )
+        except BaseException as error:  # noqa: BLE001 - re-raised by the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+
+    assert not errors
+    expected = page_ids_of(own[0], 3) | page_ids_of(own[1], 3) | page_ids_of(shared, 2)
+    assert check_whole_pages(open_again(s3_store)) == expected
+
+
+def test_a_reader_sees_only_committed_versions_while_a_writer_commits(
+    tmp_path, s3_store, colpali_encoder, reader
+):
+    first = write_numbered_pdf(tmp_path / "first" / "first.pdf", 2)
+    ingest(first, colpali_encoder, s3_store, reader=reader, show_progress=False)
+    files = [write_numbered_pdf(tmp_path / "docs" / f"f{n}.pdf", 2) for n in range(4)]
+    whole_files = [frozenset(page_ids_of(path, 2)) for path in [first, *files]]
+    reading = open_again(s3_store)
+    pinned = reading.version
+    seen: list[set[str]] = []
+
+    # A commit per file: every version holds whole files.
+    writer = threading.Thread(
+        target=ingest,
+        args=(tmp_path / "docs", colpali_encoder, s3_store),
+        kwargs={"reader": reader, "batch_size": 2, "show_progress": False},
+    )
+    writer.start()
+    while writer.is_alive():
+        seen.append(set(reading.page_hashes()))
+    writer.join()
+    seen.append(set(reading.page_hashes()))
+
+    assert len({frozenset(pages) for pages in seen}) >= 3, "no commit seen while writing"
+    for pages in seen:
+        assert pages == set().union(*(f for f in whole_files if f <= pages)), "part of a file"
+    assert seen[-1] == set().union(*whole_files)
+    assert set(reading.page_ids(version=pinned)) == whole_files[0]
+    assert len(reading.get_page_vectors(sorted(whole_files[0]), version=pinned)) == 2
+
+
+def test_a_reader_that_never_checks_keeps_its_version_until_refreshed(
+    tmp_path, s3_store, colpali_encoder, reader
+):
+    a = write_numbered_pdf(tmp_path / "a" / "a.pdf", 1)
+    b = write_numbered_pdf(tmp_path / "b" / "b.pdf", 1)
+    ingest(a, colpali_encoder, s3_store, reader=reader, show_progress=False)
+    reading = open_again(s3_store, read_consistency_interval=None)
+    assert set(reading.page_ids()) == page_ids_of(a, 1)
+
+    ingest(b, colpali_encoder, s3_store, reader=reader, show_progress=False)
+
+    assert set(reading.page_ids()) == page_ids_of(a, 1)
+    reading.refresh()
+    assert set(reading.page_ids()) == page_ids_of(a, 1) | page_ids_of(b, 1)
