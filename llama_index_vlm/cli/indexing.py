@@ -18,7 +18,7 @@ def run_index(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from llama_index_vlm.distributed.ray_ingest import connect
 
-        connect(args.ray or None)
+        connect(None if args.ray == "local" else args.ray)
     report = ingest(
         args.paths,
         encoder,
