@@ -64,7 +64,11 @@ class QueryServiceConfig:
 
 
 class PageQueryService:
-    """One replica: the store, the retriever model and the optional VLM, loaded once."""
+    """One replica: the store, the retriever model and the optional VLM, loaded once.
+
+    A plain class: Ray Serve runs it as a deployment (:func:`build_app`), and it also works
+    in-process (``PageQueryService(config).search("revenue")``), e.g. to test a config.
+    """
 
     def __init__(self, config: QueryServiceConfig):
         from llama_index_vlm.encoder import ColPaliEncoder
@@ -125,13 +129,17 @@ class PageQueryService:
         return await asyncio.to_thread(method, str(body.get("query", "")), body.get("k"))
 
     def _reply(self, **fields: Any) -> dict[str, Any]:
+        return {**fields, "version": self.store.version, "replica": _replica_id()}
+
+
+def _replica_id() -> str | None:
+    """The Serve replica answering, or None when the service runs outside Ray Serve."""
+    try:
         from ray import serve
 
-        return {
-            **fields,
-            "version": self.store.version,
-            "replica": serve.get_replica_context().replica_id.unique_id,
-        }
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - Serve raises RayServeException outside a replica
+        return None
 
 
 def _page(hit: Any) -> dict[str, Any]:

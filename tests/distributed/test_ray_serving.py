@@ -91,3 +91,27 @@ def test_the_http_endpoint_answers_a_json_query(service):
     assert page["page_id"] in store.page_ids()
     assert page["file_name"].endswith(".pdf") and page["page_number"] in (1, 2)
     assert reply["version"] == store.version
+
+
+def test_a_replica_with_a_vlm_answers_from_the_pages_it_retrieved(
+    tmp_path, tiny_checkpoint, colpali_encoder, reader
+):
+    from llama_index_vlm.distributed.serving import PageQueryService
+    from llama_index_vlm.store import LanceDBPageStore
+
+    store = LanceDBPageStore(uri=str(tmp_path / "index"))
+    a = write_numbered_pdf(tmp_path / "a.pdf", 2)
+    ingest(a, colpali_encoder, store, reader=reader, show_progress=False)
+    config = QueryServiceConfig(
+        store_uri=store.uri,
+        encoder=str(tiny_checkpoint("colpali")),
+        vlm=str(tiny_checkpoint("llava")),
+        vlm_options={"max_new_tokens": 4},
+    )
+
+    reply = PageQueryService(config).ask("what is on page 2?", k=1)
+
+    assert isinstance(reply["answer"], str) and reply["answer"]
+    [page] = reply["pages"]
+    assert page["page_id"] in page_ids_of(a, 2) and page["label"].startswith("a.pdf, page ")
+    assert reply["replica"] is None and reply["version"] == store.version
