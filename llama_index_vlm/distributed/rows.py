@@ -166,7 +166,7 @@ def _page_rows(
         return
     # Validates every page as the store would (image, fields, text): a bad page fails its file.
     hashes = {document.node_id: page_content_hash(document) for document in documents}
-    stored = open_store(store_config).content_hashes(list(hashes)) if store_config else {}
+    stored = open_store(store_config).page_hashes(page_ids=list(hashes)) if store_config else {}
     for document in documents:
         unchanged = stored.get(document.node_id) == hashes[document.node_id]
         yield page_row(source, file_rows, document, unchanged)

@@ -19,6 +19,12 @@ def open_again(store: LanceDBPageStore, **settings) -> LanceDBPageStore:
     return LanceDBPageStore(uri=store.uri, storage_options=store.storage_options, **settings)
 
 
+def fragments(store: LanceDBPageStore) -> int:
+    """The number of data fragments of the store's table (each commit of new pages adds one)."""
+    table = store.client.open_table(store.table_name)
+    return table.stats()["fragment_stats"]["num_fragments"]
+
+
 def test_search_on_s3_finds_what_search_on_disk_finds(tmp_path, s3_store, colpali_encoder, reader):
     for name in "ab":
         write_numbered_pdf(tmp_path / "docs" / f"{name}.pdf", 2)
@@ -67,12 +73,12 @@ def test_compaction_on_s3_merges_fragments_and_keeps_every_page(
     )
     pages_before = s3_store.page_hashes()
     vectors_before = s3_store.get_page_vectors(sorted(pages_before))
-    fragments_before = s3_store.table.stats()["fragment_stats"]["num_fragments"]
+    fragments_before = fragments(s3_store)
 
     s3_store.optimize()
 
     assert fragments_before == 4
-    assert s3_store.table.stats()["fragment_stats"]["num_fragments"] == 1
+    assert fragments(s3_store) == 1
     assert s3_store.page_hashes() == pages_before
     after = s3_store.get_page_vectors(sorted(pages_before))
     assert all((x == y).all() for x, y in zip(after, vectors_before, strict=True))
