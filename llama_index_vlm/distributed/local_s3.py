@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 _ACCESS_POLICY = {
@@ -33,6 +34,9 @@ class LocalS3Server:
         access_key_id, secret_access_key: the only credentials the server accepts.
     """
 
+    #: Servers started and not stopped in this process.
+    _running = 0
+
     def __init__(self, bucket: str = "vlm-index"):
         self.bucket = bucket
         self.endpoint = ""
@@ -42,7 +46,6 @@ class LocalS3Server:
 
     def start(self) -> LocalS3Server:
         """Start the server, create the bucket and the credentials, then require them."""
-        import boto3
         from moto import settings
         from moto.server import ThreadedMotoServer
 
@@ -54,40 +57,50 @@ class LocalS3Server:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
-        setup = {
-            "endpoint_url": self.endpoint,
-            "region_name": _REGION,
-            "aws_access_key_id": "setup",
-            "aws_secret_access_key": "setup",
-        }
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="llama-index-vlm")
-        iam.put_user_policy(
-            UserName="llama-index-vlm",
-            PolicyName="s3-all",
-            PolicyDocument=json.dumps(_ACCESS_POLICY),
-        )
-        key = iam.create_access_key(UserName="llama-index-vlm")["AccessKey"]
-        self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
-        # From now on every request must be signed with that key (moto's IAM enforcement).
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-        boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=_REGION,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-        ).create_bucket(Bucket=self.bucket)
+        # moto keeps its accounts and its credential check per process, shared by every server
+        # in it: the setup runs unchecked, then the check is on until the last server stops.
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+        try:
+            self._create_credentials_and_bucket()
+        finally:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        LocalS3Server._running += 1
         return self
 
+    def _create_credentials_and_bucket(self) -> None:
+        import boto3
+
+        client = {"endpoint_url": self.endpoint, "region_name": _REGION}
+        iam = boto3.client(
+            "iam", aws_access_key_id="setup", aws_secret_access_key="setup", **client
+        )
+        user = f"llama-index-vlm-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=user)
+        iam.put_user_policy(
+            UserName=user, PolicyName="s3-all", PolicyDocument=json.dumps(_ACCESS_POLICY)
+        )
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+        s3 = boto3.client(
+            "s3",
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            **client,
+        )
+        if self.bucket not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
+            s3.create_bucket(Bucket=self.bucket)
+
     def stop(self) -> None:
-        """Stop the server (its buckets are in memory and go with it)."""
+        """Stop the server. Its buckets live in moto's memory, shared by the process's servers
+        and gone when the process ends."""
         if self._server is not None:
             from moto import settings
 
             self._server.stop()
             self._server = None
-            settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+            LocalS3Server._running -= 1
+            if LocalS3Server._running == 0:
+                settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
 
     def __enter__(self) -> LocalS3Server:
         return self.start()
