@@ -1,17 +1,26 @@
 """Tests of the page store on S3-compatible object storage (the local moto server, which
 requires its own credentials and supports the conditional writes Lance commits with): ingest
-and search, delete, compaction, two writers at once, and a reader during commits.
+and search, delete, compaction, two writers at once, a reader during commits, and storage
+that cannot be reached or refuses the credentials.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 
+import pytest
+from page_documents import document_pages, vectors_for
 from pdfs import page_ids_of, write_numbered_pdf
 
+from llama_index_vlm.cli import main
+from llama_index_vlm.distributed.local_s3 import LocalS3Server
+from llama_index_vlm.errors import StoreError
 from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
+
+FINGERPRINT = {"model": "test", "embedding_dim": 16}
 
 
 def open_again(store: LanceDBPageStore, **settings) -> LanceDBPageStore:
@@ -164,3 +173,75 @@ def test_a_reader_that_never_checks_keeps_its_version_until_refreshed(
     assert set(reading.page_ids()) == page_ids_of(a, 1)
     reading.refresh()
     assert set(reading.page_ids()) == page_ids_of(a, 1) | page_ids_of(b, 1)
+
+
+# ------------------------------------------------------------------ unreachable or refused
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_endpoint_is_one_store_error(s3_server):
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    options = {**s3_server.storage_options, "aws_endpoint": endpoint}
+
+    with pytest.raises(StoreError) as raised:
+        LanceDBPageStore(uri=s3_server.uri("unreachable"), storage_options=options)
+
+    message = str(raised.value)
+    assert f"cannot reach the object store at {endpoint}" in message
+    assert "connection refused" in message and "aws_endpoint" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "option, value, code",
+    [
+        ("aws_secret_access_key", "not-the-secret", "SignatureDoesNotMatch"),
+        ("aws_access_key_id", "AKIANOTAKEY", "InvalidAccessKeyId"),
+    ],
+)
+def test_refused_credentials_are_one_store_error(s3_server, option, value, code):
+    options = {**s3_server.storage_options, option: value}
+
+    with pytest.raises(StoreError) as raised:
+        LanceDBPageStore(uri=s3_server.uri("refused"), storage_options=options)
+
+    message = str(raised.value)
+    assert f"refused the credentials for {s3_server.uri('refused')!r} ({code}" in message
+    assert "aws_secret_access_key" in message and "\n" not in message
+
+
+def test_a_missing_bucket_is_one_store_error(s3_server):
+    with pytest.raises(StoreError, match=r"has no bucket for 's3://no-such-bucket/index' \("):
+        LanceDBPageStore(uri="s3://no-such-bucket/index", storage_options=s3_server.storage_options)
+
+
+def test_storage_lost_after_opening_is_one_store_error_on_reads_and_writes():
+    pages = document_pages("d1", 2)
+    with LocalS3Server() as lost:
+        store = LanceDBPageStore(uri=lost.uri("lost"), storage_options=lost.storage_options)
+        store.add(pages, page_vectors=vectors_for(pages), fingerprint=FINGERPRINT)
+
+    with pytest.raises(StoreError, match="cannot reach the object store at http://127.0.0.1"):
+        store.version  # noqa: B018 - what a retriever checks before every query
+    with pytest.raises(StoreError, match="cannot reach the object store"):
+        store.add(pages, page_vectors=vectors_for(pages), fingerprint=FINGERPRINT)
+
+
+def test_the_cli_reports_refused_credentials_in_one_line(s3_server, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+
+    status = main(["search", "revenue", "--store", s3_server.uri("cli")])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("error: the object store at ") and err.count("\n") == 1
+    assert "SignatureDoesNotMatch" in err and "Traceback" not in err
