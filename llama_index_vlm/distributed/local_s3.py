@@ -20,7 +20,8 @@ from typing import Any
 
 _ACCESS_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    # DynamoDB too, for Lance's alternative commit store (s3+ddb://).
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "dynamodb:*"], "Resource": "*"}],
 }
 _REGION = "us-east-1"
 
@@ -108,6 +109,36 @@ class LocalS3Server:
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
+    def dynamodb_commit_table(self, name: str = "lance-commits") -> str:
+        """Create (once) the DynamoDB table Lance's ``s3+ddb://`` commit store needs, on this
+        server, and return its name: ``s3+ddb://BUCKET/path?ddbTableName=NAME``.
+
+        The table is keyed by ``base_uri`` (string) and ``version`` (number).
+        """
+        import boto3
+
+        dynamodb = boto3.client(
+            "dynamodb",
+            endpoint_url=self.endpoint,
+            region_name=_REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+        if name not in dynamodb.list_tables()["TableNames"]:
+            dynamodb.create_table(
+                TableName=name,
+                KeySchema=[
+                    {"AttributeName": "base_uri", "KeyType": "HASH"},
+                    {"AttributeName": "version", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "base_uri", "AttributeType": "S"},
+                    {"AttributeName": "version", "AttributeType": "N"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        return name
+
     def uri(self, path: str) -> str:
         """``s3://BUCKET/path``."""
         return f"s3://{self.bucket}/{path.strip('/')}"
@@ -121,4 +152,6 @@ class LocalS3Server:
             "aws_access_key_id": self.access_key_id,
             "aws_secret_access_key": self.secret_access_key,
             "allow_http": "true",
+            # Read only with an s3+ddb:// URI (see dynamodb_commit_table).
+            "dynamodb_endpoint": self.endpoint,
         }

@@ -128,6 +128,40 @@ def test_two_writers_at_once_on_s3_store_every_page_once(
     assert check_whole_pages(open_again(s3_store)) == expected
 
 
+def test_two_writers_with_the_dynamodb_commit_store_store_every_page_once(s3_server, s3_uri):
+    import boto3
+
+    table = s3_server.dynamodb_commit_table()
+    uri = s3_uri.replace("s3://", "s3+ddb://") + f"?ddbTableName={table}"
+    writers = [LanceDBPageStore(uri=uri, storage_options=s3_server.storage_options)]
+    writers.append(open_again(writers[0]))
+    documents = [document_pages(f"doc{n}", 4) for n in range(2)]
+    start = threading.Barrier(2)
+
+    def write(n: int) -> None:
+        start.wait()
+        for page in documents[n]:  # one commit per page, racing the other writer
+            writers[n].add([page], page_vectors=vectors_for([page]), fingerprint=FINGERPRINT)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    expected = {page.node_id for pages in documents for page in pages}
+    assert sorted(open_again(writers[0]).page_ids()) == sorted(expected)
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=s3_server.access_key_id,
+        aws_secret_access_key=s3_server.secret_access_key,
+    )
+    commits = dynamodb.scan(TableName=table)["Items"]
+    assert len([c for c in commits if c["base_uri"]["S"].endswith(".lance")]) >= 8
+
+
 def test_a_reader_sees_only_committed_versions_while_a_writer_commits(
     tmp_path, s3_store, colpali_encoder, reader
 ):
