@@ -1,14 +1,27 @@
-"""Object storage (S3 and S3-compatible services, GCS, Azure) failing: one clear StoreError.
+"""A store on object storage (S3, S3-compatible services): what to configure, and failures
+as one clear StoreError.
 
 LanceDB reports an unreachable endpoint or refused credentials as a ``ValueError``,
 ``OSError`` or ``RuntimeError`` whose message is the object store's debug output (retries,
 URLs, the service's XML error body), many lines long. :func:`storage_error` recognises these
 and says, in one line, what failed and what to check.
 
-Credentials and endpoints come from the store's ``storage_options`` (``aws_access_key_id``,
-``aws_secret_access_key``, ``aws_endpoint``, ``aws_region``...) or, where an option is not
-given, from the environment variables LanceDB's object stores read (``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``...).
+Configuring a store on object storage:
+
+- Credentials and endpoint come from the store's ``storage_options`` (``aws_access_key_id``,
+  ``aws_secret_access_key``, ``aws_session_token``, ``aws_region``, ``aws_endpoint`` for an
+  S3-compatible service, ``allow_http`` for a plain-HTTP one) or, for any option not given,
+  from the environment variables LanceDB reads (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
+  ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``...); the command line uses the environment.
+- Several writers at once (processes, machines, a Ray ingest's driver beside another ingest)
+  need nothing more on AWS S3 or on a service with conditional writes (``If-None-Match``, as
+  MinIO, Cloudflare R2 and moto have): Lance publishes each version with a conditional PUT
+  and retries on conflict, and the page table's primary key (``page_id``) keeps two writers
+  of the same new page from storing it twice. A service without conditional writes needs
+  Lance's DynamoDB commit store: a URI ``s3+ddb://bucket/path?ddbTableName=TABLE`` with a
+  DynamoDB table keyed by ``base_uri`` (string) and ``version`` (number).
+- Compaction (``store.optimize()``) rewrites files other writers may be reading; run it when
+  no ingest is running.
 """
 
 from __future__ import annotations
