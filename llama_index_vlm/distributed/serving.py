@@ -183,3 +183,51 @@ def build_app(
     else:
         options["num_replicas"] = num_replicas
     return serve.deployment(PageQueryService).options(**options).bind(config)
+
+
+def app(args: dict[str, str]) -> Any:
+    """Ray Serve application builder, for ``serve run`` and Serve config files.
+
+    Example (object-store credentials from the replicas' ``AWS_*`` environment)::
+
+        serve run llama_index_vlm.distributed.serving:app store_uri=s3://bucket/index \\
+            min_replicas=1 max_replicas=4 num_gpus=1
+
+    Arguments: ``store_uri`` (required), ``table_name``, ``encoder``, ``vlm``, ``device``,
+    ``similarity_top_k``, ``search_mode``, ``read_consistency_interval``; ``num_replicas``, or
+    ``min_replicas`` and ``max_replicas`` for autoscaling; ``num_gpus`` and ``num_cpus`` per
+    replica.
+    """
+    config, options = app_options(args)
+    return build_app(config, **options)
+
+
+def app_options(args: dict[str, str]) -> tuple[QueryServiceConfig, dict[str, Any]]:
+    """:func:`app`'s text arguments as a :class:`QueryServiceConfig` and :func:`build_app`'s
+    keyword arguments.
+
+    >>> config, options = app_options({"store_uri": "s3://b/i", "max_replicas": "4"})
+    >>> config.store_uri, options["autoscaling_config"]
+    ('s3://b/i', {'min_replicas': 1, 'max_replicas': 4})
+    """
+    args = dict(args)
+    if "store_uri" not in args:
+        raise ValueError("serve run ...serving:app needs store_uri=URI (the store to serve)")
+    numbers = {"similarity_top_k": int, "read_consistency_interval": float}
+    fields = {"store_uri", "table_name", "encoder", "vlm", "device", "search_mode", *numbers}
+    config = QueryServiceConfig(
+        **{key: numbers.get(key, str)(args.pop(key)) for key in list(args) if key in fields}
+    )
+    resources = {key: float(args.pop(key)) for key in ("num_gpus", "num_cpus") if key in args}
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": 1, **resources}}
+    if "min_replicas" in args or "max_replicas" in args:
+        low = int(args.pop("min_replicas", 1))
+        options["autoscaling_config"] = {
+            "min_replicas": low,
+            "max_replicas": int(args.pop("max_replicas", low)),
+        }
+    elif "num_replicas" in args:
+        options["num_replicas"] = int(args.pop("num_replicas"))
+    if args:
+        raise ValueError(f"serve run ...serving:app does not take {sorted(args)}")
+    return config, options

@@ -115,3 +115,28 @@ def test_a_replica_with_a_vlm_answers_from_the_pages_it_retrieved(
     [page] = reply["pages"]
     assert page["page_id"] in page_ids_of(a, 2) and page["label"].startswith("a.pdf, page ")
     assert reply["replica"] is None and reply["version"] == store.version
+
+
+def test_serve_run_arguments_become_the_config_and_the_deployment_options():
+    from llama_index_vlm.distributed.serving import app_options
+
+    config, options = app_options(
+        {"store_uri": "s3://b/i", "vlm": "llava", "similarity_top_k": "3", "num_replicas": "2",
+         "num_gpus": "1", "read_consistency_interval": "5"}
+    )  # fmt: skip
+
+    assert config == QueryServiceConfig(
+        store_uri="s3://b/i", vlm="llava", similarity_top_k=3, read_consistency_interval=5.0
+    )
+    assert options == {"ray_actor_options": {"num_cpus": 1, "num_gpus": 1.0}, "num_replicas": 2}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [({"num_replicas": "2"}, "needs store_uri"), ({"store_uri": "x", "replicas": "2"}, "replicas")],
+)
+def test_serve_run_refuses_missing_or_unknown_arguments(args, message):
+    from llama_index_vlm.distributed.serving import app_options
+
+    with pytest.raises(ValueError, match=message):
+        app_options(args)
