@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
@@ -311,6 +311,7 @@ def ingest(
     batch_size: int = 16,
     pool_factor: float | None = None,
     show_progress: bool = True,
+    engine: Literal["local", "ray"] = "local",
 ) -> IngestReport:
     """Read, embed and store every page of the PDFs and images under ``paths``.
 
@@ -328,6 +329,8 @@ def ingest(
             storing them: 3 stores a third of the vectors, and searches scan a third. Default:
             the store's own (recorded with its first pages; 1, no pooling, for a new store).
         show_progress: a progress bar of pages done, with pages/s.
+        engine: ``"local"`` runs in this process; ``"ray"`` renders and encodes on a Ray
+            cluster, committing from here (:mod:`llama_index_vlm.distributed.ray_ingest`).
 
     Returns:
         An :class:`IngestReport`. A file that cannot be read (corrupted, encrypted, empty,
@@ -350,6 +353,20 @@ def ingest(
         report = ingest("reports/", encoder, LanceDBPageStore(uri="./vlm_index"))
         print(report.summary())
     """
+    if engine == "ray":
+        from llama_index_vlm.distributed.ray_ingest import ingest as ingest_on_ray
+
+        return ingest_on_ray(
+            paths,
+            encoder,
+            store,
+            reader=reader,
+            batch_size=batch_size,
+            pool_factor=pool_factor,
+            show_progress=show_progress,
+        )
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
     started = time.perf_counter()
     reader = reader or PDFPageReader()
     files = reader.list_files(paths)

@@ -15,6 +15,10 @@ def run_index(args: argparse.Namespace) -> int:
 
     store = open_store(args.store, must_exist=False)
     encoder = load_encoder(args.model, store, args.device)
+    if args.ray is not None:
+        from llama_index_vlm.distributed.ray_ingest import connect
+
+        connect(None if args.ray == "local" else args.ray)
     report = ingest(
         args.paths,
         encoder,
@@ -23,6 +27,7 @@ def run_index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         pool_factor=args.pool_factor,
         show_progress=not args.no_progress,
+        engine="local" if args.ray is None else "ray",
     )
     print(report.summary())
     for failed in report.failed:

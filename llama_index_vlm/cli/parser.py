@@ -7,6 +7,7 @@ commands import torch, transformers and LanceDB when they run.
 from __future__ import annotations
 
 import argparse
+import re
 
 # The same values as llama_index_vlm.encoder.DEFAULT_ENCODER and llama_index_vlm.vlm.DEFAULT_VLM
 # (a test checks): written out here because importing those modules means importing torch.
@@ -65,6 +66,20 @@ def pool_factor(text: str) -> float:
     if not 1 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be at least 1 (1: no pooling), not {text}")
     return value
+
+
+def ray_address(text: str) -> str:
+    """argparse type: ``local``, ``auto``, ``ray://HOST:PORT`` or ``HOST:PORT`` (a Ray cluster).
+
+    Refusing anything else catches ``index --ray reports/``, where argparse takes the folder
+    for the address.
+    """
+    if text in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a Ray address (local, auto, ray://HOST:PORT or HOST:PORT); "
+        "put --ray after the paths to index"
+    )
 
 
 def filter_pair(text: str) -> tuple[str, str]:
@@ -193,6 +208,16 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         "the retrieval quality); default: the index's own, or 1 (no pooling) for a new index",
     )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
+    index.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        type=ray_address,
+        metavar="ADDRESS",
+        help="render and encode on Ray: 'auto' (a cluster running here), 'ray://HOST:10001' "
+        "or HOST:PORT; 'local' (the default) uses RAY_ADDRESS or a running local cluster, or "
+        "starts one",
+    )
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:

@@ -47,6 +47,8 @@ The modules, in the order a page takes:
 - :mod:`~llama_index_vlm.store.table`: opening, creating and committing to the LanceDB table.
 - :mod:`~llama_index_vlm.store.queries`: reading columns, vectors and LanceDB's own search.
 - :mod:`~llama_index_vlm.store.results`: what writes and listings report.
+- :mod:`~llama_index_vlm.store.object_storage`: object storage (``s3://``...) that cannot be
+  reached or refuses the credentials, reported as one :class:`~llama_index_vlm.errors.StoreError`.
 
 Searching is the ColPali retriever's job: it keeps the page vectors in memory and, when the
 table version changes, reloads only the pages whose content hash changed

@@ -26,6 +26,7 @@ from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
 from llama_index_vlm.store import queries
 from llama_index_vlm.store.filters import page_where, quote_literal
+from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
 from llama_index_vlm.store.results import AddResult, StoredDocument, stored_documents
 from llama_index_vlm.store.rows import (
     PreparedPage,
@@ -113,9 +114,10 @@ class LanceDBPageStore(BasePydanticVectorStore):
                 if read_consistency_interval is None
                 else timedelta(seconds=read_consistency_interval)
             )
-            connection = lancedb.connect(
-                self.uri, read_consistency_interval=interval, storage_options=storage_options
-            )
+            with storage_errors(self.uri):
+                connection = lancedb.connect(
+                    self.uri, read_consistency_interval=interval, storage_options=storage_options
+                )
         self._connection = connection
         self._pages = PageTable(connection, table_name, self.uri, vector_dtype)
         self._pages.open()
@@ -133,6 +135,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
     # ------------------------------------------------------------------ table and fingerprint
 
     @property
+    @reports_storage_errors
     def schema(self) -> pa.Schema | None:
         """The table's Arrow schema (:func:`~llama_index_vlm.store.page_schema`); None before
         the first page is added.
@@ -162,6 +165,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         return None if schema is None else schema_dim(schema)
 
     @property
+    @reports_storage_errors
     def version(self) -> int:
         """The table's current version; it changes whenever pages are written or deleted.
 
@@ -179,6 +183,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """
         self._pages.check(fingerprint, dim)
 
+    @reports_storage_errors
     def refresh(self) -> None:
         """See other processes' commits now (only needed with ``read_consistency_interval``)."""
         table = self._pages.open()
@@ -210,6 +215,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """:meth:`add` in a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(self.add, nodes, page_vectors, fingerprint, **kwargs)
 
+    @reports_storage_errors
     def upsert_pages(
         self,
         nodes: Sequence[BaseNode],
@@ -324,6 +330,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
 
     # ------------------------------------------------------------------ reading
 
+    @reports_storage_errors
     def get_nodes(
         self,
         node_ids: list[str] | None = None,
@@ -353,6 +360,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """:meth:`get_nodes` in a worker thread."""
         return await asyncio.to_thread(self.get_nodes, node_ids, filters)
 
+    @reports_storage_errors
     def count(self, filters: MetadataFilters | None = None) -> int:
         """Number of pages (matching ``filters``).
 
@@ -368,6 +376,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """The ids of the stored documents, sorted."""
         return sorted(document.doc_id for document in self.documents())
 
+    @reports_storage_errors
     def documents(self) -> list[StoredDocument]:
         """Every stored document with its file and its number of stored pages, by file path."""
         table = self._pages.open()
@@ -376,6 +385,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         columns = ["doc_id", "file_name", "file_path", "page_count"]
         return stored_documents(queries.select(table, columns, None).to_pylist())
 
+    @reports_storage_errors
     def page_ids(
         self, filters: MetadataFilters | None = None, *, version: int | None = None
     ) -> list[str]:
@@ -412,6 +422,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """``page_id -> n_vectors`` of the stored pages, selected as in :meth:`page_hashes`."""
         return self._column_by_page("n_vectors", filters, page_ids, version)
 
+    @reports_storage_errors
     def _column_by_page(
         self,
         column: str,
@@ -425,6 +436,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         rows = queries.select_pages(table, ["page_id", column], filters, page_ids=page_ids)
         return queries.column_map(rows, "page_id", column)
 
+    @reports_storage_errors
     def iter_page_vectors(
         self,
         filters: MetadataFilters | None = None,
@@ -443,6 +455,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         if table is not None:
             yield from queries.iter_vectors(table, page_where(filters), batch_size, dtype)
 
+    @reports_storage_errors
     def get_page_vectors(
         self,
         page_ids: Sequence[str],
@@ -457,6 +470,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """
         return queries.page_vectors(self._pages.snapshot(version), list(page_ids), dtype)
 
+    @reports_storage_errors
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Multi-vector (MaxSim) search with LanceDB's own exhaustive search.
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from llama_index_vlm.errors import StoreError
 from llama_index_vlm.fingerprint import check_compatible
+from llama_index_vlm.store.object_storage import storage_error, storage_errors
 from llama_index_vlm.store.queries import select
 from llama_index_vlm.store.rows import PreparedPage, stale_condition, to_arrow
 from llama_index_vlm.store.schema import (
@@ -57,7 +58,8 @@ class PageTable:
         if self._table is not None:
             return self._table
         try:
-            table = self.connection.open_table(self.name)
+            with storage_errors(self.uri):
+                table = self.connection.open_table(self.name)
         except (ValueError, FileNotFoundError):
             # Not created yet (or a creation killed before its first commit, which LanceDB
             # also reports as not found): the first write creates it.
@@ -106,6 +108,9 @@ class PageTable:
             try:
                 yield
             except (OSError, RuntimeError) as error:
+                unreachable = storage_error(error, self.uri)
+                if unreachable is not None:
+                    raise unreachable from error
                 raise StoreError(
                     f"writing to the page store at {self.uri!r} failed ({error}); nothing of "
                     "this call was committed and the store still holds its last committed "

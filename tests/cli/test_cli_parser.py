@@ -41,3 +41,23 @@ def test_argument_errors_exit_2(argv):
     status, _, err = run_cli(*argv)
     assert status == 2
     assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, address",
+    [
+        (["index", "docs"], None),
+        (["index", "docs", "--ray"], "local"),
+        (["index", "docs", "--ray", "auto"], "auto"),
+        (["index", "docs", "--ray", "ray://head:10001"], "ray://head:10001"),
+        (["index", "--ray", "10.0.0.5:6379", "docs"], "10.0.0.5:6379"),
+    ],
+)
+def test_index_ray_takes_an_optional_cluster_address(argv, address):
+    assert build_parser().parse_args(argv).ray == address
+
+
+def test_index_ray_refuses_a_path_taken_for_its_address():
+    status, _, err = run_cli("index", "--ray", "reports/")
+    assert status == 2
+    assert "not a Ray address" in err and "put --ray after the paths" in err
