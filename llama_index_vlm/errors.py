@@ -96,3 +96,9 @@ class PageNotFoundError(VLMError, KeyError):
     def __str__(self) -> str:
         # KeyError shows its message quoted, as a key; this one is a sentence.
         return str(self.args[0])
+
+
+class UnsupportedDeviceError(VLMError, ValueError):
+    """The device a model loads on cannot do what was asked: a quantisation (bitsandbytes needs
+    a CUDA GPU), an attention kernel, a dtype. The message says what works there instead.
+    """
