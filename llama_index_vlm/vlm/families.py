@@ -199,6 +199,13 @@ class _SingleImageFamily(Family):
     def prompts(self, turns, processor, options):
         pages = [page for turn in turns for page in turn.images]
         if not pages:
+            stock = stock_prompt(turns[-1].text)
+            if stock is not None and stock.template == "condense":
+                raise EmptyInputError(
+                    f"{self.name} answers questions about an image, and cannot rewrite a "
+                    "conversation into a standalone question; use a chat engine that does not "
+                    "condense (chat_mode='context'), or another model as the engine's llm"
+                )
             raise EmptyInputError(
                 f"{self.name} answers questions about an image, and the messages hold none; "
                 "add an ImageBlock (or pass image_documents=...)"
