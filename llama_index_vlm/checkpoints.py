@@ -221,9 +221,9 @@ def load_processor(
     torchvision, a video-capable model's processor is built without its video part (see
     :mod:`llama_index_vlm.processors`).
     """
-    from llama_index_vlm.processors import load_processor as load
+    from llama_index_vlm import processors
 
-    return load(name_or_path, found_type, revision, trust_remote_code)
+    return processors.load_processor(name_or_path, found_type, revision, trust_remote_code)
 
 
 def load_config(name_or_path: str, revision: str | None = None) -> Any:

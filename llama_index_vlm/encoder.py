@@ -1,9 +1,10 @@
 """ColPali-family multi-vector encoder: page images and queries to unit vectors.
 
-:class:`ColPaliEncoder` wraps transformers' native ``ColPaliForRetrieval`` and
-``ColQwen2ForRetrieval`` with their processors. A page becomes about a thousand 128-dimensional
-unit vectors (one per image patch, plus a few prompt tokens), a query a few dozen; the retriever
-scores them by late interaction (MaxSim).
+:class:`ColPaliEncoder` wraps transformers' native ``ColPaliForRetrieval``,
+``ColQwen2ForRetrieval`` (ColQwen2 and ColQwen2.5) and ``ColModernVBertForRetrieval`` with their
+processors. A page becomes hundreds to a thousand 128-dimensional unit vectors (one per image
+patch, plus a few prompt tokens), a query a few dozen; the retriever scores them by late
+interaction (MaxSim).
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ MAX_ASPECT_RATIO = 200
 
 #: The checkpoints :meth:`ColPaliEncoder.from_pretrained` loads: transformers' native retrievers.
 RETRIEVERS = Architectures(
-    classes={"colpali": "ColPaliForRetrieval", "colqwen2": "ColQwen2ForRetrieval"},
+    # ColQwen2.5 is a ColQwen2ForRetrieval over a Qwen2.5-VL backbone (model_type "colqwen2").
+    classes={
+        "colpali": "ColPaliForRetrieval",
+        "colqwen2": "ColQwen2ForRetrieval",
+        "colmodernvbert": "ColModernVBertForRetrieval",
+    },
     description="a ColPali-family retriever",
-    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf"),
+    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf", "ModernVBERT/colmodernvbert"),
     missing_weights_consequence="embeddings would change on every load",
     missing_weights_advice="Use a complete checkpoint in transformers' format (an '-hf' "
     "checkpoint such as 'vidore/colpali-v1.3-hf').",
@@ -225,9 +231,11 @@ class ColPaliEncoder:
 
         Returns a float32 array of shape ``(rows, cols, embedding_dim)``: the grid comes from the
         processor (ColPali: a square grid of ``image_seq_length`` patches; ColQwen2: the
-        ``image_grid_thw`` of this page divided by the merge size), never from fixed numbers.
-        Row ``r``, column ``c`` covers the same fraction of the page in both families, since
-        both resize the whole page without cropping. Used for similarity maps.
+        ``image_grid_thw`` of this page divided by the merge size; ColModernVBERT: the square
+        grid of its global image, the whole page resized to one tile, which follows the page's
+        tiles), never from fixed numbers. Row ``r``, column ``c`` covers the same fraction of
+        the page in every family, since each resizes the whole page without cropping. Used for
+        similarity maps.
         """
         if not isinstance(image, Image.Image):
             raise TypeError(f"image is a {type(image).__name__}, not a PIL image")
@@ -240,6 +248,10 @@ class ColPaliEncoder:
             _, height, width = inputs["image_grid_thw"][0].tolist()
             merge = int(self.processor.image_processor.merge_size)
             rows, cols = height // merge, width // merge
+        elif getattr(self.processor, "image_seq_len", None):
+            # Idefics3-style tiles: the last tile's tokens are the global image, row-major.
+            patches = patches[-int(self.processor.image_seq_len) :]
+            rows = cols = math.isqrt(patches.shape[0])
         else:
             rows = cols = math.isqrt(patches.shape[0])
         if rows * cols != patches.shape[0]:
@@ -329,6 +341,8 @@ def _processor_settings(processor: Any) -> dict[str, Any]:
         "query_prefix": getattr(processor, "query_prefix", None),
         "visual_prompt_prefix": getattr(processor, "visual_prompt_prefix", None),
     }
+    if getattr(processor, "image_seq_len", None) is not None:  # ColModernVBERT's tile tokens
+        settings["image_seq_len"] = processor.image_seq_len
     for name in (
         "size",
         "image_seq_length",
@@ -336,6 +350,8 @@ def _processor_settings(processor: Any) -> dict[str, Any]:
         "max_pixels",
         "patch_size",
         "merge_size",
+        "max_image_size",
+        "do_image_splitting",
     ):
         value = getattr(image_processor, name, None)
         if value is not None:
