@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from llama_index_vlm.errors import InvalidCheckpointError, ModelMismatchError, UsageError
+from llama_index_vlm.errors import (
+    InvalidCheckpointError,
+    ModelMismatchError,
+    UnsupportedDeviceError,
+    UsageError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index_vlm.encoder import ColPaliEncoder
@@ -59,17 +64,24 @@ def _check_matches_store(
         ) from error
 
 
-def load_vlm(name: str, device: str, max_new_tokens: int) -> HuggingFaceVLM:
+def load_vlm(
+    name: str, device: str, max_new_tokens: int, quantization: str | None = None
+) -> HuggingFaceVLM:
     """Load the answering model, with the CLI's hint when it cannot be loaded."""
     from llama_index_vlm.vlm import HuggingFaceVLM
 
     check_device(device)
     try:
         return HuggingFaceVLM.from_pretrained(
-            _resolve_local(name), device=device, max_new_tokens=max_new_tokens
+            _resolve_local(name),
+            device=device,
+            max_new_tokens=max_new_tokens,
+            quantization=quantization,
         )
     except InvalidCheckpointError as error:
         raise InvalidCheckpointError(f"--vlm: {error}") from error
+    except (UnsupportedDeviceError, ImportError) as error:  # the device or a library lacks it
+        raise UsageError(f"--quantization {quantization}: {error}") from error
 
 
 def check_device(device: str) -> None:

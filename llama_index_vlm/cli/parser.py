@@ -233,8 +233,15 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "--vlm",
         default=DEFAULT_VLM,
         metavar="CKPT",
-        help="LLaVA, LLaVA-NeXT, PaliGemma or BLIP-2: hub id or local directory "
-        f"(default: {DEFAULT_VLM})",
+        help="Qwen2-VL/2.5-VL/3-VL, SmolVLM, Idefics3, Gemma 3, LLaVA(-NeXT/-OneVision), "
+        f"PaliGemma or BLIP-2: hub id or local directory (default: {DEFAULT_VLM})",
+    )
+    ask.add_argument(
+        "--quantization",
+        choices=("4bit", "8bit", "int8"),
+        default=None,
+        help="load the model's weights quantised: 4bit or 8bit (bitsandbytes, CUDA GPUs) or "
+        "int8 (torchao, CPUs and GPUs); needs pip install 'llama-index-vlm[quantization]'",
     )
     ask.add_argument(
         "-k", type=positive_int, default=3, help="pages given to the model (default: 3)"

@@ -49,7 +49,7 @@ def run_ask(args: argparse.Namespace) -> int:
     if not require_pages(store, filters):
         raise UsageError("no pages match the filters; nothing to answer from")
     encoder = load_encoder(args.model, store, args.device)
-    vlm = load_vlm(args.vlm, args.device, args.max_new_tokens)
+    vlm = load_vlm(args.vlm, args.device, args.max_new_tokens, args.quantization)
     from llama_index_vlm.index import VisualDocumentIndex, cited_pages
 
     index = VisualDocumentIndex.from_store(store, encoder)
