@@ -217,9 +217,9 @@ def load_processor(
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> Any:
-    """A checkpoint's transformers processor (tokenizer and image processor together); without
-    torchvision, a video-capable model's processor is built without its video part (see
-    :mod:`llama_index_vlm.processors`).
+    """A checkpoint's transformers processor (tokenizer and image processor together); a
+    video-capable model's processor is built without its video part, which needs torchvision
+    (see :mod:`llama_index_vlm.processors`).
     """
     from llama_index_vlm import processors
 

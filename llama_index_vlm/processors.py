@@ -2,13 +2,15 @@
 
 transformers builds the processors of video-capable models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
 SmolVLM, LLaVA-OneVision) together with a video processor, and its video processors need
-torchvision. torchvision is an optional, torch-version-pinned package (on a CPU-only install the
-registry's build often does not import at all), and pages are images, never videos. So when
-torchvision is missing, such a processor is built without its video part: the same processor
-class, loaded from the same files by its own ``from_pretrained``, with only the image processor
-and the tokenizer. It tokenises text and images exactly as the full processor would (its image
-processor is transformers' PIL backend, which gives the same pixels as the torchvision one up to
-resampling rounding); asking it for a video raises :class:`~llama_index_vlm.errors.VLMError`.
+torchvision: an optional, torch-version-pinned package (on a CPU-only install the registry's
+build often does not import at all). Its loading also wants the checkpoint's video settings,
+which many checkpoints do not ship. Pages are images, never videos, so such a processor is
+always built without its video part: the same processor class, loaded from the same files by
+its own ``from_pretrained``, with only the image processor and the tokenizer. It tokenises text
+and images exactly as the full processor would (without torchvision its image processor is
+transformers' PIL backend, which gives the same pixels as the torchvision one up to resampling
+rounding); asking it for a video raises :class:`~llama_index_vlm.errors.VLMError`. The same
+loading works on every machine, with torchvision or without.
 """
 
 from __future__ import annotations
@@ -29,23 +31,17 @@ def load_processor(
 ) -> Any:
     """A checkpoint's transformers processor (tokenizer and image processor together).
 
-    Without torchvision, a processor that transformers would build with a video processor is
-    built without it (see the module's docstring); everything else loads through
-    ``AutoProcessor``.
+    A processor that transformers would build with a video processor is built without it (see
+    the module's docstring); everything else loads through ``AutoProcessor``.
 
     Example::
 
         processor = load_processor("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl")
     """
     from transformers import AutoProcessor
-    from transformers.utils import is_torchvision_available
 
     processor_class = _processor_class(model_type)
-    if (
-        processor_class is not None
-        and _VIDEO in processor_class.get_attributes()
-        and not is_torchvision_available()
-    ):
+    if processor_class is not None and _VIDEO in processor_class.get_attributes():
         return image_only(processor_class).from_pretrained(
             name_or_path, revision=revision, trust_remote_code=trust_remote_code
         )
@@ -118,7 +114,7 @@ class _NoVideoProcessor:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise VLMError(
-            f"this {self._processor_name} was loaded without its video processor (torchvision is "
-            "not installed); pages are images, and videos need `pip install torchvision` built "
-            "for your torch"
+            f"this {self._processor_name} was loaded without its video processor: "
+            "llama-index-vlm reads pages, which are images; load the checkpoint with "
+            "transformers' AutoProcessor (and torchvision) for videos"
         )

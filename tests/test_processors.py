@@ -1,6 +1,6 @@
-"""Processors of video-capable models load without torchvision (processors.py): the checkpoint's
-own processor class, from its own files (transformers' layout or the hub's older one), without
-its video part."""
+"""Processors of video-capable models load without their video part, which needs torchvision
+(processors.py): the checkpoint's own processor class, from its own files (transformers' layout
+or the hub's older one), on machines with torchvision and without."""
 
 from __future__ import annotations
 
@@ -19,12 +19,6 @@ PAGE = Image.new("RGB", (60, 100), "red")
 CONVERSATION = [
     {"role": "user", "content": [{"type": "image", "image": PAGE}, {"type": "text", "text": "Hi?"}]}
 ]
-
-
-@pytest.fixture
-def no_torchvision(monkeypatch):
-    """As on a CPU-only install, where torchvision does not import."""
-    monkeypatch.setattr(transformers.utils, "is_torchvision_available", lambda: False)
 
 
 def _tokenise(processor) -> dict:
@@ -62,8 +56,8 @@ def _hub_layout(source, target) -> None:
         ("llava_onevision", "llava_onevision", "LlavaOnevisionProcessor"),
     ],
 )
-def test_a_video_capable_processor_loads_as_its_own_class_without_torchvision(
-    kind, model_type, class_name, tiny_checkpoint, no_torchvision
+def test_a_video_capable_processor_loads_as_its_own_class_without_a_video_part(
+    kind, model_type, class_name, tiny_checkpoint
 ):
     processor = load_processor(str(tiny_checkpoint(kind)), model_type)
     assert isinstance(processor, getattr(transformers, class_name))
@@ -71,9 +65,7 @@ def test_a_video_capable_processor_loads_as_its_own_class_without_torchvision(
     assert processor.get_attributes() == ["image_processor", "tokenizer"]
 
 
-def test_the_hubs_older_layout_loads_and_tokenises_the_same(
-    tiny_checkpoint, tmp_path, no_torchvision
-):
+def test_the_hubs_older_layout_loads_and_tokenises_the_same(tiny_checkpoint, tmp_path):
     path = tiny_checkpoint("qwen2_5_vl")
     _hub_layout(path, tmp_path / "hub")
     from_hub_layout = load_processor(str(tmp_path / "hub"), "qwen2_5_vl")
@@ -83,9 +75,7 @@ def test_the_hubs_older_layout_loads_and_tokenises_the_same(
         assert (_tokenise(from_hub_layout)[name] == value).all(), name
 
 
-def test_saving_and_loading_keeps_the_processors_settings(
-    tiny_checkpoint, tmp_path, no_torchvision
-):
+def test_saving_and_loading_keeps_the_processors_settings(tiny_checkpoint, tmp_path):
     processor = load_processor(str(tiny_checkpoint("smolvlm")), "smolvlm")
     processor.save_pretrained(tmp_path)
     reloaded = load_processor(str(tmp_path), "smolvlm")
@@ -93,7 +83,7 @@ def test_saving_and_loading_keeps_the_processors_settings(
     assert reloaded.chat_template == processor.chat_template
 
 
-def test_asking_for_a_video_says_why_there_is_no_video_processor(tiny_checkpoint, no_torchvision):
+def test_asking_for_a_video_says_why_there_is_no_video_processor(tiny_checkpoint):
     processor = load_processor(str(tiny_checkpoint("qwen2_vl")), "qwen2_vl")
     video = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(VLMError, match="without its video processor"):
