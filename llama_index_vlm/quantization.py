@@ -6,9 +6,11 @@
 - ``"int8"``: torchao int8 weight-only quantisation: the weights stored in int8, dequantised on
   the fly; runs on CPUs and CUDA GPUs (half the memory of bfloat16 weights, a quarter of float32).
 
-bitsandbytes' CPU backend loads 8- and 4-bit models too, but without the kernels its fast path
-needs it dequantises every weight on every token; ``benchmarks/quantization.py`` measures what
-each option costs on a CPU. Retrievers are not quantised: their embeddings define the index.
+bitsandbytes is offered on CUDA GPUs only, which it is made for (its CPU backend needs extra
+kernels for 4-bit matrix products); on a CPU, ``"int8"`` and a bfloat16 ``dtype`` are the
+options, measured side by side by ``benchmarks/generate.py --full --models smolvlm-256m
+--allow-cpu`` (benchmarks/RESULTS.md). Retrievers are not quantised: their embeddings define
+the index.
 """
 
 from __future__ import annotations
