@@ -236,13 +236,7 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         help="Qwen2-VL/2.5-VL/3-VL, SmolVLM, Idefics3, Gemma 3, LLaVA(-NeXT/-OneVision), "
         f"PaliGemma or BLIP-2: hub id or local directory (default: {DEFAULT_VLM})",
     )
-    ask.add_argument(
-        "--quantization",
-        choices=("4bit", "8bit", "int8"),
-        default=None,
-        help="load the model's weights quantised: 4bit or 8bit (bitsandbytes, CUDA GPUs) or "
-        "int8 (torchao, CPUs and GPUs); needs pip install 'llama-index-vlm[quantization]'",
-    )
+    add_quantization_option(ask)
     ask.add_argument(
         "-k", type=positive_int, default=3, help="pages given to the model (default: 3)"
     )
@@ -253,6 +247,18 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         default=256,
         metavar="N",
         help="longest answer in tokens (default: 256)",
+    )
+
+
+def add_quantization_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--quantization``: the commands that load an answering model."""
+    parser.add_argument(
+        "--quantization",
+        choices=("4bit", "8bit", "int8"),
+        default=None,
+        help="load the answering model's weights quantised: 4bit or 8bit (bitsandbytes, CUDA "
+        "GPUs) or int8 (torchao, CPUs and GPUs); needs pip install "
+        "'llama-index-vlm[quantization]'",
     )
 
 

@@ -19,7 +19,12 @@ import socket
 import threading
 from typing import Any
 
-from llama_index_vlm.cli.parser import DEFAULT_STORE, DEFAULT_VLM, positive_int
+from llama_index_vlm.cli.parser import (
+    DEFAULT_STORE,
+    DEFAULT_VLM,
+    add_quantization_option,
+    positive_int,
+)
 from llama_index_vlm.errors import UsageError
 
 #: The environment variable holding the server's token (safer than --token, which other users
@@ -60,12 +65,13 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
         "--vlm",
         default=DEFAULT_VLM,
         metavar="CKPT",
-        help="LLaVA, LLaVA-NeXT, PaliGemma or BLIP-2 for /ask: hub id or local directory "
-        f"(default: {DEFAULT_VLM})",
+        help="the answering model for /ask (Qwen-VL, SmolVLM, Gemma 3, LLaVA, PaliGemma, ...): "
+        f"hub id or local directory (default: {DEFAULT_VLM})",
     )
     answering.add_argument(
         "--no-vlm", action="store_true", help="load no answering model: search only"
     )
+    add_quantization_option(serve)
     serve.add_argument("--device", default="auto", help="torch device (default: auto)")
     serve.add_argument(
         "--max-new-tokens",
@@ -160,7 +166,11 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
 
     def load_models() -> Models:
         encoder = load_encoder(args.model, store, args.device)
-        vlm = None if args.no_vlm else load_vlm(args.vlm, args.device, args.max_new_tokens)
+        vlm = (
+            None
+            if args.no_vlm
+            else load_vlm(args.vlm, args.device, args.max_new_tokens, args.quantization)
+        )
         return Models(encoder=encoder, vlm=vlm)
 
     limits = ServerLimits(
