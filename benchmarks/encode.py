@@ -117,11 +117,11 @@ def query_ms(encoder: ColPaliEncoder, repeats: int = 7) -> float:
     return statistics.median(times) * 1000
 
 
-def benchmark(label: str, path: Path, pages: list, batch_sizes: list[int]) -> None:
+def benchmark(label: str, path: Path, pages: list, batch_sizes: list[int], dtype="auto") -> None:
     start = time.perf_counter()
-    encoder = ColPaliEncoder.from_pretrained(path, show_progress=False)
+    encoder = ColPaliEncoder.from_pretrained(path, dtype=dtype, show_progress=False)
     load_s = time.perf_counter() - start
-    dtype = str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
+    dtype = str(encoder.model.dtype).removeprefix("torch.")
     encoder.embed_images(pages[:2], batch_size=2)  # warm-up
     query = query_ms(encoder)
     for batch_size in batch_sizes:
@@ -149,6 +149,9 @@ def main() -> None:
     )
     parser.add_argument("--pages", type=int, default=None, help="pages per measurement")
     parser.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes")
+    parser.add_argument(
+        "--dtypes", default="auto", help="comma-separated dtypes to compare (default: auto)"
+    )
     parser.add_argument("--allow-cpu", action="store_true", help="run --full without a GPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
@@ -171,12 +174,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         if not args.full:
             path = make_tiny_checkpoint("colpali", Path(directory) / "tiny")
-            benchmark("tiny ColPali", path, pages, batch_sizes)
+            for dtype in args.dtypes.split(","):
+                benchmark("tiny ColPali", path, pages, batch_sizes, dtype)
             return
         for name in args.models.split(","):
             path = save_random(name, Path(directory), device="cuda" if gpu else "cpu")
             label = f"{name} ({parameters_b(path):.2f}B, random)"
-            benchmark(label, path, pages, batch_sizes)
+            for dtype in args.dtypes.split(","):
+                benchmark(label, path, pages, batch_sizes, dtype)
             shutil.rmtree(path)  # a few GB each
             if gpu:
                 torch.cuda.empty_cache()

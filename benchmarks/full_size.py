@@ -168,8 +168,8 @@ def _colmodernvbert(directory: Path, split: bool = True) -> tuple[str, Any, Any]
     _, tokenizer = _tiny("colmodernvbert", directory)
     processor = ColModernVBertProcessor(
         image_processor=Idefics3ImageProcessorPil(
-            do_image_splitting=True,
-            size={"longest_edge": 2048},
+            do_image_splitting=split,
+            size={"longest_edge": 2048 if split else 512},
             max_image_size={"longest_edge": 512},
         ),
         tokenizer=tokenizer,

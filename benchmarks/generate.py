@@ -140,6 +140,12 @@ def load(path: Path, variant: str) -> HuggingFaceVLM:
     return HuggingFaceVLM.from_pretrained(path, quantization=variant)
 
 
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def run_full(args, new_tokens: int) -> None:
     gpu = torch.cuda.is_available()
     variants = (args.variants or ("bfloat16,4bit" if gpu else "float32,bfloat16,int8")).split(",")
@@ -148,9 +154,9 @@ def run_full(args, new_tokens: int) -> None:
             path = save_random(name, Path(directory), device="cuda" if gpu else "cpu")
             label = f"{name} ({parameters_b(path):.2f}B, random)"
             for variant in variants:
-                start = time.perf_counter()
+                start, before = time.perf_counter(), _rss_mb()
                 vlm = load(path, variant)
-                weights = f"{variant}, {vlm.model.get_memory_footprint() / 2**20:.0f} MB"
+                weights = f"{variant}, +{_rss_mb() - before:.0f} MB RSS" if not gpu else variant
                 print(f"<!-- {label} {variant}: loaded in {time.perf_counter() - start:.1f} s -->")
                 for n_pages in args.pages:
                     benchmark(vlm, label, weights, n_pages, new_tokens, args)
