@@ -103,9 +103,12 @@ def query_words(token_texts: list[str], query: str, skipped: set[int]) -> list[Q
     for position, text in enumerate(token_texts):
         token_start, token_end, previous_end = previous_end, len(text), len(text)
         piece = full[token_start:token_end]
-        if position in skipped or token_end <= start or token_start >= end or not piece.strip():
+        if position in skipped or token_end <= start or token_start >= end:
             continue
-        if words and not piece[0].isspace() and words[-1][1] == token_start:
+        continues_word = bool(words) and words[-1][1] == token_start
+        if not piece.strip() and not (piece == "" and continues_word):
+            continue  # whitespace between words; an empty piece is a character's first bytes
+        if continues_word and not piece[:1].isspace():
             words[-1] = (words[-1][0] + [position], token_end, words[-1][2])
         else:
             words.append(([position], token_end, token_start))

@@ -93,3 +93,18 @@ def test_unwritable_output_is_a_failure(indexed):
     )
     assert status == 1
     assert err.splitlines()[-1] == f"error: Is a directory: {out_png}"
+
+
+def test_query_words_merge_a_character_split_over_byte_tokens():
+    from llama_index_vlm.cli.maps import query_words
+
+    # "Q: 収入" with 収 split over two byte tokens: their prefix decodes with a replacement char.
+    decoded = ["Q:", "Q: \ufffd", "Q: 収", "Q: 収入", "Q: 収入<pad>"]
+    words = query_words(decoded, "収入", skipped={4})
+    assert [(word.text, word.tokens) for word in words] == [("収入", (1, 2, 3))]
+
+
+def test_query_words_of_a_query_not_found_are_none():
+    from llama_index_vlm.cli.maps import query_words
+
+    assert query_words(["<bos>", "<bos>Q: other"], "revenue", skipped={0}) == []
