@@ -26,8 +26,8 @@ def test_help_and_argument_errors_import_no_heavy_module(argv, status):
     code = (
         "import sys, contextlib, io\n"
         "from llama_index_vlm.cli import main\n"
-        "quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())\n"
-        "with quiet[0], quiet[1]:\n"
+        "out, err = io.StringIO(), io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
         f"    assert main({argv!r}) == {status}\n"
         "heavy = ('torch', 'transformers', 'lancedb', 'llama_index', 'numpy')\n"
         "assert not [name for name in heavy if name in sys.modules], sys.modules.keys()\n"
