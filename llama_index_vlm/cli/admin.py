@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from llama_index_vlm.cli.common import open_store, quantity, store_option
+from llama_index_vlm.cli.common import is_complete, open_store, quantity, store_option
 from llama_index_vlm.cli.copies import FileCopies
 from llama_index_vlm.cli.output import escaped
 from llama_index_vlm.errors import UsageError
@@ -61,13 +61,6 @@ def run_info(args: argparse.Namespace) -> int:
         for document in documents:
             _print_document(document, copies.get(document.doc_id, []))
     return 0
-
-
-def is_complete(document: StoredDocument) -> bool:
-    """Whether every page of ``document`` is stored (an interrupted or failed run leaves some
-    out); a document that does not say how many pages it has counts as complete.
-    """
-    return document.page_count is None or document.pages >= document.page_count
 
 
 def _print_document(document: StoredDocument, copies: list[str]) -> None:

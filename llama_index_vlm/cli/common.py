@@ -19,7 +19,7 @@ from llama_index_vlm.errors import EmptyInputError, StoreError, UsageError
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index.core.vector_stores.types import MetadataFilters
 
-    from llama_index_vlm.store import LanceDBPageStore
+    from llama_index_vlm.store import LanceDBPageStore, StoredDocument
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
@@ -59,6 +59,13 @@ def open_store(uri: str, *, must_exist: bool) -> LanceDBPageStore:
     if must_exist and store.schema is None:
         raise UsageError(no_index_message(uri))
     return store
+
+
+def is_complete(document: StoredDocument) -> bool:
+    """Whether every page of ``document`` is stored (an interrupted or failed run leaves some
+    out); a document that does not say how many pages it has counts as complete.
+    """
+    return document.page_count is None or document.pages >= document.page_count
 
 
 def require_pages(store: LanceDBPageStore, filters: MetadataFilters | None) -> int:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llama_index_vlm.cli.common import open_store, quantity
+from llama_index_vlm.cli.common import is_complete, open_store, quantity
 from llama_index_vlm.cli.copies import FileCopies
 from llama_index_vlm.cli.models import encoder_name, load_encoder, place
 from llama_index_vlm.cli.output import escaped
@@ -194,24 +194,24 @@ def _report_missing_files(
         and document.doc_id not in present_doc_ids
         and not any(os.path.exists(path) for path in copy_paths.get(document.doc_id, []))
     ]
-    if gone and not prune:
-        print(
-            f"  {quantity(len(gone), 'indexed document')} under these paths "
-            f"{'is' if len(gone) == 1 else 'are'} no longer on disk; `--prune` deletes "
-            f"{'it' if len(gone) == 1 else 'them'} from the index"
-        )
+    if not prune:
+        if gone:
+            print(
+                f"  {quantity(len(gone), 'indexed document')} under these paths "
+                f"{'is' if len(gone) == 1 else 'are'} no longer on disk; `--prune` deletes "
+                f"{'it' if len(gone) == 1 else 'them'} from the index"
+            )
         return
-    for document in gone if prune else []:
+    for document in gone:
         store.delete(document.doc_id)
         print(f"  pruned {escaped(document.file_path)} ({quantity(document.pages, 'page')})")
-    if prune:
-        lost_copies = [
-            path
-            for paths_of_document in copy_paths.values()
-            for path in paths_of_document
-            if _under(path, roots) and not os.path.exists(path)
-        ]
-        copies.forget(doc_ids=[document.doc_id for document in gone], paths=lost_copies)
+    lost_copies = [
+        path
+        for paths_of_document in copy_paths.values()
+        for path in paths_of_document
+        if _under(path, roots) and not os.path.exists(path)
+    ]
+    copies.forget(doc_ids=[document.doc_id for document in gone], paths=lost_copies)
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -221,9 +221,7 @@ def _under(path: str, roots: list[str]) -> bool:
 def _interrupted_summary(store: LanceDBPageStore, pages_before: int, uri: str) -> str:
     """One line after Ctrl-C: what the committed batches hold, and how to finish."""
     documents = store.documents()
-    incomplete = sum(
-        1 for document in documents if document.page_count and document.pages < document.page_count
-    )
+    incomplete = sum(1 for document in documents if not is_complete(document))
     return (
         f"interrupted: the batches committed before the stop are kept; the index at "
         f"{escaped(uri)} holds {quantity(store.count(), 'page')} ({pages_before} before) of "
