@@ -225,17 +225,24 @@ def measure(kind: str, path: Path, dtype: str, device: str, pages: int, new_toke
     return row
 
 
+def cpu_seconds() -> float:
+    """CPU seconds this process has used, all its threads together."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_colpali(encoder, pages: int) -> dict:
     images = [page_image()] * pages
     encoder.embed_images(images[:1], show_progress=False)  # warm-up: kernels, allocations
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     vectors = encoder.embed_images(images, show_progress=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     started = time.perf_counter()
     encoder.embed_queries([QUESTION], show_progress=False)
     return {
         "pages_per_s": pages / seconds,
         "s_per_page": seconds / pages,
+        "cpu_s_per_page": cpu / pages,
         "query_s": time.perf_counter() - started,
         "vectors_per_page": len(vectors[0]),
     }
@@ -249,9 +256,67 @@ def _run_llava(vlm, new_tokens: int) -> dict:
     page = encode_image(page_image(), "PNG")
     blocks = [TextBlock(text="file_name: report.pdf\npage_number: 1")]
     blocks += [ImageBlock(image=page, image_mimetype="image/png"), TextBlock(text=QUESTION)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     vlm.chat([ChatMessage(role="user", blocks=blocks)])
-    return {"s_per_answer": time.perf_counter() - started, "new_tokens": new_tokens}
+    return {
+        "s_per_answer": time.perf_counter() - started,
+        "cpu_s_per_answer": cpu_seconds() - cpu,
+        "new_tokens": new_tokens,
+    }
+
+
+# ----------------------------------------------------- one layer, where a model does not fit
+
+#: One decoder layer of each language model, and the tokens of one call: ColPali embeds a page
+#: (1024 image + ~6 text tokens); LLaVA reads a page and a question (576 + ~40) before answering.
+LAYERS = {
+    "colpali": ("PaliGemma-3B text layer (Gemma-2B)", 1030, 18),
+    "llava": ("LLaVA-1.5-7B text layer (Llama-2-7B)", 616, 32),
+}
+
+
+def _one_layer_model(kind: str):
+    from transformers import GemmaConfig, GemmaModel, LlamaConfig, LlamaModel
+
+    if kind == "colpali":
+        config = paligemma_3b_448_config(0).text_config
+        return GemmaModel(GemmaConfig(**{**config.to_dict(), "num_hidden_layers": 1,
+                                         "vocab_size": 8}))  # fmt: skip
+    config = llava_15_7b_config(0).text_config
+    return LlamaModel(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 1, "vocab_size": 8}))
+
+
+def layer_rows(dtypes: list[str], repeats: int = 3) -> list[str]:
+    """CPU seconds of one decoder layer's forward over one call's tokens, per dtype: whether
+    bfloat16 is usable on this CPU (it needs AVX512-BF16 or AMX to be fast), when the whole
+    model does not fit in memory here. The model's layers times this is its language model's
+    share of a call (vision tower not included).
+    """
+    import statistics
+
+    import torch
+
+    rows = []
+    for kind, (label, tokens, n_layers) in LAYERS.items():
+        for dtype in dtypes:
+            torch.manual_seed(0)
+            model = _one_layer_model(kind).to(getattr(torch, dtype)).eval()
+            hidden = torch.randn(1, tokens, model.config.hidden_size, dtype=getattr(torch, dtype))
+            samples = []
+            with torch.inference_mode():
+                model(inputs_embeds=hidden)  # warm-up
+                for _ in range(repeats):
+                    started, cpu = time.perf_counter(), cpu_seconds()
+                    model(inputs_embeds=hidden)
+                    samples.append((time.perf_counter() - started, cpu_seconds() - cpu))
+            wall = statistics.median(sample[0] for sample in samples)
+            cpu = statistics.median(sample[1] for sample in samples)
+            rows.append(
+                f"| {label} | {dtype} | {tokens} | {wall:.2f} | {cpu:.2f} "
+                f"| {cpu * n_layers:.0f} ({n_layers} layers) |"
+            )
+            del model
+    return rows
 
 
 # ---------------------------------------------------------------- the parent: rows and table
@@ -282,10 +347,11 @@ def table_row(row: dict) -> str:
     if "error" in row:
         return f"| {label} | {weights} | failed: {row['error']} | | | |"
     rate = (
-        f"{row['pages_per_s']:.3f} pages/s ({row['s_per_page']:.1f} s/page), "
-        f"query {row['query_s']:.2f} s"
+        f"{row['pages_per_s']:.3f} pages/s ({row['s_per_page']:.1f} s, "
+        f"{row['cpu_s_per_page']:.1f} CPU s per page), query {row['query_s']:.2f} s"
         if row["kind"] == "colpali"
-        else f"{row['s_per_answer']:.1f} s/answer ({row['new_tokens']} new tokens, 1 page)"
+        else f"{row['s_per_answer']:.1f} s ({row['cpu_s_per_answer']:.1f} CPU s) per answer "
+        f"({row['new_tokens']} new tokens, 1 page)"
     )
     return f"| {label} | {weights} | {row['load_s']:.1f} | {_gb(row['peak_rss_bytes'])} | {rate} |"
 
@@ -299,6 +365,9 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=2, help="pages ColPali embeds per row")
     parser.add_argument("--new-tokens", type=int, default=16, help="tokens per LLaVA answer")
     parser.add_argument("--keep", action="store_true", help="keep the saved checkpoints")
+    parser.add_argument(
+        "--layers", action="store_true", help="time one decoder layer per dtype instead"
+    )
     parser.add_argument("--save", choices=sorted(SAVERS), help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=sorted(SAVERS), help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
@@ -314,6 +383,12 @@ def main() -> None:
         print(json.dumps(row))
         return
     print(f"load before: {_uptime()}", flush=True)
+    if args.layers:
+        print("| layer | dtype | tokens | wall s | CPU s | CPU s for all layers |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        print("\n".join(layer_rows(args.dtypes.split(","))))
+        print(f"load after: {_uptime()}")
+        return
     print("| model | dtype | device | weights GB | load s | peak RSS GB | throughput |")
     print("| --- | --- | --- | ---: | ---: | ---: | --- |", flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
