@@ -269,10 +269,12 @@ def _run_llava(vlm, new_tokens: int) -> dict:
 
 #: One decoder layer of each language model, and the tokens of one call: ColPali embeds a page
 #: (1024 image + ~6 text tokens); LLaVA reads a page and a question (576 + ~40) before answering.
-LAYERS = {
-    "colpali": ("PaliGemma-3B text layer (Gemma-2B)", 1030, 18),
-    "llava": ("LLaVA-1.5-7B text layer (Llama-2-7B)", 616, 32),
-}
+#: A generated token is one more call of one token (reading every weight once).
+LAYERS = [
+    ("colpali", "PaliGemma-3B text layer (Gemma-2B), a page", 1030, 18),
+    ("llava", "LLaVA-1.5-7B text layer (Llama-2-7B), page + question", 616, 32),
+    ("llava", "LLaVA-1.5-7B text layer (Llama-2-7B), one new token", 1, 32),
+]
 
 
 def _one_layer_model(kind: str):
@@ -297,7 +299,7 @@ def layer_rows(dtypes: list[str], repeats: int = 3) -> list[str]:
     import torch
 
     rows = []
-    for kind, (label, tokens, n_layers) in LAYERS.items():
+    for kind, label, tokens, n_layers in LAYERS:
         for dtype in dtypes:
             torch.manual_seed(0)
             model = _one_layer_model(kind).to(getattr(torch, dtype)).eval()
@@ -305,7 +307,7 @@ def layer_rows(dtypes: list[str], repeats: int = 3) -> list[str]:
             samples = []
             with torch.inference_mode():
                 model(inputs_embeds=hidden)  # warm-up
-                for _ in range(repeats):
+                for _ in range(repeats if tokens > 1 else 10 * repeats):
                     started, cpu = time.perf_counter(), cpu_seconds()
                     model(inputs_embeds=hidden)
                     samples.append((time.perf_counter() - started, cpu_seconds() - cpu))
