@@ -51,7 +51,9 @@ def open_store(uri: str, *, must_exist: bool) -> LanceDBPageStore:
 
     try:
         store = LanceDBPageStore(uri=uri)
-    except (StoreError, OSError, RuntimeError) as error:
+    except StoreError:
+        raise  # the store's own one line (an unreachable or refusing object store)
+    except (OSError, RuntimeError) as error:
         # LanceDB reports an unreachable bucket or a refused connection as a RuntimeError
         # ("lance error: ..."); the first line of it says which.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
