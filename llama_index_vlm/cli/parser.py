@@ -14,6 +14,8 @@ import re
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
 DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
 DEFAULT_STORE = "./vlm_index"
+#: The weights' types ``--dtype`` takes; ``auto`` is resolved per device by cli.models.
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 _DESCRIPTION = """\
 RAG over document pages as images: index PDFs and images with a ColPali retriever into a
@@ -28,6 +30,7 @@ examples:
   llama-index-vlm maps "revenue" --page report.pdf:3 --out revenue.png
   llama-index-vlm info
   llama-index-vlm delete report.pdf
+  llama-index-vlm index reports/ --prune     # also drop files deleted from reports/
 
 Models are hub ids or local directories. Querying commands use the retriever the index was
 built with (recorded in the store) unless --model names another copy of it. Offline, pass
@@ -141,7 +144,7 @@ def _store_options() -> argparse.ArgumentParser:
 
 
 def _encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
-    """``--model`` and ``--device``: the commands that run the retriever model."""
+    """``--model``, ``--device`` and ``--dtype``: the commands that run the retriever model."""
     options = argparse.ArgumentParser(add_help=False)
     default = (
         f"the index's own model, or {DEFAULT_ENCODER} for a new index"
@@ -157,6 +160,13 @@ def _encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... (default: auto)",
+    )
+    options.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="weights' type for every model the command loads; auto: bfloat16 on a GPU or a "
+        "CPU (half the memory of float32), float16 on Apple's mps (default: auto)",
     )
     return options
 
@@ -218,6 +228,12 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         "or HOST:PORT; 'local' (the default) uses RAY_ADDRESS or a running local cluster, or "
         "starts one",
     )
+    index.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete from the index the documents under PATH... whose files no longer "
+        "exist (a missing file is only reported without it)",
+    )
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:
@@ -239,7 +255,11 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "-k", type=positive_int, default=3, help="pages given to the model (default: 3)"
     )
-    ask.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    output = ask.add_mutually_exclusive_group()
+    output.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    output.add_argument(
+        "--json", action="store_true", help="print the answer and its pages as JSON"
+    )
     ask.add_argument(
         "--max-new-tokens",
         type=positive_int,
@@ -307,7 +327,11 @@ def _add_delete(commands: argparse._SubParsersAction) -> None:
         "delete",
         parents=[_store_options()],
         help="delete a document's pages",
-        description="Delete every page of one document, named by its doc id (as `info` prints) "
-        "or by its file name or path.",
+        description="Delete every page of one document, named by its doc id (as `info` prints), "
+        "a unique beginning of it, or its file name or path. Lists what it will delete and, on "
+        "a terminal, asks first.",
     )
-    delete.add_argument("document", metavar="DOC_ID", help="doc id, file name or file path")
+    delete.add_argument(
+        "document", metavar="DOC_ID", help="doc id (or its unique beginning), file name or path"
+    )
+    delete.add_argument("-y", "--yes", action="store_true", help="delete without asking")

@@ -19,7 +19,7 @@ import socket
 import threading
 from typing import Any
 
-from llama_index_vlm.cli.parser import DEFAULT_STORE, DEFAULT_VLM, positive_int
+from llama_index_vlm.cli.parser import DEFAULT_STORE, DEFAULT_VLM, DTYPES, positive_int
 from llama_index_vlm.errors import UsageError
 
 #: The environment variable holding the server's token (safer than --token, which other users
@@ -67,6 +67,12 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
         "--no-vlm", action="store_true", help="load no answering model: search only"
     )
     serve.add_argument("--device", default="auto", help="torch device (default: auto)")
+    serve.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="weights' type; auto: bfloat16 on a GPU or a CPU, float16 on mps (default: auto)",
+    )
     serve.add_argument(
         "--max-new-tokens",
         type=positive_int,
@@ -153,14 +159,20 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
             "pip install 'llama-index-vlm[server]'"
         ) from None
     from llama_index_vlm.cli.common import open_store
-    from llama_index_vlm.cli.models import check_device, load_encoder, load_vlm
+    from llama_index_vlm.cli.models import encoder_name, load_encoder, load_vlm, place, vlm_name
 
-    check_device(args.device)
     store = open_store(args.store, must_exist=False)
+    retriever = encoder_name(args.model, store)
+    answerer = None if args.no_vlm else vlm_name(args.vlm)
+    placement = place([retriever, *([answerer] if answerer else [])], args.device, args.dtype)
 
     def load_models() -> Models:
-        encoder = load_encoder(args.model, store, args.device)
-        vlm = None if args.no_vlm else load_vlm(args.vlm, args.device, args.max_new_tokens)
+        encoder = load_encoder(
+            retriever, store, placement, model_given=args.model is not None, verbose=args.verbose
+        )
+        vlm = None
+        if answerer is not None:
+            vlm = load_vlm(answerer, placement, args.max_new_tokens, verbose=args.verbose)
         return Models(encoder=encoder, vlm=vlm)
 
     limits = ServerLimits(

@@ -386,6 +386,12 @@ class LanceDBPageStore(BasePydanticVectorStore):
         return stored_documents(queries.select(table, columns, None).to_pylist())
 
     @reports_storage_errors
+    def metadata_keys(self) -> list[str]:
+        """The users' own metadata keys on stored pages, sorted (no page fields): filterable."""
+        table = self._pages.open()
+        return [] if table is None else queries.metadata_keys(table)
+
+    @reports_storage_errors
     def page_ids(
         self, filters: MetadataFilters | None = None, *, version: int | None = None
     ) -> list[str]:

@@ -6,6 +6,7 @@ The functions take an open LanceDB table (or a snapshot of one); the page store 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -54,6 +55,15 @@ def select_pages(
         select(table, columns, page_where(filters, node_ids=page_ids[start : start + LOOKUP_CHUNK]))
         for start in starts
     )
+
+
+def metadata_keys(table: Any) -> list[str]:
+    """The keys of the users' own metadata (the ``metadata`` column) on any row, sorted."""
+    keys: set[str] = set()
+    # Pages of one document usually share their metadata: parse each distinct value once.
+    for raw in set(select(table, ["metadata"], None).column("metadata").to_pylist()):
+        keys.update(json.loads(raw) if raw else ())
+    return sorted(keys)
 
 
 def column_map(rows: pa.Table, key: str, value: str) -> dict[Any, Any]:
