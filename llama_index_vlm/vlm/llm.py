@@ -386,13 +386,15 @@ class HuggingFaceVLM(LLM):
     def _stream_responses(
         self, requests: list[Request], generate_kwargs: dict[str, Any]
     ) -> ChatResponseGen:
-        pieces = self._stream_text(requests, generate_kwargs)
-        return responses.stream_responses(pieces, responses.usage(requests, None))
+        numbers = responses.usage(requests, None)
+        pieces = self._stream_text(requests, generate_kwargs, numbers)
+        return responses.stream_responses(pieces, numbers)
 
     def _stream_text(
-        self, requests: list[Request], generate_kwargs: dict[str, Any]
+        self, requests: list[Request], generate_kwargs: dict[str, Any], numbers: dict[str, Any]
     ) -> Iterator[str]:
         # The same text as _chat, piece by piece: "label: answer" lines, one per request.
+        counted: list[int] = []
         for position, request in enumerate(requests):
             if position:
                 yield "\n"
@@ -404,7 +406,9 @@ class HuggingFaceVLM(LLM):
                 self._on_device(request.inputs),
                 generate_kwargs,
                 self._lock,
+                counted,
             )
+        responses.complete_usage(numbers, sum(counted))
 
     def _completion_messages(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
