@@ -36,11 +36,12 @@ from llama_index_vlm.vlm.families import (
     MultiImageStrategy,
 )
 from llama_index_vlm.vlm.messages import Turn, images_to_blocks, to_turns
+from llama_index_vlm.vlm.structured import StructuredOutputMixin
 
 DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
 
 
-class HuggingFaceVLM(LLM):
+class HuggingFaceVLM(StructuredOutputMixin, LLM):
     """A local Hugging Face vision-language model as a LlamaIndex chat LLM.
 
     Supports LLaVA 1.5, LLaVA-NeXT, PaliGemma and BLIP-2 checkpoints in transformers' format;
@@ -53,6 +54,10 @@ class HuggingFaceVLM(LLM):
     Prompts follow each family's own format (see :mod:`llama_index_vlm.vlm.families`).
     LLaVA families see every page in one prompt; PaliGemma and BLIP-2 see one image per prompt,
     and ``multi_image_strategy`` decides what happens with several pages.
+
+    Structured answers (``structured_predict``, ``as_structured_llm``, query engines with
+    ``output_cls``) are generated under the output class's JSON schema, so they always parse
+    (see :mod:`llama_index_vlm.vlm.structured`; needs the ``structured`` extra).
 
     Example::
 
