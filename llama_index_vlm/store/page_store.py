@@ -25,6 +25,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
 from llama_index_vlm.store import queries
+from llama_index_vlm.store.carried import vectors_on_nodes
 from llama_index_vlm.store.filters import page_where, quote_literal
 from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
 from llama_index_vlm.store.results import AddResult, StoredDocument, stored_documents
@@ -202,7 +203,17 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """Store pages with their multi-vectors in one atomic commit; return their ids.
 
         Same as :meth:`upsert_pages`, returning only the page ids, as LlamaIndex expects.
+        Without ``page_vectors``, the nodes must carry them, as
+        :class:`~llama_index_vlm.transform.PageVectorTransform` leaves them (so
+        ``IngestionPipeline(transformations=[..., PageVectorTransform(encoder)],
+        vector_store=store)`` stores pages); see :mod:`~llama_index_vlm.store.carried`.
+
+        Raises:
+            InvalidRequestError: no ``page_vectors`` and nodes that carry none, or carry a
+                single-vector embedding (as ``VectorStoreIndex`` computes).
         """
+        if page_vectors is None and fingerprint is None and nodes:
+            nodes, page_vectors, fingerprint = vectors_on_nodes(nodes)
         return self.upsert_pages(nodes, page_vectors, fingerprint=fingerprint).page_ids
 
     async def async_add(
@@ -475,8 +486,11 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """Multi-vector (MaxSim) search with LanceDB's own exhaustive search.
 
         ``query.query_embedding`` is the query's vectors: a list of ``dim``-sized lists (or a
-        2-D array); a single vector also works. Filters, ``doc_ids``, ``node_ids`` and
-        ``similarity_top_k`` are honoured. Similarities are ColPali MaxSim scores (sum over
+        2-D array), as ``ColPaliEncoder.embed_queries`` gives them; a single (1-D) vector, as
+        a single-vector embedding model gives, raises
+        :class:`~llama_index_vlm.errors.InvalidRequestError` naming ``VisualDocumentIndex``.
+        Filters, ``doc_ids``, ``node_ids`` (an empty list restricts nothing, as LlamaIndex's
+        ``VectorIndexRetriever`` means it) and ``similarity_top_k`` are honoured. Similarities are ColPali MaxSim scores (sum over
         query vectors of the best cosine with a page vector).
 
         The ColPali retriever searches the same vectors faster, from memory; this is the
