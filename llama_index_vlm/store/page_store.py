@@ -490,8 +490,8 @@ class LanceDBPageStore(BasePydanticVectorStore):
         a single-vector embedding model gives, raises
         :class:`~llama_index_vlm.errors.InvalidRequestError` naming ``VisualDocumentIndex``.
         Filters, ``doc_ids``, ``node_ids`` (an empty list restricts nothing, as LlamaIndex's
-        ``VectorIndexRetriever`` means it) and ``similarity_top_k`` are honoured. Similarities are ColPali MaxSim scores (sum over
-        query vectors of the best cosine with a page vector).
+        ``VectorIndexRetriever`` means it) and ``similarity_top_k`` are honoured. Similarities
+        are ColPali MaxSim scores (sum over query vectors of the best cosine with a page vector).
 
         The ColPali retriever searches the same vectors faster, from memory; this is the
         LlamaIndex vector-store interface to them, and a baseline to measure it against.
