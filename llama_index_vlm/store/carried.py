@@ -35,17 +35,24 @@ def vectors_on_nodes(
     returned are copies without the vectors and the fingerprint key.
 
     Raises:
-        InvalidRequestError: a node has no embedding, or a single-vector embedding (from a
-            text embedding model, as ``VectorStoreIndex`` computes).
-        InvalidPageError: an embedding whose length is not a whole number of vectors.
+        InvalidPageError: a node has no embedding, or one whose length is not a whole number
+            of vectors.
+        InvalidRequestError: a node has a single-vector embedding (from a text embedding
+            model, as ``VectorStoreIndex`` computes).
         ModelMismatchError: the nodes carry vectors of different encoders.
     """
     pages: list[BaseNode] = []
     vectors: list[np.ndarray] = []
     fingerprints: dict[str, dict[str, Any]] = {}
     for node in nodes:
+        if node.embedding is None:
+            raise InvalidPageError(
+                f"LanceDBPageStore.add needs page_vectors=[one (n_vectors, dim) array per "
+                f"node], or nodes that carry them (node {node.node_id!r} has none): put "
+                "PageVectorTransform(encoder) last in the IngestionPipeline's transformations"
+            )
         if not carries_vectors(node):
-            raise InvalidRequestError(_without_page_vectors(node))
+            raise InvalidRequestError(_single_vector(node))
         fingerprint = node.metadata[PAGE_VECTORS_FINGERPRINT_KEY]
         fingerprints[canonical_json(fingerprint)] = fingerprint
         vectors.append(_matrix(node, int(fingerprint["embedding_dim"])))
@@ -84,13 +91,7 @@ def _without_key(keys: list[str]) -> list[str]:
     return [key for key in keys if key != PAGE_VECTORS_FINGERPRINT_KEY]
 
 
-def _without_page_vectors(node: BaseNode) -> str:
-    if node.embedding is None:
-        return (
-            f"node {node.node_id!r} has no page vectors; pass page_vectors=[...] to "
-            "LanceDBPageStore.add, or put PageVectorTransform(encoder) last in the "
-            "IngestionPipeline's transformations"
-        )
+def _single_vector(node: BaseNode) -> str:
     return (
         f"node {node.node_id!r} has a single-vector embedding ({len(node.embedding)} numbers, "
         "from a text embedding model, as VectorStoreIndex computes), and a LanceDBPageStore "
