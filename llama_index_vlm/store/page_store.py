@@ -24,7 +24,7 @@ from llama_index.core.vector_stores.types import (
 
 from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
-from llama_index_vlm.store import queries
+from llama_index_vlm.store import queries, text_search
 from llama_index_vlm.store.carried import vectors_on_nodes
 from llama_index_vlm.store.filters import page_where, quote_literal
 from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
@@ -203,14 +203,8 @@ class LanceDBPageStore(BasePydanticVectorStore):
         """Store pages with their multi-vectors in one atomic commit; return their ids.
 
         Same as :meth:`upsert_pages`, returning only the page ids, as LlamaIndex expects.
-        Without ``page_vectors``, the nodes must carry them, as
-        :class:`~llama_index_vlm.transform.PageVectorTransform` leaves them (so
-        ``IngestionPipeline(transformations=[..., PageVectorTransform(encoder)],
-        vector_store=store)`` stores pages); see :mod:`~llama_index_vlm.store.carried`.
-
-        Raises:
-            InvalidRequestError: no ``page_vectors`` and nodes that carry none, or carry a
-                single-vector embedding (as ``VectorStoreIndex`` computes).
+        Without ``page_vectors``, the nodes must carry them, as ``PageVectorTransform`` leaves
+        them in an ``IngestionPipeline`` (:mod:`~llama_index_vlm.store.carried` says how).
         """
         if page_vectors is None and fingerprint is None and nodes:
             nodes, page_vectors, fingerprint = vectors_on_nodes(nodes)
@@ -485,11 +479,9 @@ class LanceDBPageStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Multi-vector (MaxSim) search with LanceDB's own exhaustive search.
 
-        ``query.query_embedding`` is the query's vectors: a list of ``dim``-sized lists (or a
-        2-D array), as ``ColPaliEncoder.embed_queries`` gives them; a single (1-D) vector, as
-        a single-vector embedding model gives, raises
-        :class:`~llama_index_vlm.errors.InvalidRequestError` naming ``VisualDocumentIndex``.
-        Filters, ``doc_ids``, ``node_ids`` (an empty list restricts nothing, as LlamaIndex's
+        ``query.query_embedding`` is the query's vectors, ``(n, dim)`` as ``embed_queries``
+        gives them; a single (1-D) vector raises ``InvalidRequestError``. Filters,
+        ``doc_ids``, ``node_ids`` (an empty list restricts nothing, as LlamaIndex's
         ``VectorIndexRetriever`` means it) and ``similarity_top_k`` are honoured. Similarities
         are ColPali MaxSim scores (sum over query vectors of the best cosine with a page vector).
 
@@ -505,3 +497,16 @@ class LanceDBPageStore(BasePydanticVectorStore):
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """:meth:`query` in a worker thread."""
         return await asyncio.to_thread(self.query, query, **kwargs)
+
+    def search_text(
+        self, query: str, k: int = 10, filters: MetadataFilters | None = None, *, version=None
+    ) -> list[tuple[str, float]]:
+        """Best ``k`` ``(page_id, BM25 score)`` for ``query`` in the pages' text (text_search)."""
+        table, where = self._pages.open(), page_where(filters)
+        if table is not None and not text_search.has_text_index(table):
+            with self._pages.writing():  # a table made before text search had an index
+                text_search.ensure_text_index(table)
+        snapshot = self._pages.snapshot(version)
+        if snapshot is not None and not text_search.has_text_index(snapshot):
+            snapshot = table  # a version older than its index: the latest has every page
+        return [] if snapshot is None else text_search.search_text(snapshot, query, k, where)

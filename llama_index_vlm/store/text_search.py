@@ -1,0 +1,50 @@
+"""Full-text (BM25) search over the pages' stored text, with LanceDB's native FTS index.
+
+A page's ``text`` column holds its text layer (``PDFPageReader(extract_text=True)``). The page
+table gets an FTS index on it when it is created (:func:`ensure_text_index`, from the store's
+write path); a table made before that gets one on its first text search. LanceDB searches rows
+added since the index was built by a flat scan and leaves out deleted rows, so results follow
+every ingest and delete at once; ``LanceDBPageStore.optimize()`` folds new rows into the index.
+
+Queries are matched term by term (``MatchQuery``): no query syntax, so any user text is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lancedb.index import FTS
+from lancedb.query import MatchQuery
+
+#: The name of the page table's full-text index.
+TEXT_INDEX_NAME = "page_text_fts"
+#: The column it indexes.
+TEXT_COLUMN = "text"
+
+
+def has_text_index(table: Any) -> bool:
+    """Whether ``table`` (at its checked-out version) has the page text index."""
+    return any(index.name == TEXT_INDEX_NAME for index in table.list_indices())
+
+
+def ensure_text_index(table: Any) -> bool:
+    """Create the text index on ``table`` unless it has one (a commit); True if created.
+
+    Call it while holding the store's write lock.
+    """
+    if has_text_index(table):
+        return False
+    table.create_index(TEXT_COLUMN, config=FTS(), name=TEXT_INDEX_NAME)
+    return True
+
+
+def search_text(table: Any, query: str, k: int, where: str | None) -> list[tuple[str, float]]:
+    """The best ``k`` ``(page_id, BM25 score)`` pairs for ``query`` among the pages matching
+    the SQL ``where`` (all pages if None), best first; pages sharing no term are left out.
+    """
+    if not query.strip() or k < 1:
+        return []
+    search = table.search(MatchQuery(query, TEXT_COLUMN)).select(["page_id", "_score"]).limit(k)
+    if where is not None:
+        search = search.where(where, prefilter=True)
+    return [(row["page_id"], float(row["_score"])) for row in search.to_list()]
