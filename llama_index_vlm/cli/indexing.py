@@ -23,7 +23,7 @@ def run_index(args: argparse.Namespace) -> int:
         args.paths,
         encoder,
         store,
-        reader=PDFPageReader(dpi=args.dpi),
+        reader=PDFPageReader(dpi=args.dpi, extract_text=args.text),
         batch_size=args.batch_size,
         pool_factor=args.pool_factor,
         show_progress=not args.no_progress,
