@@ -274,7 +274,10 @@ def _page_store(
     """The page store of an index: ``store``, else the storage context's, else the one an
     index struct records (loading), else ``LanceDBPageStore()``.
     """
-    context_store = None if storage_context is None else storage_context.vector_store
+    # A context loaded from a persist_dir without vector_store= may hold no default store.
+    context_store = (
+        None if storage_context is None else storage_context.vector_stores.get("default")
+    )
     if isinstance(context_store, LanceDBPageStore):
         if store is not None and store is not context_store:
             raise InvalidRequestError(
