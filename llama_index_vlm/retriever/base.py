@@ -35,7 +35,13 @@ from llama_index_vlm.retriever.ranking import (
     scored_nodes,
     visual_ranking,
 )
-from llama_index_vlm.search import DEFAULT_CANDIDATE_DEPTH, FAST_MODE_MIN_PAGES, choose_search_mode
+from llama_index_vlm.search import (
+    DEFAULT_CANDIDATE_DEPTH,
+    FAST_MODE_MIN_PAGES,
+    PageVectorMatrix,
+    choose_search_mode,
+    maxsim_scores,
+)
 from llama_index_vlm.search.fast import SearchMode
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -177,10 +183,20 @@ class ColPaliRetriever(BaseRetriever):
             text_hits = self.store.search_text(
                 query_bundle.query_str, depth, self.filters, version=version
             )
-            ranking = hybrid_ranking(hits, text_hits, self.similarity_top_k)
+            ranking = hybrid_ranking(
+                hits,
+                text_hits,
+                self.similarity_top_k,
+                lambda page_ids: self._maxsim_of(query_vectors, page_ids, version),
+            )
         else:
             ranking = visual_ranking(hits, len(query_vectors), self.score)
         return scored_nodes(ranking, self.store.get_nodes)
+
+    def _maxsim_of(self, query_vectors: np.ndarray, page_ids: list[str], version: int):
+        """The exact MaxSim scores of ``page_ids`` at ``version`` (vectors read from the store)."""
+        pages = PageVectorMatrix.from_pages(self.store.get_page_vectors(page_ids, version=version))
+        return [float(score) for score in maxsim_scores(query_vectors, pages)[0]]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)

@@ -55,14 +55,27 @@ def visual_ranking(
 
 
 def hybrid_ranking(
-    visual_hits: list[tuple[str, float]], text_hits: list[tuple[str, float]], k: int
+    visual_hits: list[tuple[str, float]],
+    text_hits: list[tuple[str, float]],
+    k: int,
+    maxsim_of: Callable[[list[str]], list[float]] | None = None,
 ) -> list[RankedPage]:
     """The best ``k`` pages of the two rankings fused by reciprocal rank, each page once.
+
+    ``visual_hits`` are the best pages by MaxSim (a retriever's candidate depth of them).
+    A page the text ranking found further down gets its visual rank too, after those, by its
+    own MaxSim (``maxsim_of(page_ids)``): a page first by text and not among the visual best
+    then outranks the visual best when that page has no text match at all, instead of tying.
 
     >>> [(p.page_id, sorted(p.raw_scores)) for p in hybrid_ranking(
     ...     [("a", 9.0), ("b", 8.0)], [("b", 3.1), ("c", 1.0)], k=2)]
     [('b', ['maxsim_score', 'text_score']), ('a', ['maxsim_score'])]
     """
+    seen = {page_id for page_id, _ in visual_hits}
+    extra = [page_id for page_id, _ in text_hits if page_id not in seen]
+    if extra and maxsim_of is not None:
+        scores = maxsim_of(extra)
+        visual_hits = visual_hits + sorted(zip(extra, scores, strict=True), key=lambda h: -h[1])
     raw: dict[str, dict[str, float]] = {}
     for key, hits in ((MAXSIM_SCORE_KEY, visual_hits), (TEXT_SCORE_KEY, text_hits)):
         for page_id, value in hits:
