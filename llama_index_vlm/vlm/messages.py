@@ -55,7 +55,9 @@ TEXT_ONLY_PAGES_WARNING = (
     "their images: a query engine built without multimodal=True answers from the pages' text "
     "layer only. Build it with RetrieverQueryEngine.from_args(retriever, llm=vlm, "
     "multimodal=True) (CitationQueryEngine.from_args(..., multimodal=True) for citations), or "
-    "use index.as_query_engine(llm=vlm)"
+    "use index.as_query_engine(llm=vlm); with multimodal=True, LlamaIndex's default prompt "
+    "helper may send a page's text apart from its image: pass "
+    "chat_prompt_helper=vlm.chat_prompt_helper()"
 )
 _warned_text_only_pages = False
 
