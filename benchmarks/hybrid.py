@@ -5,7 +5,8 @@ Builds a catalogue of PDF pages, each listing one part number and one contact na
 filler words, indexes it with its text layer (``PDFPageReader(extract_text=True)``), and asks
 for each page's part number and name. Prints recall@1, recall@5 and MRR of the target page and
 the median and p95 latency per query, for ``search_mode="exact"``, BM25 alone
-(``store.search_text``) and ``"hybrid"``, side by side in one process, with the machine's load.
+(``text_search.search_pages``) and ``"hybrid"``, side by side in one process, with the
+machine's load.
 
 The encoder is the tiny random ColPali checkpoint (no real weights can be downloaded here), so
 the visual ranking is near chance and the numbers show what the text ranking adds when the
@@ -42,6 +43,7 @@ from llama_index_vlm import (  # noqa: E402
     PDFPageReader,
     VisualDocumentIndex,
 )
+from llama_index_vlm.store.text_search import search_pages  # noqa: E402
 from llama_index_vlm.testing import make_tiny_checkpoint  # noqa: E402
 
 FILLER = (
@@ -108,7 +110,7 @@ def build(root: Path, n_pages: int, per_file: int, seed: int):
 def evaluate(index, queries: list[tuple[str, str]], mode: str) -> dict[str, float]:
     """Recall@1, recall@5, MRR of the target page and latency, for one search mode."""
     if mode == "text only":
-        search = lambda text: [page_id for page_id, _ in index.store.search_text(text, k=5)]  # noqa: E731
+        search = lambda text: [page_id for page_id, _ in search_pages(index.store, text, k=5)]  # noqa: E731
     else:
         retriever = index.as_retriever(similarity_top_k=5, search_mode=mode)
         search = lambda text: [hit.node.node_id for hit in retriever.retrieve(text)]  # noqa: E731

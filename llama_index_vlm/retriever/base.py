@@ -44,6 +44,7 @@ from llama_index_vlm.search import (
 )
 from llama_index_vlm.search.fast import SearchMode
 from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store.text_search import search_pages
 
 #: The settings :meth:`ColPaliRetriever.as_retriever` copies and accepts.
 RETRIEVER_SETTINGS = (
@@ -180,8 +181,8 @@ class ColPaliRetriever(BaseRetriever):
             candidate_depth=self.candidate_depth,
         )
         if hybrid:
-            text_hits = self.store.search_text(
-                query_bundle.query_str, depth, self.filters, version=version
+            text_hits = search_pages(
+                self.store, query_bundle.query_str, depth, self.filters, version=version
             )
             ranking = hybrid_ranking(
                 hits,

@@ -28,6 +28,19 @@ def carries_vectors(node: BaseNode) -> bool:
     return node.embedding is not None and PAGE_VECTORS_FINGERPRINT_KEY in (node.metadata or {})
 
 
+def given_or_carried(
+    nodes: Sequence[BaseNode],
+    page_vectors: Any,
+    fingerprint: dict[str, Any] | None,
+) -> tuple[Sequence[BaseNode], Any, dict[str, Any] | None]:
+    """What ``LanceDBPageStore.add`` stores: the vectors it was given, else those the nodes
+    carry (:func:`vectors_on_nodes`).
+    """
+    if page_vectors is not None or fingerprint is not None or not nodes:
+        return nodes, page_vectors, fingerprint
+    return vectors_on_nodes(nodes)
+
+
 def vectors_on_nodes(
     nodes: Sequence[BaseNode],
 ) -> tuple[list[BaseNode], list[np.ndarray], dict[str, Any] | None]:

@@ -24,8 +24,7 @@ from llama_index.core.vector_stores.types import (
 
 from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
-from llama_index_vlm.store import queries, text_search
-from llama_index_vlm.store.carried import vectors_on_nodes
+from llama_index_vlm.store import carried, queries
 from llama_index_vlm.store.filters import page_where, quote_literal
 from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
 from llama_index_vlm.store.results import AddResult, StoredDocument, stored_documents
@@ -202,12 +201,12 @@ class LanceDBPageStore(BasePydanticVectorStore):
     ) -> list[str]:
         """Store pages with their multi-vectors in one atomic commit; return their ids.
 
-        Same as :meth:`upsert_pages`, returning only the page ids, as LlamaIndex expects.
-        Without ``page_vectors``, the nodes must carry them, as ``PageVectorTransform`` leaves
-        them in an ``IngestionPipeline`` (:mod:`~llama_index_vlm.store.carried` says how).
+        Same as :meth:`upsert_pages`, returning only the page ids, as LlamaIndex expects;
+        nodes may carry their vectors instead (:mod:`~llama_index_vlm.store.carried`).
         """
-        if page_vectors is None and fingerprint is None and nodes:
-            nodes, page_vectors, fingerprint = vectors_on_nodes(nodes)
+        nodes, page_vectors, fingerprint = carried.given_or_carried(
+            nodes, page_vectors, fingerprint
+        )
         return self.upsert_pages(nodes, page_vectors, fingerprint=fingerprint).page_ids
 
     async def async_add(
@@ -479,11 +478,10 @@ class LanceDBPageStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Multi-vector (MaxSim) search with LanceDB's own exhaustive search.
 
-        ``query.query_embedding`` is the query's vectors, ``(n, dim)`` as ``embed_queries``
-        gives them; a single (1-D) vector raises ``InvalidRequestError``. Filters,
-        ``doc_ids``, ``node_ids`` (an empty list restricts nothing, as LlamaIndex's
-        ``VectorIndexRetriever`` means it) and ``similarity_top_k`` are honoured. Similarities
-        are ColPali MaxSim scores (sum over query vectors of the best cosine with a page vector).
+        ``query.query_embedding`` is the query's ``(n, dim)`` vectors (1-D raises). Filters,
+        ``doc_ids``, ``node_ids`` (``[]`` restricts nothing, as LlamaIndex means it) and
+        ``similarity_top_k`` are honoured. Similarities are ColPali MaxSim scores (sum over
+        query vectors of the best cosine with a page vector).
 
         The ColPali retriever searches the same vectors faster, from memory; this is the
         LlamaIndex vector-store interface to them, and a baseline to measure it against.
@@ -497,16 +495,3 @@ class LanceDBPageStore(BasePydanticVectorStore):
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """:meth:`query` in a worker thread."""
         return await asyncio.to_thread(self.query, query, **kwargs)
-
-    def search_text(
-        self, query: str, k: int = 10, filters: MetadataFilters | None = None, *, version=None
-    ) -> list[tuple[str, float]]:
-        """Best ``k`` ``(page_id, BM25 score)`` for ``query`` in the pages' text (text_search)."""
-        table, where = self._pages.open(), page_where(filters)
-        if table is not None and not text_search.has_text_index(table):
-            with self._pages.writing():  # a table made before text search had an index
-                text_search.ensure_text_index(table)
-        snapshot = self._pages.snapshot(version)
-        if snapshot is not None and not text_search.has_text_index(snapshot):
-            snapshot = table  # a version older than its index: the latest has every page
-        return [] if snapshot is None else text_search.search_text(snapshot, query, k, where)

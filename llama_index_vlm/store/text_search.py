@@ -11,10 +11,17 @@ Queries are matched term by term (``MatchQuery``): no query syntax, so any user 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lancedb.index import FTS
 from lancedb.query import MatchQuery
+
+from llama_index_vlm.store.filters import page_where
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from llama_index.core.vector_stores.types import MetadataFilters
+
+    from llama_index_vlm.store.page_store import LanceDBPageStore
 
 #: The name of the page table's full-text index.
 TEXT_INDEX_NAME = "page_text_fts"
@@ -48,3 +55,32 @@ def search_text(table: Any, query: str, k: int, where: str | None) -> list[tuple
     if where is not None:
         search = search.where(where, prefilter=True)
     return [(row["page_id"], float(row["_score"])) for row in search.to_list()]
+
+
+def search_pages(
+    store: LanceDBPageStore,
+    query: str,
+    k: int = 10,
+    filters: MetadataFilters | None = None,
+    *,
+    version: int | None = None,
+) -> list[tuple[str, float]]:
+    """The best ``k`` ``(page_id, BM25 score)`` pairs for ``query`` in ``store``'s page text
+    (pages matching ``filters``, at table ``version`` if given), best first.
+
+    A table made before text search gets its index now (one commit); a version older than
+    the index is searched at the latest version, which holds every page it held.
+
+    Example::
+
+        search_pages(store, "XK-4471-B", k=5)  # [("3f2a...-p2", 2.68), ...]
+    """
+    pages = store._pages  # the store's table handle: this module is part of the store
+    table = pages.open()
+    if table is not None and not has_text_index(table):
+        with pages.writing():
+            ensure_text_index(table)
+    snapshot = pages.snapshot(version)
+    if snapshot is not None and not has_text_index(snapshot):
+        snapshot = table
+    return [] if snapshot is None else search_text(snapshot, query, k, page_where(filters))

@@ -1,6 +1,4 @@
-"""The page table's full-text index (llama_index_vlm.store.text_search) and
-``LanceDBPageStore.search_text``.
-"""
+"""The page table's full-text index and BM25 search (llama_index_vlm.store.text_search)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,12 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from page_documents import page_document, vectors_for
 
 from llama_index_vlm.store import LanceDBPageStore
-from llama_index_vlm.store.text_search import TEXT_INDEX_NAME, ensure_text_index, has_text_index
+from llama_index_vlm.store.text_search import (
+    TEXT_INDEX_NAME,
+    ensure_text_index,
+    has_text_index,
+    search_pages,
+)
 
 
 @pytest.fixture
@@ -30,34 +33,34 @@ def test_a_new_page_table_has_the_text_index(store):
     ]
 
 
-def test_search_text_ranks_the_pages_holding_the_terms(store):
-    hits = store.search_text("XK-4471-B pump", k=5)
+def test_search_pages_ranks_the_pages_holding_the_terms(store):
+    hits = search_pages(store, "XK-4471-B pump", k=5)
     assert [page_id for page_id, _ in hits] == ["a-p1", "b-p1"]
     assert hits[0][1] > hits[1][1] > 0
 
 
-def test_search_text_honours_filters(store):
+def test_search_pages_honours_filters(store):
     filters = MetadataFilters.from_dicts([{"key": "doc_id", "value": "b"}])
-    assert [page_id for page_id, _ in store.search_text("XK-4471-B", filters=filters)] == ["b-p1"]
+    assert [page_id for page_id, _ in search_pages(store, "XK-4471-B", filters=filters)] == ["b-p1"]
 
 
-def test_search_text_sees_pages_added_and_deleted_since_the_index(store):
+def test_search_pages_sees_pages_added_and_deleted_since_the_index(store):
     extra = [page_document("c", 1, 1, text="XK-4471-B again")]
     store.add(extra, page_vectors=vectors_for(extra))
     store.delete("a")
-    assert sorted(page_id for page_id, _ in store.search_text("XK-4471-B")) == ["b-p1", "c-p1"]
+    assert sorted(page_id for page_id, _ in search_pages(store, "XK-4471-B")) == ["b-p1", "c-p1"]
 
 
-def test_search_text_at_an_older_version(store):
+def test_search_pages_at_an_older_version(store):
     version = store.version
     store.delete("b")
-    hits = store.search_text("XK-4471-B", version=version)
+    hits = search_pages(store, "XK-4471-B", version=version)
     assert sorted(page_id for page_id, _ in hits) == ["a-p1", "b-p1"]
 
 
 @pytest.mark.parametrize("query", ["", "   ", 'AND OR "(*', "the"])
 def test_queries_without_searchable_terms_find_nothing_and_never_fail(store, query):
-    assert store.search_text(query) == []
+    assert search_pages(store, query) == []
 
 
 def test_a_table_made_without_the_index_gets_it_on_first_text_search(store):
@@ -65,7 +68,7 @@ def test_a_table_made_without_the_index_gets_it_on_first_text_search(store):
     table.drop_index(TEXT_INDEX_NAME)
     assert not has_text_index(table)
     reopened = LanceDBPageStore(uri=store.uri)
-    assert [page_id for page_id, _ in reopened.search_text("revenue")] == ["a-p2"]
+    assert [page_id for page_id, _ in search_pages(reopened, "revenue")] == ["a-p2"]
 
 
 def test_ensure_text_index_is_idempotent(store):
