@@ -29,7 +29,6 @@ from llama_index_vlm.store.schema import (
     schema_dtype,
     schema_fingerprint,
 )
-from llama_index_vlm.store.text_search import ensure_text_index
 
 
 class PageTable:
@@ -130,9 +129,6 @@ class PageTable:
         schema = page_schema(dim, self.vector_dtype, fingerprint)
         try:
             table = self.connection.create_table(self.name, schema=schema)
-            # Every page table has its text index from the start, so text search always
-            # covers every page (see text_search).
-            ensure_text_index(table)
         except ValueError:
             # Another process created it since we looked: open it as it is and check it like
             # any existing table. (Not exist_ok=True: LanceDB then compares schemas, and a

@@ -1,22 +1,27 @@
 """Full-text (BM25) search over the pages' stored text, with LanceDB's native FTS index.
 
 A page's ``text`` column holds its text layer (``PDFPageReader(extract_text=True)``). The page
-table gets an FTS index on it when it is created (:func:`ensure_text_index`, from the store's
-write path); a table made before that gets one on its first text search. LanceDB searches rows
-added since the index was built by a flat scan and leaves out deleted rows, so results follow
-every ingest and delete at once; ``LanceDBPageStore.optimize()`` folds new rows into the index.
+table gets an FTS index on it on its first text search (:func:`ensure_text_index`, one commit).
+Not in the write path: an index commit racing another process's first pages made that
+writer's commit fail on object storage. LanceDB searches rows added since the index was built
+by a flat scan and leaves out deleted rows, so results follow every ingest and delete at once;
+``LanceDBPageStore.optimize()`` folds new rows into the index.
 
 Queries are matched term by term (``MatchQuery``): no query syntax, so any user text is safe.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from lancedb.index import FTS
 from lancedb.query import MatchQuery
 
+from llama_index_vlm.errors import StoreError
 from llama_index_vlm.store.filters import page_where
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from llama_index.core.vector_stores.types import MetadataFilters
@@ -68,8 +73,9 @@ def search_pages(
     """The best ``k`` ``(page_id, BM25 score)`` pairs for ``query`` in ``store``'s page text
     (pages matching ``filters``, at table ``version`` if given), best first.
 
-    A table made before text search gets its index now (one commit); a version older than
-    the index is searched at the latest version, which holds every page it held.
+    The first text search of a table creates its index (one commit; if a concurrent writer
+    makes that fail, this search finds nothing by text and the next one tries again); a version
+    older than the index is searched at the latest version, which holds every page it held.
 
     Example::
 
@@ -78,8 +84,12 @@ def search_pages(
     pages = store._pages  # the store's table handle: this module is part of the store
     table = pages.open()
     if table is not None and not has_text_index(table):
-        with pages.writing():
-            ensure_text_index(table)
+        try:
+            with pages.writing():
+                ensure_text_index(table)
+        except StoreError as error:
+            logger.warning("no text index yet (%s); searching by image only this time", error)
+            return []
     snapshot = pages.snapshot(version)
     if snapshot is not None and not has_text_index(snapshot):
         snapshot = table
