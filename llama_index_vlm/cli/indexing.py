@@ -40,7 +40,7 @@ def run_index(args: argparse.Namespace) -> int:
     """``index PATH...``: ingest files and folders; 1 when any file failed."""
     from llama_index_vlm.reader import PDFPageReader
 
-    reader = PDFPageReader(dpi=args.dpi)
+    reader = PDFPageReader(dpi=args.dpi, extract_text=args.text)
     files = _listed_files(reader, args.paths, prune=args.prune)
     store = open_store(args.store, must_exist=False)
     doc_ids = _doc_ids(files)

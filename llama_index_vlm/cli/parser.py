@@ -184,6 +184,12 @@ def _filter_options() -> argparse.ArgumentParser:
         help="only pages whose metadata KEY equals VALUE (repeat to require several); page "
         "fields (page_number, file_name, doc_id, ...) or your own metadata keys",
     )
+    options.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="rank pages by image (MaxSim) and by their text layer (BM25, for exact part "
+        "numbers and names) fused; needs pages indexed with `index --text`",
+    )
     return options
 
 
@@ -216,6 +222,11 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         metavar="F",
         help="store 1/F of each page's vectors, merged by Ward token pooling (3 keeps most of "
         "the retrieval quality); default: the index's own, or 1 (no pooling) for a new index",
+    )
+    index.add_argument(
+        "--text",
+        action="store_true",
+        help="also store each PDF page's text layer, for `search --hybrid` and `ask --hybrid`",
     )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
     index.add_argument(

@@ -35,7 +35,9 @@ EMPTY_ANSWER = "(empty answer: the model generated no text)"
 
 
 def run_search(args: argparse.Namespace) -> int:
-    """``search QUERY``: the best pages by MaxSim score, without a language model."""
+    """``search QUERY``: the best pages by MaxSim score (fused with BM25 with ``--hybrid``),
+    without a language model.
+    """
     query = require_text(args.query, "query")
     store = open_store(args.store, must_exist=True)
     filters = metadata_filters(args.filters, store)
@@ -47,7 +49,11 @@ def run_search(args: argparse.Namespace) -> int:
     from llama_index_vlm.retriever import ColPaliRetriever
 
     retriever = ColPaliRetriever(
-        encoder=encoder, store=store, similarity_top_k=args.k, filters=filters
+        encoder=encoder,
+        store=store,
+        similarity_top_k=args.k,
+        filters=filters,
+        search_mode="hybrid" if args.hybrid else "auto",
     )
     hits = retriever.retrieve(query)
     if args.json:
@@ -76,7 +82,11 @@ def run_ask(args: argparse.Namespace) -> int:
     from llama_index_vlm.index import VisualDocumentIndex
 
     engine = VisualDocumentIndex.from_store(store, encoder).as_query_engine(
-        llm=vlm, similarity_top_k=args.k, streaming=args.stream, filters=filters
+        llm=vlm,
+        similarity_top_k=args.k,
+        streaming=args.stream,
+        filters=filters,
+        search_mode="hybrid" if args.hybrid else "auto",
     )
     response = engine.query(question)
     if args.json:

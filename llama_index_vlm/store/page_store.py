@@ -24,7 +24,7 @@ from llama_index.core.vector_stores.types import (
 
 from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
-from llama_index_vlm.store import queries
+from llama_index_vlm.store import carried, queries
 from llama_index_vlm.store.filters import page_where, quote_literal
 from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
 from llama_index_vlm.store.results import AddResult, StoredDocument, stored_documents
@@ -201,8 +201,12 @@ class LanceDBPageStore(BasePydanticVectorStore):
     ) -> list[str]:
         """Store pages with their multi-vectors in one atomic commit; return their ids.
 
-        Same as :meth:`upsert_pages`, returning only the page ids, as LlamaIndex expects.
+        Same as :meth:`upsert_pages`, returning only the page ids, as LlamaIndex expects;
+        nodes may carry their vectors instead (:mod:`~llama_index_vlm.store.carried`).
         """
+        nodes, page_vectors, fingerprint = carried.given_or_carried(
+            nodes, page_vectors, fingerprint
+        )
         return self.upsert_pages(nodes, page_vectors, fingerprint=fingerprint).page_ids
 
     async def async_add(
@@ -480,8 +484,8 @@ class LanceDBPageStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Multi-vector (MaxSim) search with LanceDB's own exhaustive search.
 
-        ``query.query_embedding`` is the query's vectors: a list of ``dim``-sized lists (or a
-        2-D array); a single vector also works. Filters, ``doc_ids``, ``node_ids`` and
+        ``query.query_embedding`` is the query's ``(n, dim)`` vectors (1-D raises). Filters,
+        ``doc_ids``, ``node_ids`` (``[]`` restricts nothing, as LlamaIndex means it) and
         ``similarity_top_k`` are honoured. Similarities are ColPali MaxSim scores (sum over
         query vectors of the best cosine with a page vector).
 

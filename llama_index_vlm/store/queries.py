@@ -105,10 +105,11 @@ def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.
 
 
 def query_vectors(query: VectorStoreQuery) -> np.ndarray:
-    """The query's multi-vector as a ``(n, dim)`` float32 array (one vector is one row).
+    """The query's multi-vector as a ``(n, dim)`` float32 array.
 
     Raises:
-        InvalidRequestError: no query vectors, or a mode other than the default.
+        InvalidRequestError: no query vectors, a single (1-D) vector, or a mode other than the
+            default.
     """
     if query.mode != VectorStoreQueryMode.DEFAULT:
         raise InvalidRequestError(
@@ -119,14 +120,27 @@ def query_vectors(query: VectorStoreQuery) -> np.ndarray:
             "LanceDBPageStore.query needs query_embedding: the query's multi-vectors"
         )
     vectors = np.asarray(query.query_embedding, dtype=np.float32)
-    return vectors[None, :] if vectors.ndim == 1 else vectors
+    if vectors.ndim != 2:
+        raise InvalidRequestError(SINGLE_VECTOR_QUERY)
+    return vectors
+
+
+#: Why a page store cannot answer a single-vector query, and what to use instead.
+SINGLE_VECTOR_QUERY = (
+    "LanceDBPageStore holds ColPali multi-vectors and is searched with a query's multi-vector "
+    "((n_tokens, dim), from ColPaliEncoder.embed_queries); a single vector comes from a "
+    "single-vector embedding model, as VectorStoreIndex uses one. Open the store with "
+    "VisualDocumentIndex.from_vector_store(store, encoder=ColPaliEncoder.from_pretrained(...)) "
+    "and query it through index.as_retriever() or index.as_query_engine(llm=vlm)"
+)
 
 
 def multivector_search(
     table: Any, vectors: np.ndarray, query: VectorStoreQuery
 ) -> VectorStoreQueryResult:
     """LanceDB's own exhaustive MaxSim search for ``vectors``, honouring the query's filters,
-    ``doc_ids``, ``node_ids`` and ``similarity_top_k``.
+    ``doc_ids``, ``node_ids`` (an empty list restricts nothing, as for LlamaIndex's stores that
+    keep their nodes) and ``similarity_top_k``.
 
     Raises:
         ModelMismatchError: the vectors' dimension is not the table's.
@@ -145,7 +159,9 @@ def multivector_search(
         .select([*NODE_COLUMNS, "_distance"])
         .limit(query.similarity_top_k)
     )
-    where = page_where(query.filters, node_ids=query.node_ids, doc_ids=query.doc_ids)
+    # An empty node_ids means no restriction: LlamaIndex's VectorIndexRetriever sends the ids
+    # of its index struct, which is empty for stores that keep their nodes (stores_text).
+    where = page_where(query.filters, node_ids=query.node_ids or None, doc_ids=query.doc_ids)
     if where is not None:
         search = search.where(where, prefilter=True)
     rows = search.to_arrow().to_pylist()

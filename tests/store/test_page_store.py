@@ -780,7 +780,7 @@ def test_native_query_honours_filters(filled):
 def test_native_query_honours_doc_ids(filled):
     by_doc = filled.query(
         VectorStoreQuery(
-            query_embedding=QUERY_VECTORS[0].tolist(), similarity_top_k=9, doc_ids=["b"]
+            query_embedding=QUERY_VECTORS[:1].tolist(), similarity_top_k=9, doc_ids=["b"]
         )
     )
     assert sorted(by_doc.ids) == ["b-p1", "b-p2", "b-p3"]
