@@ -55,7 +55,9 @@ class ColPaliRetriever(BaseRetriever):
         search_mode: ``"exact"`` scores every page; ``"fast"`` scores compact in-memory page
             codes and reranks the best ``candidate_depth`` pages exactly; ``"auto"`` is exact
             below ``fast_min_pages`` pages and fast above.
-        candidate_depth: pages reranked exactly in fast mode.
+        candidate_depth: pages always reranked exactly in fast mode; the rerank reads further
+            down the candidates when their scores say a page there may still rank in the top
+            ``similarity_top_k``.
         fast_min_pages: the store size at which ``"auto"`` switches to fast.
 
     Queries are strings, or a ``QueryBundle`` whose ``image_path`` names an image to search

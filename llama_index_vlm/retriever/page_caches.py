@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llama_index_vlm.retriever.rwlock import ReadWriteLock
 from llama_index_vlm.search import (
+    DEFAULT_MAX_CANDIDATE_DEPTH,
     FastPageIndex,
     PageVectorMatrix,
+    adaptive_rerank,
     maxsim_scores,
-    rerank_exactly,
     top_k,
 )
 from llama_index_vlm.store import LanceDBPageStore
@@ -141,16 +143,26 @@ class ExactPageCache(PageCache):
 
 
 class FastPageCache(PageCache):
-    """Compact page codes in memory; a search picks candidates from them, then reranks the
-    best ``candidate_depth`` exactly with their full vectors read from the store.
+    """Compact page codes in memory; a search picks candidates from them, then reranks at
+    least ``candidate_depth`` of them exactly with their full vectors read from the store,
+    more where the scores say a page further down may still rank in the top ``k``.
 
-    The codes are updated in place under the lock; the rerank reads vectors outside it, so
-    concurrent queries wait for each other only during the in-memory stages.
+    The codes are updated in place under the write side of a read-write lock and searched
+    under its read side, so concurrent queries run together; the rerank reads vectors
+    outside the lock.
     """
 
     def __init__(self, store: LanceDBPageStore) -> None:
         super().__init__(store)
         self._index = FastPageIndex()
+        self._readers_writer = ReadWriteLock()
+
+    def refresh(self, version: int) -> None:
+        self._readers_writer.acquire_write()
+        try:
+            super().refresh(version)
+        finally:
+            self._readers_writer.release_write()
 
     def _update(
         self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
@@ -161,6 +173,20 @@ class FastPageCache(PageCache):
             chunk = changed[start : start + _FAST_LOAD_CHUNK]
             self._index.add(chunk, self.store.get_page_vectors(chunk, version=version))
 
+    def _read_at(self, version: int) -> None:
+        """Hold the read lock with the index at ``version`` and ready to search."""
+        lock = self._readers_writer
+        lock.acquire_read()
+        if self.version == version and self._index.prepared:
+            return
+        lock.release_read()
+        lock.acquire_write()
+        try:
+            PageCache.refresh(self, version)
+            self._index.prepare()  # after this, a search only reads the index
+        finally:
+            lock.downgrade()
+
     def search(
         self,
         query_vectors: np.ndarray,
@@ -170,20 +196,26 @@ class FastPageCache(PageCache):
         allowed: set[str] | None = None,
         candidate_depth: int = 1,
     ) -> list[tuple[str, float]]:
-        with self.lock:
-            self.refresh(version)
+        depth = max(DEFAULT_MAX_CANDIDATE_DEPTH, candidate_depth, k)
+        self._read_at(version)
+        try:
             if len(self._index) == 0:
                 return []
-            candidate_ids, _ = self._index.candidates(
-                query_vectors, max(candidate_depth, k), allowed=allowed
+            candidate_ids, approximate = self._index.candidates(
+                query_vectors, depth, allowed=allowed
             )
-        page_ids, scores = rerank_exactly(
+        finally:
+            self._readers_writer.release_read()
+        result = adaptive_rerank(
             query_vectors,
             candidate_ids,
+            approximate,
             k,
             lambda ids: self.store.get_page_vectors(ids, version=version),
+            min_depth=max(candidate_depth, k),
+            max_depth=depth,
         )
-        return _finite_hits(page_ids, scores)
+        return _finite_hits(result.page_ids, result.scores)
 
 
 def _finite_hits(page_ids: list[str], scores: np.ndarray) -> list[tuple[str, float]]:
