@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
 from llama_index_vlm.retriever.rwlock import ReadWriteLock
 from llama_index_vlm.search import (
     DEFAULT_MAX_CANDIDATE_DEPTH,
@@ -149,13 +150,18 @@ class FastPageCache(PageCache):
 
     The codes are updated in place under the write side of a read-write lock and searched
     under its read side, so concurrent queries run together; the rerank reads vectors
-    outside the lock.
+    outside the lock. For a local store the index is persisted beside the table
+    (:mod:`~llama_index_vlm.retriever.fast_index_files`): a new process loads the pages whose
+    content is unchanged from there, and the rerank reads memory-mapped vectors instead of
+    LanceDB rows.
     """
 
     def __init__(self, store: LanceDBPageStore) -> None:
         super().__init__(store)
         self._index = FastPageIndex()
         self._readers_writer = ReadWriteLock()
+        self._files = FastIndexFiles.beside(store.uri, store.table_name)
+        self._files_loaded = False
 
     def refresh(self, version: int) -> None:
         self._readers_writer.acquire_write()
@@ -167,11 +173,33 @@ class FastPageCache(PageCache):
     def _update(
         self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
     ) -> None:
+        files = self._files
+        if files is not None and not self._files_loaded:
+            self._files_loaded = True
+            restored = set(files.load(self._index, hashes)) if not len(self._index) else set()
+            changed = [page_id for page_id in changed if page_id not in restored]
         if removed:
             self._index.remove(removed)
         for start in range(0, len(changed), _FAST_LOAD_CHUNK):
             chunk = changed[start : start + _FAST_LOAD_CHUNK]
-            self._index.add(chunk, self.store.get_page_vectors(chunk, version=version))
+            vectors = self.store.get_page_vectors(chunk, version=version)
+            self._index.add(chunk, vectors)
+            if files is not None:
+                files.add_segment(self._index, dict(zip(chunk, vectors, strict=True)), hashes)
+        if files is not None and (changed or removed or files.version != version):
+            self._index.prepare()
+            files.commit(version, self._index, hashes)
+
+    def _rerank_vectors(self, page_ids: list[str], version: int) -> list[np.ndarray]:
+        """Full vectors of ``page_ids``: memory-mapped from the saved index, else from the store."""
+        saved = self._files.reader() if self._files is not None else lambda page_id: None
+        vectors = [saved(page_id) for page_id in page_ids]
+        missing = [page_id for page_id, v in zip(page_ids, vectors, strict=True) if v is None]
+        if missing:
+            fetched = self.store.get_page_vectors(missing, version=version)
+            read = dict(zip(missing, fetched, strict=True))
+            vectors = [read[i] if v is None else v for i, v in zip(page_ids, vectors, strict=True)]
+        return vectors
 
     def _read_at(self, version: int) -> None:
         """Hold the read lock with the index at ``version`` and ready to search."""
@@ -211,7 +239,7 @@ class FastPageCache(PageCache):
             candidate_ids,
             approximate,
             k,
-            lambda ids: self.store.get_page_vectors(ids, version=version),
+            lambda ids: self._rerank_vectors(ids, version),
             min_depth=max(candidate_depth, k),
             max_depth=depth,
         )

@@ -56,18 +56,17 @@ from llama_index_vlm.search.maxsim import (
     maxsim_scores,
     top_k,
 )
+from llama_index_vlm.search.modes import (  # noqa: F401 - re-exported, their old home
+    FAST_MODE_MIN_PAGES,
+    SearchMode,
+    choose_search_mode,
+)
 from llama_index_vlm.search.pooling import kmeans_pool
 from llama_index_vlm.search.rerank import (
     DEFAULT_MAX_DEPTH,
     RerankFn,
     adaptive_rerank,
 )
-
-#: Stores with at least this many pages use fast mode under ``search_mode="auto"``. Below it,
-#: exact MaxSim over every page costs at most ~0.1-0.2 s per query on a 2-core CPU (about
-#: 10,000 pages/s), needs no index to build or keep in memory, and the fast index would rerank
-#: a large share of the pages anyway.
-FAST_MODE_MIN_PAGES = 2_000
 
 #: Candidates always reranked exactly with the pages' full vectors; the rerank goes deeper
 #: when the scores call for it (up to ``DEFAULT_MAX_CANDIDATE_DEPTH``).
@@ -84,24 +83,7 @@ DEFAULT_PREFILTER_SHARE = 0.05
 #: The codebook is retrained when the index has grown this many times since it was trained.
 _RETRAIN_GROWTH = 4
 
-SearchMode = Literal["auto", "exact", "fast"]
 Prefilter = Literal["centroids", "binary"] | None
-
-
-def choose_search_mode(
-    n_pages: int, search_mode: SearchMode = "auto", fast_min_pages: int = FAST_MODE_MIN_PAGES
-) -> Literal["exact", "fast"]:
-    """Resolve ``search_mode``: ``"auto"`` is exact below ``fast_min_pages`` pages, else fast.
-
-    Example:
-        >>> choose_search_mode(500), choose_search_mode(50_000), choose_search_mode(10, "fast")
-        ('exact', 'fast', 'fast')
-    """
-    if search_mode not in ("auto", "exact", "fast"):
-        raise ValueError(f"search_mode must be 'auto', 'exact' or 'fast', got {search_mode!r}")
-    if search_mode == "auto":
-        return "fast" if n_pages >= fast_min_pages else "exact"
-    return search_mode
 
 
 def default_prefilter_depth(n_pages: int) -> int:
@@ -201,8 +183,17 @@ class FastPageIndex:
                     codes[position] = page_codes
         return codes  # type: ignore[return-value]
 
-    def add_codes(self, page_ids: Sequence[Hashable], page_codes: Sequence[ArrayLike]) -> None:
-        """Add pages from ready-made ``(n_codes, dim)`` codes (from :meth:`encode`)."""
+    def add_codes(
+        self,
+        page_ids: Sequence[Hashable],
+        page_codes: Sequence[ArrayLike],
+        centroid_ids: np.ndarray | None = None,
+    ) -> None:
+        """Add pages from ready-made ``(n_codes, dim)`` codes (from :meth:`encode`).
+
+        ``centroid_ids``: the codes' nearest centroids in the current codebook, all pages'
+        codes in order (as :meth:`code_centroid_ids` gave them), to skip assigning them again.
+        """
         page_ids = list(page_ids)
         if len(page_ids) != len(page_codes):
             raise ValueError(f"{len(page_ids)} page ids for {len(page_codes)} pages")
@@ -232,7 +223,9 @@ class FastPageIndex:
             for column, word in zip(self._sign_words, words, strict=True):
                 column.append(word)
         if self.centroids is not None:
-            self._code_centroids.append(assign_centroids(rows, self.centroids))
+            if centroid_ids is None or centroid_ids.shape != (rows.shape[0],):
+                centroid_ids = assign_centroids(rows, self.centroids)
+            self._code_centroids.append(centroid_ids)
         lengths = np.array([matrix.shape[0] for matrix in matrices], dtype=np.int64)
         self._offsets.append(self._offsets.values[-1] + np.cumsum(lengths))
         self._alive.append(np.ones(len(matrices), dtype=bool))
@@ -284,6 +277,28 @@ class FastPageIndex:
         self._slot_of = {page_id: slot for slot, page_id in enumerate(self._page_ids)}
         self._dead_rows = 0
         self._postings = None
+
+    def set_codebook(self, centroids: np.ndarray, trained_rows: int) -> None:
+        """Use a saved codebook (:attr:`centroids`, trained on ``trained_rows`` codes).
+
+        Only on an empty index: pages added next need their ``centroid_ids`` or are assigned.
+        """
+        if len(self._page_ids):
+            raise ValueError("set_codebook needs an empty index")
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self._trained_rows = trained_rows
+
+    @property
+    def trained_rows(self) -> int:
+        """Codes the codebook was trained on (0 before training)."""
+        return self._trained_rows
+
+    def page_codes(self, page_id: Hashable) -> tuple[np.ndarray, np.ndarray | None]:
+        """A page's ``(codes, centroid ids)`` (ids ``None`` before the codebook is trained)."""
+        slot = self._slot_of[page_id]
+        first, last = self._offsets.values[slot], self._offsets.values[slot + 1]
+        ids = self._code_centroids.values[first:last] if self.centroids is not None else None
+        return self._codes.values[first:last], ids
 
     def train_codebook(self) -> None:
         """(Re)train the centroid codebook on the current codes and re-assign every code.
