@@ -10,7 +10,7 @@ next to the measurement. Methods:
   per-page max with numpy, 12 pages per product (numpy's own BLAS and threads);
 - ``torch, block B``: :func:`maxsim_scores` with ``block_size=B`` page vectors per product
   (12,288 was the default before issue 15); ``torch, default blocks``: today's default
-  (about 32 blocks per call, 12,288 to 98,304 vectors each).
+  (about 8 blocks per call, 12,288 to 131,072 vectors each).
 
 Usage::
 
@@ -107,11 +107,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=10)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=int, help="(child) torch threads")
+    parser.add_argument(
+        "--thread-counts", default="default,1", help="torch thread counts to run, comma-separated"
+    )
     parser.add_argument("--load", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    args.thread_counts = [
+        None if count == "default" else int(count) for count in args.thread_counts.split(",")
+    ]
     if args.child:
         print(json.dumps(measure(args.pages, args.queries, args.threads)))
         return
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for loaded in (False, True):
         for policy in (None, "PASSIVE"):
-            for threads in (None, 1):
+            for threads in args.thread_counts:
                 workers = []
                 if loaded:
                     stop_at = time.monotonic() + 3600

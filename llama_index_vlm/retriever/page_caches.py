@@ -164,6 +164,8 @@ class FastPageCache(PageCache):
         self._files_loaded = False
 
     def refresh(self, version: int) -> None:
+        if self.version == version:
+            return  # nothing to change: no need to wait for the searches reading the index
         self._readers_writer.acquire_write()
         try:
             super().refresh(version)

@@ -34,13 +34,13 @@ ArrayLike = np.ndarray | torch.Tensor
 DEFAULT_BLOCK_SIZE = 12_288
 _SIMILARITY_BLOCK_ELEMENTS = 1 << 22  # 16 MiB of float32 similarities per block at most
 
-#: With ``block_size=None``, a call makes at most about this many blocks (but none smaller
+#: With ``block_size=None``, a call makes about this many blocks (but none smaller
 #: than ``DEFAULT_BLOCK_SIZE`` or larger than ``_MAX_AUTO_BLOCK`` rows). Every block is a few
 #: parallel regions of torch's threads; when the CPU is shared, each region waits for its
 #: slowest thread, so thousands of small blocks cost far more than their arithmetic (issue
-#: 15: 12,288-row blocks ran 4.8x slower than 196,608-row ones at load 20).
-_BLOCKS_PER_CALL = 32
-_MAX_AUTO_BLOCK = 98_304  # 96 ColPali pages: 48 MiB of float32 rows per block
+#: 15: at load 20-30, 12,288-row blocks ran 4.8-6x slower than 196,608-row ones).
+_BLOCKS_PER_CALL = 8
+_MAX_AUTO_BLOCK = 131_072  # 127 ColPali pages: 64 MiB of float32 rows per block
 
 
 def as_float32_matrix(vectors: ArrayLike, name: str = "vectors") -> np.ndarray:
@@ -295,8 +295,8 @@ def maxsim_scores(
             from a store, scored without packing them first), or a ``(n_pages, n_p, dim)``
             array.
         block_size: page vectors per matrix product; bounds memory, does not change results.
-            Default: the pages' vectors in about 32 blocks, each between 12,288 and 98,304
-            vectors (at most ~56 MiB), so few parallel regions wait on a busy CPU.
+            Default: the pages' vectors in about 8 blocks, each between 12,288 and 131,072
+            vectors (at most ~75 MiB), so few parallel regions wait on a busy CPU.
 
     Returns:
         ``(n_queries, n_pages)`` float32 scores (one row for a single 2-D query).

@@ -116,7 +116,7 @@ def test_two_processes_opening_at_once_are_safe(store, colpali_encoder, tmp_path
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    outputs = [process.communicate(timeout=240) for process in processes]
+    outputs = [process.communicate(timeout=600) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     results = [json.loads(stdout) for stdout, _ in outputs]
     assert results[0] == results[1] and len(results[0]) == N_PAGES

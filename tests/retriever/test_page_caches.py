@@ -88,7 +88,10 @@ def test_fast_mode_reranks_without_holding_the_cache(store, colpali_encoder, mon
 
     def reading(cache, page_ids, version):
         # A refresh (the write side of the cache's lock) must be able to run meanwhile.
-        probe = threading.Thread(target=lambda: cache.refresh(cache.version), daemon=True)
+        lock = cache._readers_writer
+        probe = threading.Thread(
+            target=lambda: (lock.acquire_write(), lock.release_write()), daemon=True
+        )
         probe.start()
         probe.join(timeout=30)
         refresh_could_run.append(not probe.is_alive())
