@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 _MANIFEST = "manifest.json"
 _ORPHAN_AGE_S = 3600
+#: Segments of fewer pages than this are merged into one once there are more of them than
+#: ``_MAX_SMALL_SEGMENTS`` (a store written in many small commits would otherwise leave one
+#: segment per commit, and every new process would open them all).
+_SMALL_SEGMENT_PAGES = 64
+_MAX_SMALL_SEGMENTS = 32
 
 
 @dataclass
@@ -164,6 +169,7 @@ class FastIndexFiles:
             if self._save_codebook(index):
                 self._reassign_segments(index)
             self.pages = {i: page for i, page in self.pages.items() if i in hashes}
+            self._merge_small_segments(index, hashes)
             self.version = version
             self._write_manifest(index)
             self._delete_orphans()
@@ -197,6 +203,19 @@ class FastIndexFiles:
         self._segments = {**self._segments, name: _Segment(self.directory / name, self.codebook)}
         saved = {i: SavedPage(name, position, hashes[i]) for position, i in enumerate(page_ids)}
         self.pages = {**self.pages, **saved}
+
+    def _merge_small_segments(self, index: FastPageIndex, hashes: dict[str, str]) -> None:
+        sizes: dict[str, int] = {}
+        for page in self.pages.values():
+            sizes[page.segment] = sizes.get(page.segment, 0) + 1
+        small = {name for name, size in sizes.items() if size < _SMALL_SEGMENT_PAGES}
+        if len(small) <= _MAX_SMALL_SEGMENTS:
+            return
+        read = self.reader()
+        moved = {i: read(i) for i, page in self.pages.items() if page.segment in small}
+        self._write_segment(index, {i: v for i, v in moved.items() if v is not None}, hashes)
+        # The old segments are no longer named by the manifest; orphan clean-up deletes them.
+        self._segments = {n: s for n, s in self._segments.items() if n not in small}
 
     def _reassign_segments(self, index: FastPageIndex) -> None:
         """After a new codebook: each segment's codes' centroids in it."""

@@ -4,12 +4,10 @@ Each page is summarised by *codes*: ``ceil(n_patches / pool_factor)`` k-means-po
 vectors (``pool_factor=8`` turns 1030 ColPali patch vectors into 129), kept as float16. A
 search runs:
 
-1. *prefilter* (``prefilter="centroids"``, the default): centroid interaction
-   (:mod:`~llama_index_vlm.search.centroids`): every code is replaced by its nearest centroid of
-   one corpus-wide codebook, and pages are scored from the query tokens' similarities to the
-   centroids through inverted lists, with no per-page float maths; the best
-   ``prefilter_depth`` pages go on. (``"binary"``: Hamming MaxSim of sign codes instead,
-   which measured far coarser on some corpora; ``None``: no prefilter.)
+1. *prefilter*: centroid interaction (:mod:`~llama_index_vlm.search.centroids`) scores every
+   page through a corpus-wide codebook with no per-page float maths; the best
+   ``prefilter_depth`` pages go on (``prefilter="binary"``: Hamming MaxSim of sign codes,
+   far coarser on some corpora; ``None``: no prefilter).
 2. *candidates*: float MaxSim of the query against those pages' pooled codes.
 3. *rerank* (:func:`~llama_index_vlm.search.rerank.adaptive_rerank`): the best candidates'
    full vectors, fetched through a caller-supplied function, are scored exactly, at least
@@ -34,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Hashable, Sequence
 from typing import Literal
 
@@ -80,6 +79,9 @@ DEFAULT_MAX_CANDIDATE_DEPTH = DEFAULT_MAX_DEPTH
 DEFAULT_PREFILTER_DEPTH = 512
 DEFAULT_PREFILTER_SHARE = 0.05
 
+#: Pages keep at least this many codes (all their vectors if they have fewer).
+MIN_CODES_PER_PAGE = 32
+
 #: The codebook is retrained when the index has grown this many times since it was trained.
 _RETRAIN_GROWTH = 4
 
@@ -95,21 +97,18 @@ class FastPageIndex:
     """In-memory page codes for fast multi-stage MaxSim search, with incremental add/remove.
 
     Args:
-        pool_factor: each page's codes are ``ceil(n_patches / pool_factor)`` k-means-pooled,
-            unit-norm vectors (see :func:`~llama_index_vlm.search.pooling.kmeans_pool`);
-            ``1`` keeps every patch vector.
+        pool_factor: each page's codes are ``ceil(n_patches / pool_factor)`` (at least
+            ``MIN_CODES_PER_PAGE``) k-means-pooled unit vectors (``kmeans_pool``).
         prefilter: ``"centroids"`` (centroid interaction), ``"binary"`` (Hamming MaxSim of
             sign codes) or ``None`` (score every page's pooled codes).
         kmeans_iterations: refinement rounds of the pooling k-means.
         n_probe: centroids looked up per query token by the centroid prefilter.
 
-    Memory is about ``n_pages * ceil(n_patches / pool_factor) * (2 * dim + 4)`` bytes: ~3.4 GB
-    for 100k ColPali pages (1030 x 128) at the default pool factor, plus the codebook. The
-    full vectors stay wherever ``rerank_fn`` reads them from.
+    Memory: ``(2 * dim + 4)`` bytes per code (~3.4 GB for 100k 1030 x 128 pages at the
+    default pool factor); pages keep at least 32 codes. Full vectors stay with ``rerank_fn``.
 
-    Page ids are any hashable values (the store's page ids); adding an id that is already
-    present replaces its codes. The codebook is trained on the codes present at the first
-    search that needs it, and again whenever the index has grown fourfold since.
+    Page ids are any hashable values; adding an id already present replaces its codes. The
+    codebook is trained at the first search that needs it, again when the index grew 4x.
     """
 
     def __init__(
@@ -143,8 +142,6 @@ class FastPageIndex:
         self._slot_of: dict[Hashable, int] = {}
         self._dead_rows = 0
 
-    # -- building -------------------------------------------------------------------------
-
     def add(self, page_ids: Sequence[Hashable], page_vectors: Sequence[ArrayLike]) -> None:
         """Add pages from their full ``(n_patches, dim)`` vectors (list, or 3-D array).
 
@@ -175,10 +172,11 @@ class FastPageIndex:
             for start in range(0, len(positions), batch_size):
                 batch = positions[start : start + batch_size]
                 stacked = np.stack([_as_float16(pages[i]) for i in batch])
-                if self.pool_factor == 1:
+                factor = _page_pool_factor(stacked.shape[1], self.pool_factor)
+                if factor == 1:
                     pooled = stacked
                 else:
-                    pooled = kmeans_pool(stacked, self.pool_factor, self.kmeans_iterations)
+                    pooled = kmeans_pool(stacked, factor, self.kmeans_iterations)
                 for position, page_codes in zip(batch, pooled, strict=True):
                     codes[position] = page_codes
         return codes  # type: ignore[return-value]
@@ -342,8 +340,6 @@ class FastPageIndex:
             )
         return self._postings
 
-    # -- inspecting -----------------------------------------------------------------------
-
     def __len__(self) -> int:
         return len(self._slot_of)
 
@@ -364,8 +360,6 @@ class FastPageIndex:
         total += 0 if self.centroids is None else self.centroids.nbytes
         total += 0 if self._postings is None else self._postings.nbytes
         return total + self._offsets.nbytes + self._alive.nbytes
-
-    # -- searching ------------------------------------------------------------------------
 
     def _searchable(self, allowed: Collection[Hashable] | None) -> np.ndarray:
         """Mask of the slots a search may return: alive, and in ``allowed`` if given."""
@@ -478,6 +472,14 @@ class FastPageIndex:
             max_depth=max_depth,
         )
         return result.page_ids, result.scores
+
+
+def _page_pool_factor(n_vectors: int, pool_factor: float) -> float:
+    """The pool factor for a page of ``n_vectors``: ``pool_factor``, but never fewer than
+    ``MIN_CODES_PER_PAGE`` codes (short pages, e.g. pooled at ingest or from a small model,
+    keep every vector: pooling 23 vectors to 3 lost most of the exact top 10)."""
+    n_codes = min(n_vectors, max(math.ceil(n_vectors / pool_factor), MIN_CODES_PER_PAGE))
+    return 1 if n_codes == n_vectors else n_vectors / n_codes
 
 
 def _as_query(query_vectors: ArrayLike) -> np.ndarray:

@@ -108,6 +108,8 @@ _OPEN_AND_SEARCH = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two fresh interpreters importing torch, LanceDB and LlamaIndex
 def test_two_processes_opening_at_once_are_safe(store, colpali_encoder, tmp_path):
     query = colpali_encoder.embed_queries(["revenue"])[0]
     np.save(tmp_path / "query.npy", query)
@@ -137,3 +139,25 @@ def test_ingest_saves_the_fast_index_of_a_store_above_the_fast_mode_threshold(
     assert manifest["table_version"] == store.version and len(manifest["pages"]) == 5
     assert len(ranking(fast_retriever(colpali_encoder, store.uri))) == 5
     assert pooled() == 5  # the search pooled nothing
+
+
+def test_many_small_commits_are_merged_into_one_segment(tmp_path):
+    from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
+
+    rng = np.random.default_rng(0)
+    pages = {f"p{i}": rng.standard_normal((16, 8)).astype(np.float16) for i in range(80)}
+    hashes = {page_id: f"h{page_id}" for page_id in pages}
+    index, files = FastPageIndex(pool_factor=4), FastIndexFiles(tmp_path / "fast-index")
+    for version, start in enumerate(range(0, 80, 2), start=1):  # 40 commits of 2 pages
+        chunk = {i: pages[i] for i in list(pages)[start : start + 2]}
+        index.add(list(chunk), list(chunk.values()))
+        files.add_segment(index, chunk, hashes)
+        files.commit(version, index, {i: hashes[i] for i in list(pages)[: start + 2]})
+    manifest = json.loads((tmp_path / "fast-index" / "manifest.json").read_text())
+    assert len(manifest["pages"]) == 80
+    assert len({segment for segment, _, _ in manifest["pages"].values()}) <= 33
+    reopened = FastIndexFiles(tmp_path / "fast-index")
+    restored = FastPageIndex(pool_factor=4)
+    assert sorted(reopened.load(restored, hashes)) == sorted(pages)
+    read = reopened.reader()
+    assert all(np.array_equal(read(i), pages[i]) for i in pages)

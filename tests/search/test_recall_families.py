@@ -71,3 +71,19 @@ def test_filters_hold_in_fast_mode_with_the_prefilter(corpus):
     )
     assert set(found) <= allowed
     assert found == best_allowed
+
+
+def test_short_pages_keep_every_vector_as_codes():
+    # 23 vectors per page, as the tiny ColPali encoder gives: pooling them to 3 codes lost
+    # most of the exact top 10; pages keep at least MIN_CODES_PER_PAGE codes.
+    rng = np.random.default_rng(3)
+    pages = [rng.standard_normal((23, DIM)).astype(np.float16) for _ in range(50)]
+    index = FastPageIndex()
+    index.add(range(50), pages)
+    codes, _ = index.page_codes(7)
+    assert codes.shape == (23, DIM)
+    query = pages[7][:5].astype(np.float32)
+    _, approximate = index.candidates(query, 50)
+    np.testing.assert_allclose(
+        np.sort(approximate)[::-1], np.sort(maxsim_scores(query, pages)[0])[::-1], rtol=1e-3
+    )
