@@ -384,6 +384,7 @@ def ingest(
         for path in readable:
             _read_into(writer, reader, path)
         writer.flush()
+    _update_fast_index(store, report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -442,5 +443,16 @@ def ingest_documents(
             if source_of(document) not in writer.failed_sources:
                 writer.add(source_of(document), document)
         writer.flush()
+    _update_fast_index(store, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _update_fast_index(store: LanceDBPageStore, report: IngestReport) -> None:
+    """Bring the fast index saved beside a store big enough for fast search up to date, so
+    the next search process pools nothing (only the pages this run wrote are pooled)."""
+    from llama_index_vlm.retriever.page_caches import FastPageCache
+    from llama_index_vlm.search import FAST_MODE_MIN_PAGES
+
+    if report.pages_written and store.count() >= FAST_MODE_MIN_PAGES:
+        FastPageCache(store).refresh(store.version)

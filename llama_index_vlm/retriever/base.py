@@ -77,7 +77,9 @@ class ColPaliRetriever(BaseRetriever):
             visual ranking with a BM25 search of the pages' text (their text layer, read with
             ``PDFPageReader(extract_text=True)``) by reciprocal rank, each page once, its score
             the fused one (best ``candidate_depth`` pages of each ranking).
-        candidate_depth: pages reranked exactly in fast mode (and fused in hybrid mode).
+        candidate_depth: pages always reranked exactly in fast mode (the rerank reads further
+            down the candidates when their scores say a page there may still rank in the top
+            ``similarity_top_k``), and fused in hybrid mode.
         fast_min_pages: the store size at which ``"auto"`` switches to fast.
         score: ``"maxsim"`` (raw MaxSim, which grows with the query's length) or
             ``"normalized"`` (MaxSim per query token, in [-1, 1], for similarity cutoffs).
