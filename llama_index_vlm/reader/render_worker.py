@@ -18,7 +18,8 @@ Requests (JSON, see :mod:`~llama_index_vlm.reader.worker_protocol`), one answer 
 A file that cannot be read is answered ``{"error": "unreadable", "reason": ...}``; a renderer
 that is not installed ``{"error": "renderer", "message": ...}``. Log records of the reader
 modules travel with each answer (``"logs"``), so the reader logs them as its own. The worker
-exits when the reader closes its pipe.
+exits when the reader closes its pipe. Its first message, ``{"ready": true}``, says it has
+started, so its start-up time never counts against a file's time limit.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class RenderWorker:
         package_logger.propagate = False  # the reader logs them; nothing is printed here
 
     def serve(self) -> None:
-        """Answer requests until the reader closes the pipe."""
+        """Say it is ready, then answer requests until the reader closes the pipe."""
+        worker_protocol.send(self.reply_fd, {"ready": True})
         while True:
             try:
                 request, _ = worker_protocol.receive(self.request_fd)

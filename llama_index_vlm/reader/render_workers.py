@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Idle workers kept per set of limits, for the next file.
 MAX_IDLE_WORKERS = 2
+#: Seconds a new worker may take to start (Python, PDFium, Pillow) on a loaded machine.
+STARTUP_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,20 @@ class RenderWorker:
             os.close(request_read)
             os.close(reply_write)
         self.pid = os.getpid()
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        """Wait for the worker's first message, so its start-up is not charged to a file."""
+        try:
+            worker_protocol.receive(self._reply_fd, time.monotonic() + STARTUP_TIMEOUT)
+        except (worker_protocol.WorkerTimeoutError, worker_protocol.WorkerGoneError) as error:
+            self.kill()
+            raise RuntimeError(
+                f"the render worker ({sys.executable} -m llama_index_vlm.reader.render_worker) "
+                f"did not start: {error}; {self.exit_description()}. Set "
+                "PDFPageReader(render_timeout=None, render_memory_limit=None) to read files in "
+                "this process instead"
+            ) from error
 
     def request(self, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         """Send one request and wait for its answer, at most the time limit.
@@ -223,7 +239,9 @@ def pages_in_worker(
     page_number = settings.first_page
     try:
         while True:
-            stage = f"page {page_number}" if request["op"] == "next" else "opening it"
+            stage = f"rendering page {page_number}"
+            if request["op"] == "pages":
+                stage = f"opening it and {stage}"
             answer, payload = _ask(worker, request, path, limits, stage)
             if "done" in answer:
                 finished = True
