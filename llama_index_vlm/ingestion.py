@@ -6,6 +6,11 @@ same for page documents already loaded (what ``VisualDocumentIndex.from_document
 Each batch of pages is one commit of the store, so a crash (even SIGKILL) at any moment leaves
 only whole pages behind, and running the same ingest again completes the job: pages already
 stored unchanged are recognised by their content hash and neither re-encoded nor rewritten.
+
+A file is stored whole or not at all: when one of its pages cannot be read, decoded, embedded
+or stored, the pages earlier batches stored of it are deleted, and when the store itself fails
+(a full disk), the files of the failed batch are taken back before the ingest stops. Any error
+of one file is that file's failure in the report; the run goes on with the next file.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from llama_index_vlm.errors import (
     EmptyInputError,
     InvalidPageError,
     InvalidRequestError,
+    StoreError,
     UnreadableDocumentError,
     VLMError,
 )
 from llama_index_vlm.fingerprint import POOL_FACTOR_KEY
 from llama_index_vlm.pages import doc_id_of, page_content_hash, page_image, source_of
 from llama_index_vlm.reader import SUPPORTED_EXTENSIONS, PDFPageReader
+from llama_index_vlm.reader.pdf_renderers import RendererNotInstalledError
 from llama_index_vlm.search.pooling import hierarchical_pool
 from llama_index_vlm.store import AddResult, LanceDBPageStore
 
@@ -202,7 +209,9 @@ class _BatchWriter:
             if page.source in self.failed_sources:
                 continue
             try:
-                decoded.append((page, page_image(page.node)))
+                # Reduced to the model's input size at once: a batch of pages at the pixel
+                # limit would otherwise hold gigabytes.
+                decoded.append((page, self.encoder.prepare_image(page_image(page.node))))
             except Exception as error:  # noqa: BLE001 - fails this page's file only
                 number = page.node.metadata.get("page_number") or page.node.node_id
                 self.fail(page.source, f"page {number}: image cannot be decoded: {error}")
@@ -217,25 +226,65 @@ class _BatchWriter:
     def _embed_and_store(self, to_write: list[tuple[_PendingPage, Image.Image]]) -> bool:
         """Encode (and pool) the pages and store them in one commit; False when that failed
         and their files were failed.
+
+        A batch that fails for a reason other than the store is tried again file by file, so
+        one file whose page makes the model raise does not take the batch's other files down.
+        A store that cannot be written (:class:`StoreError`) stops the ingest, after taking
+        back the files this batch would have completed: a file is stored whole or not at all.
         """
         try:
-            vectors = self.encoder.embed_images(
-                [image for _, image in to_write], show_progress=False
-            )
-            if self.pool_factor > 1:
-                vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
-            nodes = [page.node for page, _ in to_write]
-            result = self.store.upsert_pages(nodes, vectors, fingerprint=self.fingerprint)
+            self._write(to_write)
         except InvalidPageError as error:  # e.g. vectors that are not finite: their files fail
-            self._fail_files(to_write, error)
-            return False
-        except VLMError:
-            raise  # a model mismatch, bad configuration or unwritable store concerns all: stop
+            return self._retry_by_file(to_write, error)
+        except VLMError as error:
+            # A model mismatch, bad configuration or unwritable store concerns every file: stop,
+            # but first take back the files whose earlier batches were committed.
+            self._take_back(to_write, error)
+            raise
         except Exception as error:  # noqa: BLE001 - reported per file, never swallowed silently
+            return self._retry_by_file(to_write, error)
+        return True
+
+    def _write(self, to_write: list[tuple[_PendingPage, Image.Image]]) -> None:
+        vectors = self.encoder.embed_images([image for _, image in to_write], show_progress=False)
+        if self.pool_factor > 1:
+            vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
+        nodes = [page.node for page, _ in to_write]
+        result = self.store.upsert_pages(nodes, vectors, fingerprint=self.fingerprint)
+        self._record(result, [page for page, _ in to_write])
+
+    def _retry_by_file(
+        self, to_write: list[tuple[_PendingPage, Image.Image]], error: Exception
+    ) -> bool:
+        """Store each file's pages of a failed batch on their own; fail the files that fail
+        alone. False when any file failed.
+        """
+        by_source: dict[str, list[tuple[_PendingPage, Image.Image]]] = {}
+        for page, image in to_write:
+            by_source.setdefault(page.source, []).append((page, image))
+        if len(by_source) == 1:
             self._fail_files(to_write, error)
             return False
-        self._record(result, [page for page, _ in to_write])
-        return True
+        stored_all = True
+        for pages in by_source.values():
+            stored_all = self._embed_and_store(pages) and stored_all
+        return stored_all
+
+    def _take_back(self, to_write: list[tuple[_PendingPage, Image.Image]], error: VLMError) -> None:
+        """Fail the batch's files (deleting what earlier batches stored of them) before the
+        ingest stops on ``error``; if the store cannot even delete, say which files stay
+        partly stored.
+        """
+        try:
+            self._fail_files(to_write, error)
+        except VLMError as cleanup_error:
+            sources = sorted({page.source for page, _ in to_write})
+            raise StoreError(
+                f"{error}. Taking back the files of the failed batch failed too "
+                f"({cleanup_error}): pages of {', '.join(sources)} may stay stored from "
+                "earlier batches; run the same ingest again once the store can be written, "
+                "which completes them"
+            ) from error
 
     def _record(self, result: AddResult, written: list[_PendingPage]) -> None:
         self.report.pages_unchanged += len(result.unchanged)
@@ -344,9 +393,10 @@ def ingest(
         EmptyInputError: ``paths`` holds no supported file.
         ModelMismatchError: the store holds vectors of another encoder, or pooled by another
             ``pool_factor`` (nothing is written).
-        StoreError: the store could not be written (disk full, permission denied...). The
-            batches committed before stay; run the same ingest again once the cause is fixed
-            and it continues where it stopped.
+        StoreError: the store could not be written (disk full, permission denied...). Files
+            completed by earlier batches stay; the files of the failed batch are taken back
+            (none is left half stored); run the same ingest again once the cause is fixed and
+            it continues where it stopped.
 
     Example::
 
@@ -402,6 +452,12 @@ def _count_pages(
         except UnreadableDocumentError as error:
             report.failed.append(FailedFile(str(path), error.reason))
             logger.warning("not indexed: %s: %s", path, error.reason)
+        except RendererNotInstalledError:
+            raise  # the setup's problem, not this file's: every file would fail
+        except Exception as error:  # noqa: BLE001 - one file's failure never stops the run
+            reason = f"cannot be read ({type(error).__name__}: {error})"
+            report.failed.append(FailedFile(str(path), reason))
+            logger.warning("not indexed: %s: %s", path, reason)
     return readable, total_pages
 
 
@@ -414,6 +470,10 @@ def _read_into(writer: _BatchWriter, reader: PDFPageReader, path: Path) -> None:
                 break  # e.g. its batch failed to embed: render no more of it
     except UnreadableDocumentError as error:
         writer.fail(str(path), error.reason)
+    except (VLMError, RendererNotInstalledError):
+        raise  # the store or the setup failed (every file would): stop
+    except Exception as error:  # noqa: BLE001 - one file's failure never stops the run
+        writer.fail(str(path), f"cannot be read ({type(error).__name__}: {error})")
 
 
 def ingest_documents(
