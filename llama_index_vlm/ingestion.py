@@ -434,6 +434,7 @@ def ingest(
         for path in readable:
             _read_into(writer, reader, path)
         writer.flush()
+    store.compact_if_needed()  # after a large ingest or many files taken back
     _update_fast_index(store, report)
     report.seconds = time.perf_counter() - started
     return report
@@ -503,6 +504,7 @@ def ingest_documents(
             if source_of(document) not in writer.failed_sources:
                 writer.add(source_of(document), document)
         writer.flush()
+    store.compact_if_needed()  # after a large ingest or many files taken back
     _update_fast_index(store, report)
     report.seconds = time.perf_counter() - started
     return report

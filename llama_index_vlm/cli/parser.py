@@ -31,6 +31,7 @@ examples:
   llama-index-vlm info
   llama-index-vlm delete report.pdf
   llama-index-vlm index reports/ --prune     # also drop files deleted from reports/
+  llama-index-vlm compact
 
 Models are hub ids or local directories. Querying commands use the retriever the index was
 built with (recorded in the store) unless --model names another copy of it. Offline, pass
@@ -85,6 +86,17 @@ def ray_address(text: str) -> str:
     )
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def filter_pair(text: str) -> tuple[str, str]:
     """argparse type: ``key=value`` -> ``(key, value)``; the value is typed later, per key."""
     key, separator, value = text.partition("=")
@@ -109,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from llama_index_vlm.cli.serve import add_serve_parser  # its own module; imports this one
 
     add_serve_parser(commands, _store_options())
+    _add_compact(commands)
     return parser
 
 
@@ -245,6 +258,38 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         help="also delete from the index the documents under PATH... whose files no longer "
         "exist (a missing file is only reported without it)",
     )
+    _add_reader_limits(index)
+
+
+def _add_reader_limits(index: argparse.ArgumentParser) -> None:
+    """What one file may cost (PDFPageReader's limits), and whether links are followed."""
+    limits = index.add_argument_group("limits per file")
+    limits.add_argument(
+        "--render-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="stop a file whose opening or any one page takes longer (default: 30)",
+    )
+    limits.add_argument(
+        "--render-memory-limit",
+        type=positive_int,
+        default=2048,
+        metavar="MIB",
+        help="memory of the process rendering a file, in MiB (default: 2048)",
+    )
+    limits.add_argument(
+        "--max-pages",
+        type=positive_int,
+        default=10_000,
+        metavar="N",
+        help="refuse a file with more pages than this (default: 10000)",
+    )
+    limits.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links inside a folder that point outside it (default: skip them)",
+    )
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:
@@ -346,3 +391,33 @@ def _add_delete(commands: argparse._SubParsersAction) -> None:
         "document", metavar="DOC_ID", help="doc id (or its unique beginning), file name or path"
     )
     delete.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+
+
+def _add_compact(commands: argparse._SubParsersAction) -> None:
+    compact = commands.add_parser(
+        "compact",
+        parents=[_store_options()],
+        help="give the disk space of deleted pages back",
+        description="Rewrite the index's files without deleted and replaced pages, and remove "
+        "old versions, printing the space reclaimed. Safe while queries run: a version stays "
+        "readable for --grace minutes after a newer one replaced it.",
+    )
+    compact.add_argument(
+        "--grace",
+        type=_non_negative_minutes,
+        default=10.0,
+        metavar="MINUTES",
+        help="keep versions replaced less than this long ago (default: 10); 0 frees all the "
+        "space now, when nothing else uses the index",
+    )
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _non_negative_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
