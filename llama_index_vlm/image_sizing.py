@@ -53,7 +53,8 @@ def reduce_for_processor(image: Image.Image, image_processor: Any) -> Image.Imag
         target = _scaled_to_at_most(width, height, FALLBACK_MAX_PIXELS)
     if target[0] * target[1] >= width * height:
         return rgb
-    return rgb.resize(target, resample=_resample(image_processor))
+    # Rounding a thin page's short side down can tip it just over the ratio: pad it back.
+    return _within_aspect_ratio(rgb.resize(target, resample=_resample(image_processor)))
 
 
 def processor_input_size(image_processor: Any, width: int, height: int) -> tuple[int, int] | None:
