@@ -157,7 +157,7 @@ def broken_xref_pdf(seed: int, n_pages: int = 3) -> bytes:
     how = rng.randrange(5)
     if how == 0:  # offsets pointing anywhere
         for _ in range(rng.randint(1, 6)):
-            at = rng.randrange(xref + 10, len(data) - 40)
+            at = rng.randrange(xref + 10, max(xref + 11, len(data) - 8))
             data[at] = ord(str(rng.randrange(10)))
     elif how == 1:  # startxref pointing past the end
         start = data.rindex(b"startxref")
