@@ -206,6 +206,10 @@ def multivector_search(
     damaged = [row["page_id"] for row in rows if not np.isfinite(row["_distance"])]
     if damaged:
         raise damaged_vectors_error(table, damaged)
+    if len(rows) < min(query.similarity_top_k, table.count_rows(where)):
+        # LanceDB leaves out pages whose vectors are NaN: find them, and say so.
+        for _ in iter_vectors(table, where, 256, None):
+            pass
     nodes = [row_to_node(row) for row in rows]
     return VectorStoreQueryResult(
         nodes=nodes,
