@@ -5,7 +5,9 @@ The child runs ``setup`` (imports, loading a model: not counted), then each step
 in turn: before a step it resets the kernel's high-water mark of its resident memory, and the
 step's peak is the high-water mark after it, over the resident memory before it. A step may
 set ``result`` to any JSON-able value, which comes back with its measurement. The reader's
-render workers are other processes: their memory is capped by ``RLIMIT_AS`` and not counted.
+render workers are other processes, capped by ``RLIMIT_AS``: the largest peak of the children
+reaped so far is reported too (a child's peak includes what it shared with this process when
+it was forked, so it means something only for a light parent).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ print("@@" + json.dumps({{
     "peak_mb": _status("VmHWM:") if resettable else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024,
     "seconds": time.perf_counter() - started,
+    "children_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     "result": result,
 }}), flush=True)
 """
@@ -62,14 +65,15 @@ print("@@" + json.dumps({{
 
 @dataclass(frozen=True)
 class Measured:
-    """What one step cost: resident memory before it and at its peak (MB), its duration, and
-    the ``result`` it set.
+    """What one step cost: resident memory before it and at its peak (MB), its duration, the
+    ``result`` it set, and the largest peak of the child processes reaped so far (MB).
     """
 
     baseline_mb: float
     peak_mb: float
     seconds: float
     result: Any
+    children_peak_mb: float = 0.0
 
     @property
     def growth_mb(self) -> float:

@@ -19,7 +19,8 @@ A file that cannot be read is answered ``{"error": "unreadable", "reason": ...}`
 that is not installed ``{"error": "renderer", "message": ...}``. Log records of the reader
 modules travel with each answer (``"logs"``), so the reader logs them as its own. The worker
 exits when the reader closes its pipe. Its first message, ``{"ready": true}``, says it has
-started, so its start-up time never counts against a file's time limit.
+started (and whether the system let it cap its memory), so its start-up time never counts
+against a file's time limit.
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class RenderWorker:
         package_logger.setLevel(logging.INFO)
         package_logger.propagate = False  # the reader logs them; nothing is printed here
 
-    def serve(self) -> None:
-        """Say it is ready, then answer requests until the reader closes the pipe."""
-        worker_protocol.send(self.reply_fd, {"ready": True})
+    def serve(self, memory_capped: bool = True) -> None:
+        """Say it is ready (and whether its memory is capped), then answer requests until the
+        reader closes the pipe.
+        """
+        worker_protocol.send(self.reply_fd, {"ready": True, "memory_capped": memory_capped})
         while True:
             try:
                 request, _ = worker_protocol.receive(self.request_fd)
@@ -123,23 +126,28 @@ def _file_request(request: dict[str, Any]) -> tuple[Path, ReadSettings]:
     return Path(request["path"]), settings
 
 
-def limit_resources(memory_mib: int | None) -> None:
+def limit_resources(memory_mib: int | None) -> bool:
     """Cap this process's address space at ``memory_mib`` MiB (None: no cap), and forbid
-    core dumps (a crash on a hostile file must not write gigabytes).
+    core dumps (a crash on a hostile file must not write gigabytes). False when the system
+    refuses the cap (macOS does not enforce ``RLIMIT_AS``).
     """
     import resource
 
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if memory_mib is not None:
-        limit = memory_mib << 20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if memory_mib is not None:
+            limit = memory_mib << 20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:
     """Serve the reader on the two pipes named by ``argv``."""
     request_fd, reply_fd, memory = int(argv[0]), int(argv[1]), argv[2]
-    limit_resources(None if memory == "none" else int(memory))
-    RenderWorker(request_fd, reply_fd).serve()
+    capped = limit_resources(None if memory == "none" else int(memory))
+    RenderWorker(request_fd, reply_fd).serve(memory_capped=capped)
     return 0
 
 

@@ -95,7 +95,7 @@ class RenderWorker:
     def _wait_until_ready(self) -> None:
         """Wait for the worker's first message, so its start-up is not charged to a file."""
         try:
-            worker_protocol.receive(self._reply_fd, time.monotonic() + STARTUP_TIMEOUT)
+            ready, _ = worker_protocol.receive(self._reply_fd, time.monotonic() + STARTUP_TIMEOUT)
         except (worker_protocol.WorkerTimeoutError, worker_protocol.WorkerGoneError) as error:
             self.kill()
             raise RuntimeError(
@@ -104,6 +104,11 @@ class RenderWorker:
                 "PDFPageReader(render_timeout=None, render_memory_limit=None) to read files in "
                 "this process instead"
             ) from error
+        if not ready.get("memory_capped", True) and self.limits.memory_mib is not None:
+            _warn_once(
+                "this system does not let the render worker cap its memory (RLIMIT_AS); files "
+                "are read with the time limit only"
+            )
 
     def request(self, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         """Send one request and wait for its answer, at most the time limit.
@@ -213,6 +218,13 @@ class WorkerPool:
 
 POOL = WorkerPool()
 atexit.register(POOL.close)
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
 
 
 def count_in_worker(path: Path, settings: ReadSettings, limits: RenderLimits) -> int:
