@@ -29,6 +29,9 @@ from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.store import LanceDBPageStore
 
+# Pillow warns about the fuzzed TIFFs' tags while it reads them: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 
 def _noisy_png() -> bytes:
     return encoded(Image.effect_noise((40, 30), 50).convert("RGB"), "PNG")
