@@ -209,7 +209,7 @@ result = f"{len(tokens)} special tokens: answered ({len(hits)} hits); {fifo}"
         _ROOT
         + """
 import numpy as np, pyarrow as pa
-from pages_builder import page_documents
+from page_documents import document_pages as page_documents
 from llama_index_vlm.errors import DamagedStoreError
 from llama_index_vlm.store import LanceDBPageStore
 store = LanceDBPageStore(uri=str(root / "index"))
@@ -305,14 +305,16 @@ if mounted:
         + """
 import numpy as np
 from datetime import timedelta
-from page_documents import noise_image, page_document
+from PIL import Image
+from page_documents import page_document
+from llama_index_vlm.images import encode_image
 from llama_index_vlm.store import LanceDBPageStore
 store = LanceDBPageStore(uri=str(root / "index"), auto_compact=False)
+rng = np.random.default_rng(0)
+def noise_png():
+    return encode_image(Image.fromarray(rng.integers(0, 255, (260, 260, 3), dtype=np.uint8)), "PNG")
 for n in range(100):
-    pages = [
-        page_document(f"doc{n}", p, 20, image=noise_image(100 * n + p, (260, 260)))
-        for p in range(1, 21)
-    ]
+    pages = [page_document(f"doc{n}", p, 20, image=noise_png()) for p in range(1, 21)]
     store.add(pages, [np.eye(8, 16, dtype=np.float32)] * len(pages))
 store.clear()
 """,

@@ -7,10 +7,9 @@ Each batch of pages is one commit of the store, so a crash (even SIGKILL) at any
 only whole pages behind, and running the same ingest again completes the job: pages already
 stored unchanged are recognised by their content hash and neither re-encoded nor rewritten.
 
-A file is stored whole or not at all: when one of its pages cannot be read, decoded, embedded
-or stored, the pages earlier batches stored of it are deleted, and when the store itself fails
-(a full disk), the files of the failed batch are taken back before the ingest stops. Any error
-of one file is that file's failure in the report; the run goes on with the next file.
+A file is stored whole or not at all: when a page cannot be read, decoded, embedded or stored,
+the pages earlier batches stored of its file are deleted, also before a failing store (a full
+disk) stops the ingest. Any error of one file fails that file only; the run goes on.
 """
 
 from __future__ import annotations
@@ -128,6 +127,10 @@ class _PendingPage(NamedTuple):
     content_hash: str
 
 
+#: A page of a batch, and its image decoded and reduced to the model's input size.
+_Decoded = tuple[_PendingPage, "Image.Image"]
+
+
 class _BatchWriter:
     """Buffers pages, encodes the ones the store lacks, and commits each batch at once."""
 
@@ -202,7 +205,7 @@ class _BatchWriter:
             if stored.get(page.node.node_id) == page.content_hash
         }
 
-    def _decode(self, pages: list[_PendingPage]) -> list[tuple[_PendingPage, Image.Image]]:
+    def _decode(self, pages: list[_PendingPage]) -> list[_Decoded]:
         """The images of ``pages``; a page that cannot be decoded fails its file."""
         decoded = []
         for page in pages:
@@ -223,29 +226,24 @@ class _BatchWriter:
                 self.report.pages_unchanged += 1
                 self.outcomes_by_source.setdefault(page.source, {})[page.node.node_id] = "unchanged"
 
-    def _embed_and_store(self, to_write: list[tuple[_PendingPage, Image.Image]]) -> bool:
-        """Encode (and pool) the pages and store them in one commit; False when that failed
-        and their files were failed.
-
-        A batch that fails for a reason other than the store is tried again file by file, so
-        one file whose page makes the model raise does not take the batch's other files down.
-        A store that cannot be written (:class:`StoreError`) stops the ingest, after taking
-        back the files this batch would have completed: a file is stored whole or not at all.
+    def _embed_and_store(self, to_write: list[_Decoded]) -> bool:
+        """Encode (and pool) the pages and store them in one commit; False when their files
+        failed. A failed batch is tried again file by file, so one file's page does not take
+        the batch's other files down; a store or model error stops the ingest, after taking
+        back the files of this batch: a file is stored whole or not at all.
         """
         try:
             self._write(to_write)
-        except InvalidPageError as error:  # e.g. vectors that are not finite: their files fail
-            return self._retry_by_file(to_write, error)
         except VLMError as error:
-            # A model mismatch, bad configuration or unwritable store concerns every file: stop,
-            # but first take back the files whose earlier batches were committed.
-            self._take_back(to_write, error)
+            if isinstance(error, InvalidPageError):  # e.g. vectors that are not finite
+                return self._retry_by_file(to_write, error)
+            self._take_back(to_write, error)  # a mismatch or unwritable store concerns all
             raise
         except Exception as error:  # noqa: BLE001 - reported per file, never swallowed silently
             return self._retry_by_file(to_write, error)
         return True
 
-    def _write(self, to_write: list[tuple[_PendingPage, Image.Image]]) -> None:
+    def _write(self, to_write: list[_Decoded]) -> None:
         vectors = self.encoder.embed_images([image for _, image in to_write], show_progress=False)
         if self.pool_factor > 1:
             vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
@@ -253,27 +251,20 @@ class _BatchWriter:
         result = self.store.upsert_pages(nodes, vectors, fingerprint=self.fingerprint)
         self._record(result, [page for page, _ in to_write])
 
-    def _retry_by_file(
-        self, to_write: list[tuple[_PendingPage, Image.Image]], error: Exception
-    ) -> bool:
-        """Store each file's pages of a failed batch on their own; fail the files that fail
-        alone. False when any file failed.
-        """
-        by_source: dict[str, list[tuple[_PendingPage, Image.Image]]] = {}
+    def _retry_by_file(self, to_write: list[_Decoded], error: Exception) -> bool:
+        """Store each file's pages of a failed batch alone; False when any file failed."""
+        by_source: dict[str, list[_Decoded]] = {}
         for page, image in to_write:
             by_source.setdefault(page.source, []).append((page, image))
         if len(by_source) == 1:
             self._fail_files(to_write, error)
             return False
-        stored_all = True
-        for pages in by_source.values():
-            stored_all = self._embed_and_store(pages) and stored_all
-        return stored_all
+        results = [self._embed_and_store(pages) for pages in by_source.values()]
+        return all(results)
 
-    def _take_back(self, to_write: list[tuple[_PendingPage, Image.Image]], error: VLMError) -> None:
-        """Fail the batch's files (deleting what earlier batches stored of them) before the
-        ingest stops on ``error``; if the store cannot even delete, say which files stay
-        partly stored.
+    def _take_back(self, to_write: list[_Decoded], error: VLMError) -> None:
+        """Fail the batch's files, deleting what earlier batches stored of them; if the store
+        cannot even delete, say which files may stay partly stored.
         """
         try:
             self._fail_files(to_write, error)
@@ -299,9 +290,7 @@ class _BatchWriter:
             )
             self.outcomes_by_source.setdefault(page.source, {})[page_id] = outcome
 
-    def _fail_files(
-        self, to_write: list[tuple[_PendingPage, Image.Image]], error: Exception
-    ) -> None:
+    def _fail_files(self, to_write: list[_Decoded], error: Exception) -> None:
         # Nothing of this batch was committed: its upsert is a single commit. The files with
         # pages to write in it are not indexed; files whose pages here were all stored already
         # are not concerned.

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from datetime import timedelta
 
 from llama_index_vlm.cli.common import open_store
+from llama_index_vlm.cli.output import escaped
 
 
 def run_compact(args: argparse.Namespace) -> int:
@@ -21,5 +22,5 @@ def run_compact(args: argparse.Namespace) -> int:
         fields = {**asdict(report), "grace": report.grace.total_seconds()}
         print(json.dumps({**fields, "bytes_reclaimed": report.bytes_reclaimed}, indent=2))
         return 0
-    print(f"index {args.store}: {report.summary()}")
+    print(f"index {escaped(args.store)}: {report.summary()}")
     return 0

@@ -86,6 +86,46 @@ class CompactionReport:
         return line
 
 
+class CompactingStore:
+    """The page store's compaction methods (a mixin of
+    :class:`~llama_index_vlm.store.LanceDBPageStore`, which has ``_pages``, ``auto_compact``).
+    """
+
+    def optimize(self, cleanup_older_than: timedelta | None = None) -> None:
+        """Compact small files and drop versions older than ``cleanup_older_than``; prefer
+        :meth:`compact`. Do not run this while another process is adding.
+        """
+        table = self._pages.open()
+        if table is not None:
+            with self._pages.writing():
+                table.optimize(cleanup_older_than=cleanup_older_than)
+
+    def compact(self, grace: timedelta = DEFAULT_GRACE) -> CompactionReport:
+        """Give the disk space of deleted and replaced pages back, and report how much.
+
+        Rewrites the table's files without the deleted rows (merging small ones), then removes
+        the versions replaced by a newer one more than ``grace`` ago, with the files only they
+        used. Safe while queries run, in this process or others: the version a query reads
+        stays for ``grace`` after it was replaced. ``grace=timedelta(0)`` keeps only the
+        latest version; use it only when nothing else reads or writes the store.
+
+        Example:
+            >>> print(store.compact().summary())                       # doctest: +SKIP
+            reclaimed 396.0 MiB, 0.0 MiB on disk: 101 old versions removed
+
+        Raises:
+            StoreError: LanceDB could not rewrite or remove files (the store stays readable).
+        """
+        return compact_pages(self._pages, grace)
+
+    def compact_if_needed(self) -> CompactionReport | None:
+        """:meth:`compact` when :func:`worth_compacting` says so, unless ``auto_compact`` is
+        off; called after deletes and at the end of an ingest. A failure is logged, never
+        raised.
+        """
+        return compact_pages_if_needed(self._pages) if self.auto_compact else None
+
+
 def compact_pages(pages: PageTable, grace: timedelta = DEFAULT_GRACE) -> CompactionReport:
     """:func:`compact_table` on a page table, under its write lock; an empty report before the
     table exists.

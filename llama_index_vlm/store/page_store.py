@@ -25,12 +25,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
 from llama_index_vlm.store import carried, queries
-from llama_index_vlm.store.compaction import (
-    DEFAULT_GRACE,
-    CompactionReport,
-    compact_pages,
-    compact_pages_if_needed,
-)
+from llama_index_vlm.store.compaction import CompactingStore
 from llama_index_vlm.store.filters import page_where, quote_literal
 from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
 from llama_index_vlm.store.results import AddResult, StoredDocument, stored_documents
@@ -51,7 +46,7 @@ from llama_index_vlm.store.schema import (
 from llama_index_vlm.store.table import PageTable
 
 
-class LanceDBPageStore(BasePydanticVectorStore):
+class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
     """LlamaIndex vector store of document pages (image + ColPali multi-vector) in LanceDB.
 
     Opening a store never overwrites anything: an existing table is reopened as it is, and a
@@ -65,7 +60,8 @@ class LanceDBPageStore(BasePydanticVectorStore):
         storage_options: object-store options passed to LanceDB (credentials, region, ...).
         read_consistency_interval: seconds between checks for versions committed by other
             processes; 0 (the default) always reads the latest, None never checks.
-        auto_compact: compact after large deletes and ingests (:meth:`compact_if_needed`).
+        auto_compact: compact after large deletes and ingests (:meth:`compact_if_needed`);
+            :meth:`compact` gives the space of deleted pages back on demand.
 
     Example:
         >>> store = LanceDBPageStore(uri="./vlm_index")                   # doctest: +SKIP
@@ -128,6 +124,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
                 )
         self._connection = connection
         self._pages = PageTable(connection, table_name, self.uri, vector_dtype)
+        self._pages.after_delete = self.compact_if_needed
         self._pages.open()
 
     @classmethod
@@ -286,7 +283,6 @@ class LanceDBPageStore(BasePydanticVectorStore):
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every page of the document ``ref_doc_id`` (one commit; none if no page)."""
         self._pages.delete_where(f"doc_id = {quote_literal(ref_doc_id)}")
-        self.compact_if_needed()
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """:meth:`delete` in a worker thread."""
@@ -310,7 +306,6 @@ class LanceDBPageStore(BasePydanticVectorStore):
         if node_ids is not None and not node_ids:
             return
         self._pages.delete_where(page_where(filters, node_ids=node_ids) or "TRUE")
-        self.compact_if_needed()
 
     async def adelete_nodes(
         self,
@@ -326,31 +321,10 @@ class LanceDBPageStore(BasePydanticVectorStore):
         to index with another encoder, use another ``table_name``.
         """
         self._pages.delete_where("TRUE")
-        self.compact_if_needed()
 
     async def aclear(self) -> None:
         """:meth:`clear` in a worker thread."""
         await asyncio.to_thread(self.clear)
-
-    def optimize(self, cleanup_older_than: timedelta | None = None) -> None:
-        """Compact small files and drop versions older than ``cleanup_older_than``; prefer
-        :meth:`compact`. Do not run this while another process is adding.
-        """
-        table = self._pages.open()
-        if table is not None:
-            with self._pages.writing():
-                table.optimize(cleanup_older_than=cleanup_older_than)
-
-    def compact(self, grace: timedelta = DEFAULT_GRACE) -> CompactionReport:
-        """Give the disk space of deleted and replaced pages back, keeping each version for
-        ``grace`` after it was replaced (:mod:`~llama_index_vlm.store.compaction`).
-        """
-        return compact_pages(self._pages, grace)
-
-    def compact_if_needed(self) -> CompactionReport | None:
-        """:meth:`compact` if ``auto_compact`` and it is worth it (logs, never raises a failure;
-        :func:`~llama_index_vlm.store.compaction.worth_compacting`)."""
-        return compact_pages_if_needed(self._pages) if self.auto_compact else None
 
     # ------------------------------------------------------------------ reading
 

@@ -10,7 +10,7 @@ against it, and commits each write (new and changed pages, minus the stale ones)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +52,8 @@ class PageTable:
         #: the table: what makes an automatic compaction worth its cost.
         self.rows_deleted = 0
         self.rows_written = 0
+        #: Called after each delete that removed rows (the store's automatic compaction).
+        self.after_delete: Callable[[], Any] | None = None
 
     def open(self) -> Any | None:
         """The LanceDB table, or None while it does not exist.
@@ -177,6 +179,8 @@ class PageTable:
                 return
             table.delete(where)
             self.rows_deleted += count
+        if self.after_delete is not None:
+            self.after_delete()
 
     @staticmethod
     def _stale_pages(table: Any, pages: list[PreparedPage]) -> tuple[list[str], str | None]:

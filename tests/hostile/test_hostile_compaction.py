@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from pages_builder import page_documents
+from page_documents import page_document
 from pdfs import write_numbered_pdf
+from PIL import Image
 
 from llama_index_vlm.cli import main
+from llama_index_vlm.images import encode_image
 from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import ColPaliRetriever
@@ -25,12 +27,16 @@ from llama_index_vlm.store.compaction import _cleanup_age
 _DIM = 16
 
 
+def _noise_png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (150, 150, 3), dtype=np.uint8)
+    return encode_image(Image.fromarray(pixels), "PNG")
+
+
 def _fill(store: LanceDBPageStore, n_docs: int = 12) -> None:
-    """``n_docs`` documents of 4 noisy 200 x 200 pages, one commit each (about 1 MB in all)."""
+    """``n_docs`` documents of 4 noisy 150 x 150 pages, one commit each (about 3 MB in all)."""
     for n in range(n_docs):
-        pages = page_documents(f"doc{n}", 4, size=(200, 200))
-        vectors = [np.eye(4, _DIM, dtype=np.float32)] * len(pages)
-        store.add(pages, vectors)
+        pages = [page_document(f"doc{n}", p, 4, image=_noise_png(10 * n + p)) for p in (1, 2, 3, 4)]
+        store.add(pages, [np.eye(4, _DIM, dtype=np.float32)] * len(pages))
 
 
 @pytest.fixture

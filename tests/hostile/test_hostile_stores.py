@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from llama_index.core.vector_stores.types import VectorStoreQuery
-from pages_builder import page_documents
+from page_documents import document_pages as page_documents
 from pdfs import write_numbered_pdf
 
 from llama_index_vlm.errors import DamagedStoreError, StoreError
