@@ -17,6 +17,7 @@ The reader is the first step of the data flow, and its modules are its phases:
   memory cap and a time limit per page (:mod:`~llama_index_vlm.reader.worker_protocol`: the
   messages between them);
 - :mod:`~llama_index_vlm.reader.documents`: an encoded page as a LlamaIndex ``ImageDocument``;
+- :mod:`~llama_index_vlm.reader.query_images`: an image query, opened with the same checks;
 - :mod:`~llama_index_vlm.reader.page_reader`: :class:`PDFPageReader`, which composes them.
 
 Nothing here imports torch or transformers; :class:`PDFPageReader` (and so LlamaIndex) is
