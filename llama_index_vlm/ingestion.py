@@ -6,10 +6,7 @@ same for page documents already loaded (what ``VisualDocumentIndex.from_document
 Each batch of pages is one commit of the store, so a crash (even SIGKILL) at any moment leaves
 only whole pages behind, and running the same ingest again completes the job: pages already
 stored unchanged are recognised by their content hash and neither re-encoded nor rewritten.
-
-A file is stored whole or not at all: when a page cannot be read, decoded, embedded or stored,
-the pages earlier batches stored of its file are deleted, also before a failing store (a full
-disk) stops the ingest. Any error of one file fails that file only; the run goes on.
+A file is stored whole or not at all, also when the store fails mid-file (a full disk).
 """
 
 from __future__ import annotations
@@ -127,8 +124,7 @@ class _PendingPage(NamedTuple):
     content_hash: str
 
 
-#: A page of a batch, and its image decoded and reduced to the model's input size.
-_Decoded = tuple[_PendingPage, "Image.Image"]
+_Decoded = tuple[_PendingPage, "Image.Image"]  # a page, decoded and reduced for the model
 
 
 class _BatchWriter:
@@ -227,10 +223,8 @@ class _BatchWriter:
                 self.outcomes_by_source.setdefault(page.source, {})[page.node.node_id] = "unchanged"
 
     def _embed_and_store(self, to_write: list[_Decoded]) -> bool:
-        """Encode (and pool) the pages and store them in one commit; False when their files
-        failed. A failed batch is tried again file by file, so one file's page does not take
-        the batch's other files down; a store or model error stops the ingest, after taking
-        back the files of this batch: a file is stored whole or not at all.
+        """Encode (and pool) the pages and store them in one commit; False when files failed.
+        A failed batch is retried file by file; a store error takes its files back and stops.
         """
         try:
             self._write(to_write)
@@ -263,9 +257,7 @@ class _BatchWriter:
         return all(results)
 
     def _take_back(self, to_write: list[_Decoded], error: VLMError) -> None:
-        """Fail the batch's files, deleting what earlier batches stored of them; if the store
-        cannot even delete, say which files may stay partly stored.
-        """
+        """Fail the batch's files (deleting their earlier batches) or say which stay stored."""
         try:
             self._fail_files(to_write, error)
         except VLMError as cleanup_error:
@@ -383,9 +375,8 @@ def ingest(
         ModelMismatchError: the store holds vectors of another encoder, or pooled by another
             ``pool_factor`` (nothing is written).
         StoreError: the store could not be written (disk full, permission denied...). Files
-            completed by earlier batches stay; the files of the failed batch are taken back
-            (none is left half stored); run the same ingest again once the cause is fixed and
-            it continues where it stopped.
+            of earlier batches stay, those of the failed batch are taken back; run the same
+            ingest again once the cause is fixed and it continues where it stopped.
 
     Example::
 
@@ -439,13 +430,12 @@ def _count_pages(
         try:
             total_pages += reader.count_pages(path)
             readable.append(path)
-        except UnreadableDocumentError as error:
-            report.failed.append(FailedFile(str(path), error.reason))
-            logger.warning("not indexed: %s: %s", path, error.reason)
         except RendererNotInstalledError:
             raise  # the setup's problem, not this file's: every file would fail
         except Exception as error:  # noqa: BLE001 - one file's failure never stops the run
             reason = f"cannot be read ({type(error).__name__}: {error})"
+            if isinstance(error, UnreadableDocumentError):
+                reason = error.reason
             report.failed.append(FailedFile(str(path), reason))
             logger.warning("not indexed: %s: %s", path, reason)
     return readable, total_pages
