@@ -5,7 +5,7 @@ other work sharing the machine.
 
 Default: the tiny ColPali checkpoint (llama_index_vlm.testing) on the CPU, which measures our
 own overhead (image conversion, processor, unpadding) more than the model.
-``--full``: full-size architectures with random weights (``full_size.py``: ColPali on
+``--full``: full-size architectures with random weights (``architectures.py``: ColPali on
 PaliGemma-3B at 448 px, ColQwen2 on Qwen2-VL-2B with up to 768 image tokens a page,
 ColModernVBERT at 250M parameters), saved and loaded back through ``from_pretrained`` as a
 released checkpoint is, with the real models' compute; bfloat16 on a GPU, float32 on a CPU.
@@ -33,7 +33,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
-from full_size import RETRIEVERS, parameters_b, save_random  # noqa: E402
+from architectures import RETRIEVERS, parameters_b, save_random  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from llama_index_vlm.encoder import ColPaliEncoder  # noqa: E402

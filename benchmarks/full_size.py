@@ -1,423 +1,291 @@
-"""Full-size architectures with random weights, shared by the benchmarks' ``--full`` runs.
+"""Full-size architectures with random weights: what the default checkpoints cost to load and run.
 
-Random weights have the real models' compute and memory, so throughput measured with them is
-what the released checkpoints would give, without downloading them. :func:`save_random` builds
-one with the real architecture's sizes (from the checkpoint's published ``config.json``), a real
-image processor at the checkpoint's resolution and the tiny checkpoint's tokenizer (its ids are
-valid in every full vocabulary; it carries the family's chat template and special tokens), and
-saves it in transformers' format, so the benchmark loads it exactly as a user loads a released
-checkpoint: ``ColPaliEncoder.from_pretrained(path)``, or ``HuggingFaceVLM.from_pretrained(path,
-quantization="4bit")``.
+Random weights have the real models' compute and memory, so load time, memory and throughput
+measured with them are what the released checkpoints give, without downloading them. The
+configurations are shared with the benchmarks' ``--full`` runs (``encode.py``, ``generate.py``).
 
-    path = save_random("qwen2.5-vl-7b", directory, device="cuda")
+Run as a script, it saves each default architecture once (ColPali v1.3: PaliGemma-3B-448;
+LLaVA-1.5-7B: CLIP ViT-L/14-336 + Llama-2-7B) with random bfloat16 weights in transformers'
+format, then loads each in every dtype asked for, in a fresh process, through the same
+``from_pretrained`` path and memory check as the command line, and prints one Markdown row per
+model and dtype: checkpoint size, load seconds, peak RSS, pages/s (ColPali) or seconds per answer
+(LLaVA, one page). A dtype that does not fit in free memory is refused by the command line's
+check, and the row says so.
+
+    python benchmarks/full_size.py --workdir /tmp/full_size              # CPU, bfloat16
+    python benchmarks/full_size.py --dtypes bfloat16,float32 --models colpali
+    python benchmarks/full_size.py --device cuda --pages 32              # on a GPU
+
+Needs about 20 GB of disk in ``--workdir`` (removed at the end unless ``--keep``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any
 
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from llama_index_vlm.checkpoints import load_processor
-from llama_index_vlm.processors import image_only
-from llama_index_vlm.testing import make_tiny_checkpoint
-
-_QWEN_VISION_MERGE = {"patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
+QUESTION = "What was the total revenue in 2023?"
 
 
-def paligemma_3b_448_config(image_token_id: int, eos_token_id=None, pad_token_id=None):
-    """The PaliGemma-3B (448 px) architecture behind ColPali v1.x and PaliGemma mix models."""
-    from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
+# ---------------------------------------------------------------- saving random checkpoints
 
-    return PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=448,
-            patch_size=14,
-            projection_dim=2048,
-        ),
-        text_config=GemmaConfig(
-            vocab_size=257216,
-            hidden_size=2048,
-            intermediate_size=16384,
-            num_hidden_layers=18,
-            num_attention_heads=8,
-            num_key_value_heads=1,
-            head_dim=256,
-            max_position_embeddings=8192,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-        ),
-        image_token_id=image_token_id,
-        projection_dim=2048,
-        hidden_size=2048,
-    )
+#: This script's models, by their names in ``architectures.py``.
+ARCHITECTURES = {"colpali": "colpali", "llava": "llava-1.5-7b"}
+LABELS = {"colpali": "ColPali v1.3 (PaliGemma-3B-448)", "llava": "LLaVA-1.5-7B"}
 
 
-def _tiny(kind: str, directory: Path) -> tuple[Any, Any]:
-    """The tiny checkpoint's processor and tokenizer of a family."""
-    path = make_tiny_checkpoint(kind, directory / f"tiny-{kind}")
-    from transformers import AutoConfig
+def save(kind: str, directory: Path) -> Path:
+    """Save ``kind``'s full-size architecture with random bfloat16 weights (``architectures``),
+    under ``directory / kind``."""
+    from architectures import save_random
 
-    processor = load_processor(str(path), AutoConfig.from_pretrained(path).model_type)
-    return processor, processor.tokenizer
-
-
-def _colpali(directory: Path) -> tuple[str, Any, Any]:
-    from transformers import ColPaliConfig, ColPaliProcessor, SiglipImageProcessorPil
-
-    _, tokenizer = _tiny("colpali", directory)
-    image_processor = SiglipImageProcessorPil(
-        size={"height": 448, "width": 448},
-        image_seq_length=1024,
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-    )
-    processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    config = ColPaliConfig(
-        vlm_config=paligemma_3b_448_config(processor.image_token_id), embedding_dim=128
-    )
-    return "ColPaliForRetrieval", config, processor
+    path = save_random(ARCHITECTURES[kind], directory)
+    return path.rename(directory / kind)
 
 
-def _qwen_image_processor(max_tokens: int) -> Any:
-    from transformers import Qwen2VLImageProcessorPil
-
-    return Qwen2VLImageProcessorPil(
-        patch_size=14,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": 4 * 28 * 28, "longest_edge": max_tokens * 28 * 28},
-    )
+# ---------------------------------------------------------------- measuring one row (a child)
 
 
-def _qwen_ids(tokenizer: Any) -> dict[str, int]:
-    names = ("image_pad", "video_pad", "vision_start", "vision_end")
-    return {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>") for name in names}
+def page_image():
+    """An A4 page at 150 dpi (1240 x 1754) with text-like stripes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    page = np.full((1754, 1240, 3), 255, dtype=np.uint8)
+    for top in range(100, 1654, 40):
+        page[top : top + 14, 100 : 100 + int(rng.integers(200, 1040))] = int(rng.integers(0, 80))
+    return Image.fromarray(page)
 
 
-def _qwen2_vl_2b_config(tokenizer: Any) -> Any:
-    """Qwen2-VL-2B, the backbone of ColQwen2 v1.0."""
-    from transformers import Qwen2VLConfig
+def measure(kind: str, path: Path, dtype: str, device: str, pages: int, new_tokens: int) -> dict:
+    """Load ``path`` as the command line would and time it; one row as a dict."""
+    from llama_index_vlm.cli.memory import model_size, require_memory
+    from llama_index_vlm.errors import UsageError
 
-    ids = _qwen_ids(tokenizer)
-    return Qwen2VLConfig(
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 1536,
-            "intermediate_size": 8960,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 12,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 32768,
-            "tie_word_embeddings": True,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1e6,
-                "mrope_section": [16, 24, 24],
-            },
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "depth": 32,
-            "embed_dim": 1280,
-            "hidden_size": 1536,
-            "num_heads": 16,
-            "mlp_ratio": 4,
-            **_QWEN_VISION_MERGE,
-        },
-        image_token_id=ids["image_pad"],
-        video_token_id=ids["video_pad"],
-        vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"],
-    )
+    size = model_size(str(path), dtype)
+    row = {"kind": kind, "dtype": dtype, "device": device, "weights_bytes": size.bytes}
+    try:
+        require_memory([size], device)
+    except UsageError as refusal:
+        return {**row, "refused": str(refusal)}
+    started = time.perf_counter()
+    if kind == "colpali":
+        from llama_index_vlm import ColPaliEncoder
+
+        model = ColPaliEncoder.from_pretrained(path, device=device, dtype=dtype, batch_size=1)
+        row["load_s"] = time.perf_counter() - started
+        row.update(_run_colpali(model, pages))
+    else:
+        from llama_index_vlm import HuggingFaceVLM
+
+        model = HuggingFaceVLM.from_pretrained(
+            path, device=device, dtype=dtype, max_new_tokens=new_tokens, min_new_tokens=new_tokens
+        )
+        row["load_s"] = time.perf_counter() - started
+        row.update(_run_llava(model, new_tokens))
+    row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return row
 
 
-def _colqwen2(directory: Path) -> tuple[str, Any, Any]:
-    from transformers import ColQwen2Config, ColQwen2Processor
-
-    _, tokenizer = _tiny("colqwen2", directory)
-    # ColQwen2 v1.0 reads a page in at most 768 image tokens.
-    processor = ColQwen2Processor(image_processor=_qwen_image_processor(768), tokenizer=tokenizer)
-    config = ColQwen2Config(vlm_config=_qwen2_vl_2b_config(tokenizer), embedding_dim=128)
-    return "ColQwen2ForRetrieval", config, processor
+def cpu_seconds() -> float:
+    """CPU seconds this process has used, all its threads together."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def _colmodernvbert(directory: Path, split: bool = True) -> tuple[str, Any, Any]:
-    """ColModernVBERT (about 250M): SigLIP2-base/16 at 512 px and a 150M ModernBERT encoder.
+def _run_colpali(encoder, pages: int) -> dict:
+    images = [page_image()] * pages
+    encoder.embed_images(images[:1], show_progress=False)  # warm-up: kernels, allocations
+    started, cpu = time.perf_counter(), cpu_seconds()
+    vectors = encoder.embed_images(images, show_progress=False)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    started = time.perf_counter()
+    encoder.embed_queries([QUESTION], show_progress=False)
+    return {
+        "pages_per_s": pages / seconds,
+        "s_per_page": seconds / pages,
+        "cpu_s_per_page": cpu / pages,
+        "query_s": time.perf_counter() - started,
+        "vectors_per_page": len(vectors[0]),
+    }
 
-    With ``split``, a page is cut into 512-px tiles up to 2048 px plus a global image (SmolVLM's
-    setting, 13 tiles for an A4 page); without, it is one 512-px image. The released checkpoint
-    ships no image processor settings of its own, so both are measured.
+
+def _run_llava(vlm, new_tokens: int) -> dict:
+    from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
+
+    from llama_index_vlm.images import encode_image
+
+    page = encode_image(page_image(), "PNG")
+    blocks = [TextBlock(text="file_name: report.pdf\npage_number: 1")]
+    blocks += [ImageBlock(image=page, image_mimetype="image/png"), TextBlock(text=QUESTION)]
+    started, cpu = time.perf_counter(), cpu_seconds()
+    vlm.chat([ChatMessage(role="user", blocks=blocks)])
+    return {
+        "s_per_answer": time.perf_counter() - started,
+        "cpu_s_per_answer": cpu_seconds() - cpu,
+        "new_tokens": new_tokens,
+    }
+
+
+# ----------------------------------------------------- one layer, where a model does not fit
+
+#: One decoder layer of each language model, and the tokens of one call: ColPali embeds a page
+#: (1024 image + ~6 text tokens); LLaVA reads a page and a question (576 + ~40) before answering.
+#: A generated token is one more call of one token (reading every weight once).
+LAYERS = [
+    ("colpali", "PaliGemma-3B text layer (Gemma-2B), a page", 1030, 18),
+    ("llava", "LLaVA-1.5-7B text layer (Llama-2-7B), page + question", 616, 32),
+    ("llava", "LLaVA-1.5-7B text layer (Llama-2-7B), one new token", 1, 32),
+]
+
+
+def _one_layer_model(kind: str):
+    from architectures import llava_15_7b_config, paligemma_3b_448_config
+    from transformers import GemmaConfig, GemmaModel, LlamaConfig, LlamaModel
+
+    if kind == "colpali":
+        config = paligemma_3b_448_config(0).text_config
+        return GemmaModel(GemmaConfig(**{**config.to_dict(), "num_hidden_layers": 1,
+                                         "vocab_size": 8}))  # fmt: skip
+    config = llava_15_7b_config(0).text_config
+    return LlamaModel(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 1, "vocab_size": 8}))
+
+
+def layer_rows(dtypes: list[str], repeats: int = 3) -> list[str]:
+    """CPU seconds of one decoder layer's forward over one call's tokens, per dtype: whether
+    bfloat16 is usable on this CPU (it needs AVX512-BF16 or AMX to be fast), when the whole
+    model does not fit in memory here. The model's layers times this is its language model's
+    share of a call (vision tower not included).
     """
-    from transformers import (
-        ColModernVBertConfig,
-        ColModernVBertProcessor,
-        Idefics3ImageProcessorPil,
-        ModernBertConfig,
-        ModernVBertConfig,
-        SiglipVisionConfig,
+    import statistics
+
+    import torch
+
+    rows = []
+    for kind, label, tokens, n_layers in LAYERS:
+        for dtype in dtypes:
+            torch.manual_seed(0)
+            model = _one_layer_model(kind).to(getattr(torch, dtype)).eval()
+            hidden = torch.randn(1, tokens, model.config.hidden_size, dtype=getattr(torch, dtype))
+            samples = []
+            with torch.inference_mode():
+                model(inputs_embeds=hidden)  # warm-up
+                for _ in range(repeats if tokens > 1 else 10 * repeats):
+                    started, cpu = time.perf_counter(), cpu_seconds()
+                    model(inputs_embeds=hidden)
+                    samples.append((time.perf_counter() - started, cpu_seconds() - cpu))
+            wall = statistics.median(sample[0] for sample in samples)
+            cpu = statistics.median(sample[1] for sample in samples)
+            rows.append(
+                f"| {label} | {dtype} | {tokens} | {wall:.2f} | {cpu:.2f} "
+                f"| {cpu * n_layers:.0f} ({n_layers} layers) |"
+            )
+            del model
+    return rows
+
+
+# ---------------------------------------------------------------- the parent: rows and table
+
+
+def _child(argv: list[str]) -> dict:
+    finished = subprocess.run(
+        [sys.executable, __file__, *argv], capture_output=True, text=True, check=False
     )
+    if finished.returncode != 0:
+        return {"error": finished.stderr.strip().splitlines()[-1:] or [f"status {finished}"]}
+    return json.loads(finished.stdout.strip().splitlines()[-1])
 
-    _, tokenizer = _tiny("colmodernvbert", directory)
-    processor = ColModernVBertProcessor(
-        image_processor=Idefics3ImageProcessorPil(
-            do_image_splitting=split,
-            size={"longest_edge": 2048 if split else 512},
-            max_image_size={"longest_edge": 512},
-        ),
-        tokenizer=tokenizer,
-        image_seq_len=64,
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _gb(size: float) -> str:
+    return f"{size / 2**30:.1f}"
+
+
+def table_row(row: dict) -> str:
+    label = f"{LABELS[row['kind']]} | {row['dtype']} | {row['device']}"
+    weights = _gb(row["weights_bytes"])
+    if "refused" in row:
+        return f"| {label} | {weights} | refused by the memory check: {row['refused']} | | | |"
+    if "error" in row:
+        return f"| {label} | {weights} | failed: {row['error']} | | | |"
+    rate = (
+        f"{row['pages_per_s']:.3f} pages/s ({row['s_per_page']:.1f} s, "
+        f"{row['cpu_s_per_page']:.1f} CPU s per page), query {row['query_s']:.2f} s"
+        if row["kind"] == "colpali"
+        else f"{row['s_per_answer']:.1f} s ({row['cpu_s_per_answer']:.1f} CPU s) per answer "
+        f"({row['new_tokens']} new tokens, 1 page)"
     )
-    vlm_config = ModernVBertConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=512,
-            patch_size=16,
-        ),
-        text_config=ModernBertConfig(
-            vocab_size=50368,
-            hidden_size=768,
-            intermediate_size=1152,
-            num_hidden_layers=22,
-            num_attention_heads=12,
-            max_position_embeddings=8192,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        image_token_id=processor.image_token_id,
-        pixel_shuffle_factor=4,
+    return f"| {label} | {weights} | {row['load_s']:.1f} | {_gb(row['peak_rss_bytes'])} | {rate} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("full_size_checkpoints"))
+    parser.add_argument("--models", default="colpali,llava", help="colpali, llava")
+    parser.add_argument("--dtypes", default="bfloat16", help="bfloat16, float16, float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pages", type=int, default=2, help="pages ColPali embeds per row")
+    parser.add_argument("--new-tokens", type=int, default=16, help="tokens per LLaVA answer")
+    parser.add_argument("--keep", action="store_true", help="keep the saved checkpoints")
+    parser.add_argument(
+        "--layers", action="store_true", help="time one decoder layer per dtype instead"
     )
-    return "ColModernVBertForRetrieval", ColModernVBertConfig(vlm_config=vlm_config), processor
+    parser.add_argument("--save", choices=sorted(ARCHITECTURES), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=sorted(ARCHITECTURES), help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.save:  # a child: save one architecture, print its path
+        print(json.dumps({"path": str(save(args.save, args.workdir))}))
+        return
+    if args.measure:  # a child: measure one row
+        row = measure(
+            args.measure, args.workdir / args.measure, args.dtype, args.device, args.pages,
+            args.new_tokens,
+        )  # fmt: skip
+        print(json.dumps(row))
+        return
+    print(f"load before: {_uptime()}", flush=True)
+    if args.layers:
+        print("| layer | dtype | tokens | wall s | CPU s | CPU s for all layers |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        print("\n".join(layer_rows(args.dtypes.split(","))))
+        print(f"load after: {_uptime()}")
+        return
+    print("| model | dtype | device | weights GB | load s | peak RSS GB | throughput |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- |", flush=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    common = ["--workdir", str(args.workdir), "--device", args.device, "--pages", str(args.pages)]
+    common += ["--new-tokens", str(args.new_tokens)]
+    for kind in args.models.split(","):
+        if not (args.workdir / kind / "config.json").is_file():
+            saved = _child(["--save", kind, "--workdir", str(args.workdir)])
+            if "error" in saved:
+                print(f"| {LABELS[kind]} | could not be saved: {saved['error']} |", flush=True)
+                continue
+        for dtype in args.dtypes.split(","):
+            row = _child([*common, "--measure", kind, "--dtype", dtype])
+            row = {"kind": kind, "dtype": dtype, "device": args.device, **row}
+            row.setdefault("weights_bytes", 0)
+            print(table_row(row), flush=True)
+    print(f"load after: {_uptime()}")
+    if not args.keep:
+        shutil.rmtree(args.workdir, ignore_errors=True)
 
 
-def _llava_1_5_7b(directory: Path) -> tuple[str, Any, Any]:
-    """LLaVA-1.5-7B: CLIP ViT-L/14 at 336 px (576 image tokens) and Llama-2-7B."""
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaProcessor,
-    )
-
-    tiny, tokenizer = _tiny("llava", directory)
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessorPil(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
-        ),
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-        chat_template=tiny.chat_template,
-    )
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=336,
-            patch_size=14,
-            projection_dim=768,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=32064,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=4096,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    return "LlavaForConditionalGeneration", config, processor
-
-
-def _paligemma_3b_448(directory: Path) -> tuple[str, Any, Any]:
-    from transformers import PaliGemmaProcessor, SiglipImageProcessorPil
-
-    _, tokenizer = _tiny("paligemma", directory)
-    processor = PaliGemmaProcessor(
-        image_processor=SiglipImageProcessorPil(
-            size={"height": 448, "width": 448},
-            image_seq_length=1024,
-            image_mean=[0.5] * 3,
-            image_std=[0.5] * 3,
-        ),
-        tokenizer=tokenizer,
-    )
-    config = paligemma_3b_448_config(
-        processor.image_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    )
-    return "PaliGemmaForConditionalGeneration", config, processor
-
-
-def _qwen2_5_vl_7b(directory: Path) -> tuple[str, Any, Any]:
-    """Qwen2.5-VL-7B-Instruct, with its hub processor's 16384-token page maximum."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor
-
-    tiny, tokenizer = _tiny("qwen2_5_vl", directory)
-    processor = image_only(Qwen2_5_VLProcessor)(
-        image_processor=_qwen_image_processor(16384),
-        tokenizer=tokenizer,
-        video_processor=None,
-        chat_template=tiny.chat_template,
-    )
-    ids = _qwen_ids(tokenizer)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 152064,
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-            "max_position_embeddings": 128000,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1e6,
-                "mrope_section": [16, 24, 24],
-            },
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 3584,
-            "window_size": 112,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-            **_QWEN_VISION_MERGE,
-        },
-        image_token_id=ids["image_pad"],
-        video_token_id=ids["video_pad"],
-        vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"],
-    )
-    return "Qwen2_5_VLForConditionalGeneration", config, processor
-
-
-def _smolvlm_256m(directory: Path) -> tuple[str, Any, Any]:
-    """SmolVLM-256M-Instruct: SigLIP-base/16 at 512 px (64 tokens a tile, up to 4x4 tiles and a
-    global image) and SmolLM2-135M."""
-    from transformers import (
-        LlamaConfig,
-        SmolVLMConfig,
-        SmolVLMImageProcessorPil,
-        SmolVLMProcessor,
-        SmolVLMVisionConfig,
-    )
-
-    tiny, tokenizer = _tiny("smolvlm", directory)
-    processor = image_only(SmolVLMProcessor)(
-        image_processor=SmolVLMImageProcessorPil(
-            do_image_splitting=True,
-            size={"longest_edge": 2048},
-            max_image_size={"longest_edge": 512},
-        ),
-        tokenizer=tokenizer,
-        video_processor=None,
-        image_seq_len=64,
-        chat_template=tiny.chat_template,
-    )
-    config = SmolVLMConfig(
-        vision_config=SmolVLMVisionConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=512,
-            patch_size=16,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=49280,
-            hidden_size=576,
-            intermediate_size=1536,
-            num_hidden_layers=30,
-            num_attention_heads=9,
-            num_key_value_heads=3,
-            max_position_embeddings=8192,
-            rope_theta=100000,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        scale_factor=4,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-    )
-    return "SmolVLMForConditionalGeneration", config, processor
-
-
-#: Retrievers, by name: ``save_random`` builds their full-size architecture.
-RETRIEVERS: dict[str, Callable[[Path], tuple[str, Any, Any]]] = {
-    "colpali": _colpali,
-    "colqwen2": _colqwen2,
-    "colmodernvbert": _colmodernvbert,
-    "colmodernvbert-1tile": lambda directory: _colmodernvbert(directory, split=False),
-}
-#: Answer models, by name.
-ANSWERERS: dict[str, Callable[[Path], tuple[str, Any, Any]]] = {
-    "llava-1.5-7b": _llava_1_5_7b,
-    "qwen2.5-vl-7b": _qwen2_5_vl_7b,
-    "paligemma-3b-448": _paligemma_3b_448,
-    "smolvlm-256m": _smolvlm_256m,
-}
-
-
-def save_random(name: str, directory: Path, device: str = "cpu") -> Path:
-    """Save architecture ``name`` with random bfloat16 weights under ``directory``; its path.
-
-    The weights are initialised on ``device`` (a GPU initialises a 7B model in seconds) and
-    saved as safetensors, with the processor, as a released checkpoint is.
-    """
-    import transformers
-
-    build = {**RETRIEVERS, **ANSWERERS}[name]
-    class_name, config, processor = build(directory)
-    with torch.device(device):
-        model = getattr(transformers, class_name)._from_config(config, dtype=torch.bfloat16)
-    tokenizer = processor.tokenizer
-    if hasattr(model, "generation_config") and model.can_generate():
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    path = directory / name
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    del model
-    return path
-
-
-def parameters_b(path: Path) -> float:
-    """The saved checkpoint's parameters, in billions (from its safetensors headers)."""
-    from safetensors import safe_open
-
-    total = 0
-    for weights in path.glob("*.safetensors"):
-        with safe_open(weights, "pt") as tensors:
-            for name in tensors.keys():  # noqa: SIM118 - safe_open has no iteration
-                total += _numel(tensors.get_slice(name).get_shape())
-    return total / 1e9
-
-
-def _numel(shape: list[int]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
+if __name__ == "__main__":
+    main()

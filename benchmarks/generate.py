@@ -3,7 +3,7 @@
 Default: the tiny checkpoints of every family (llama_index_vlm.testing) on the CPU, which
 measures our own overhead (message parsing, image decoding, the processor, the thread and
 streamer) more than the models.
-``--full``: full-size architectures with random weights (``full_size.py``: LLaVA-1.5-7B,
+``--full``: full-size architectures with random weights (``architectures.py``: LLaVA-1.5-7B,
 Qwen2.5-VL-7B, PaliGemma-3B-448, SmolVLM-256M), saved and loaded back through
 ``HuggingFaceVLM.from_pretrained`` as a released checkpoint is, each in every ``--variants``
 weights: a dtype (``bfloat16``, ``float32``), a quantisation of the package (``4bit``, ``8bit``
@@ -43,8 +43,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
+from architectures import ANSWERERS, parameters_b, save_random  # noqa: E402
 from encode import PeakMemory, machine, synthetic_pages  # noqa: E402
-from full_size import ANSWERERS, parameters_b, save_random  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock  # noqa: E402
 from transformers import StoppingCriteria  # noqa: E402
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -49,6 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--question", default=QUESTION, help="the question (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+def command_line() -> str:
+    """How to run this Python's ``llama-index-vlm`` from here: the bare name when its venv is
+    active (on PATH), else the script's path (``.venv/bin/llama-index-vlm``).
+    """
+    script = Path(sys.executable).parent / "llama-index-vlm"
+    if shutil.which("llama-index-vlm") == str(script) or not script.exists():
+        return "llama-index-vlm"
+    try:
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    except ValueError:  # the venv is not under the working directory
+        return shlex.quote(str(script))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,10 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   hottest region {region} outlined: {region_path}")
 
     print(f"\nDone in {time.perf_counter() - started:.1f} s. The same index from the command line:")
-    llava = checkpoints["llava"]
-    print(f'  llama-index-vlm search "revenue" --store {index_dir}')
-    print(f'  llama-index-vlm ask "{args.question}" --store {index_dir} --vlm {llava}')
-    print(f"  llama-index-vlm info --store {index_dir}")
+    cli = command_line()
+    store = shlex.quote(str(index_dir))
+    print(f'  {cli} search "revenue" --store {store}')
+    llava = shlex.quote(str(checkpoints["llava"]))
+    print(f"  {cli} ask {shlex.quote(args.question)} --store {store} --vlm {llava}")
+    print(f"  {cli} info --store {store}")
+    if cli != "llama-index-vlm":
+        print(
+            f"(or `source {Path(cli).parent / 'activate'}` first, then run `llama-index-vlm ...`)"
+        )
     sys.stdout.flush()
 
 

@@ -8,6 +8,8 @@ report is drawn with Pillow.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -50,6 +52,24 @@ def cache_dir() -> Path:
     """Where the examples keep what they build: ``$XDG_CACHE_HOME/llama_index_vlm``."""
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "llama_index_vlm"
+
+
+@contextmanager
+def explained_download(*hub_ids: str) -> Iterator[None]:
+    """Turn a checkpoint that cannot be loaded (``--real`` offline, not downloaded yet) into
+    one line saying what the example needs, instead of a traceback.
+    """
+    from llama_index_vlm.errors import InvalidCheckpointError
+
+    try:
+        yield
+    except InvalidCheckpointError as error:
+        downloads = " && ".join(f"hf download {hub_id}" for hub_id in hub_ids)
+        raise SystemExit(
+            f"--real needs {' and '.join(hub_ids)} from the Hugging Face hub: run `{downloads}` "
+            f"where the hub is reachable, then run again (HF_HUB_OFFLINE=1 works after that). "
+            f"({error})"
+        ) from None
 
 
 def tiny_checkpoints(directory: str | os.PathLike[str], *kinds: str) -> dict[str, Path]:

@@ -23,7 +23,12 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from offline_setup import cache_dir, tiny_checkpoints, write_sample_pdf  # noqa: E402
+from offline_setup import (  # noqa: E402
+    cache_dir,
+    explained_download,
+    tiny_checkpoints,
+    write_sample_pdf,
+)
 
 REAL_ENCODER = "vidore/colpali-v1.3-hf"
 REAL_VLM = "llava-hf/llava-1.5-7b-hf"
@@ -82,10 +87,12 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as workdir:
         documents = args.documents or write_sample_pdf(Path(workdir) / "sample_report.pdf")
-        encoder = ColPaliEncoder.from_pretrained(encoder_path)
+        with explained_download(REAL_ENCODER, REAL_VLM):
+            encoder = ColPaliEncoder.from_pretrained(encoder_path)
         store = LanceDBPageStore(uri=str(Path(workdir) / "vlm_index"))
         print(ingest(documents, encoder, store, show_progress=False).summary())
-        vlm = HuggingFaceVLM.from_pretrained(vlm_path, max_new_tokens=64 if args.real else 8)
+        with explained_download(REAL_ENCODER, REAL_VLM):
+            vlm = HuggingFaceVLM.from_pretrained(vlm_path, max_new_tokens=64 if args.real else 8)
         retriever = ColPaliRetriever(encoder=encoder, store=store, similarity_top_k=2)
 
         # 1. RetrieverQueryEngine with an explicit multimodal synthesizer, streamed. The VLM's

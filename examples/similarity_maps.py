@@ -20,7 +20,13 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from offline_setup import SAMPLE_PAGES, cache_dir, sample_page, tiny_checkpoints  # noqa: E402
+from offline_setup import (  # noqa: E402
+    SAMPLE_PAGES,
+    cache_dir,
+    explained_download,
+    sample_page,
+    tiny_checkpoints,
+)
 
 REAL_ENCODER = "vidore/colpali-v1.3-hf"
 
@@ -67,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = (
         REAL_ENCODER if args.real else tiny_checkpoints(args.checkpoints, "colpali")["colpali"]
     )
-    encoder = ColPaliEncoder.from_pretrained(checkpoint)
+    with explained_download(REAL_ENCODER):
+        encoder = ColPaliEncoder.from_pretrained(checkpoint)
     if args.page:
         with Image.open(args.page) as opened:
             page = opened.convert("RGB")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.errors import (
     ContextWindowExceededError,
+    DamagedStoreError,
     EmptyInputError,
     InvalidCheckpointError,
     InvalidPageError,
@@ -39,6 +40,7 @@ _EXPORTS = {
     "IngestReport": "llama_index_vlm.ingestion",
     "ingest": "llama_index_vlm.ingestion",
     "ColPaliRetriever": "llama_index_vlm.retriever",
+    "PageVectorTransform": "llama_index_vlm.transform",
     "HuggingFaceVLM": "llama_index_vlm.vlm",
     "VisualDocumentIndex": "llama_index_vlm.index",
 }
@@ -47,6 +49,7 @@ __all__ = [
     "ColPaliEncoder",
     "ColPaliRetriever",
     "ContextWindowExceededError",
+    "DamagedStoreError",
     "EmptyInputError",
     "HuggingFaceVLM",
     "IngestReport",
@@ -58,6 +61,7 @@ __all__ = [
     "ModelMismatchError",
     "PDFPageReader",
     "PageNotFoundError",
+    "PageVectorTransform",
     "StoreError",
     "UnreadableDocumentError",
     "UnsupportedFilterError",
@@ -75,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from llama_index_vlm.reader import PDFPageReader
     from llama_index_vlm.retriever import ColPaliRetriever
     from llama_index_vlm.store import LanceDBPageStore
+    from llama_index_vlm.transform import PageVectorTransform
     from llama_index_vlm.vlm import HuggingFaceVLM
 
 

@@ -65,6 +65,20 @@ class StoreError(VLMError):
     """The page store could not complete an operation; the last committed version is intact."""
 
 
+class DamagedStoreError(StoreError):
+    """Stored pages are damaged (their vectors are not finite numbers); re-ingest them.
+
+    Attributes:
+        page_ids: the damaged pages.
+        doc_ids: the documents they belong to: delete and index these again.
+    """
+
+    def __init__(self, message: str, page_ids: list[str], doc_ids: list[str]):
+        super().__init__(message)
+        self.page_ids = list(page_ids)
+        self.doc_ids = list(doc_ids)
+
+
 class ContextWindowExceededError(VLMError, ValueError):
     """A prompt (text plus image tokens) does not fit in the model's context window."""
 

@@ -13,28 +13,25 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llama_index.core import Settings
-from llama_index.core.chat_engine import CondenseQuestionChatEngine
-from llama_index.core.data_structs.data_structs import IndexDict
+from llama_index.core.chat_engine.types import BaseChatEngine, ChatMode
 from llama_index.core.indices.managed.base import BaseManagedIndex
 from llama_index.core.llms import LLM
-from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
-from llama_index.core.query_engine.citation_query_engine import (
-    CITATION_CHAT_CONTENT_QA_TEMPLATE,
-    CITATION_CHAT_CONTENT_REFINE_TEMPLATE,
-    CITATION_QA_TEMPLATE,
-    CITATION_REFINE_TEMPLATE,
-)
-from llama_index.core.response_synthesizers import BaseSynthesizer, get_response_synthesizer
+from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import BaseNode, Document
+from llama_index.core.storage.storage_context import StorageContext
+from llama_index.core.vector_stores.types import BasePydanticVectorStore
 
+from llama_index_vlm.chat_engines import page_chat_engine
 from llama_index_vlm.encoder import ColPaliEncoder
+from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.ingestion import IngestReport, ingest, ingest_documents
 from llama_index_vlm.interpretability import hottest_region, similarity_maps
 from llama_index_vlm.pages import page_image, page_label
+from llama_index_vlm.query_engines import page_query_engine
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import RETRIEVER_SETTINGS, ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
-from llama_index_vlm.vlm import HuggingFaceVLM
+from llama_index_vlm.store.index_struct import PageIndexStruct
 
 
 class VisualDocumentIndex(BaseManagedIndex):
@@ -57,20 +54,31 @@ class VisualDocumentIndex(BaseManagedIndex):
 
     def __init__(
         self,
-        encoder: ColPaliEncoder,
+        encoder: ColPaliEncoder | None = None,
         store: LanceDBPageStore | None = None,
         batch_size: int = 16,
         show_progress: bool = False,
         pool_factor: float | None = None,
+        storage_context: StorageContext | None = None,
+        index_struct: PageIndexStruct | None = None,
         **kwargs: Any,
     ) -> None:
-        self._encoder = encoder
-        self._page_store = store if store is not None else LanceDBPageStore()
+        self._page_store = _page_store(store, storage_context, index_struct)
+        self._encoder = _encoder(encoder, index_struct)
         self._batch_size = batch_size
         self._pool_factor = pool_factor
         #: The report of the last insertion (pages added, unchanged, failed files).
         self.last_report: IngestReport | None = None
-        super().__init__(index_struct=IndexDict(), show_progress=show_progress, **kwargs)
+        if storage_context is None:
+            storage_context = StorageContext.from_defaults(vector_store=self._page_store)
+        else:
+            storage_context.vector_stores["default"] = self._page_store
+        super().__init__(
+            index_struct=_index_struct(self._page_store, self._encoder, index_struct),
+            storage_context=storage_context,
+            show_progress=show_progress,
+            **kwargs,
+        )
 
     @property
     def encoder(self) -> ColPaliEncoder:
@@ -91,10 +99,13 @@ class VisualDocumentIndex(BaseManagedIndex):
         batch_size: int = 16,
         show_progress: bool = True,
         pool_factor: float | None = None,
+        storage_context: StorageContext | None = None,
         **kwargs: Any,
     ) -> VisualDocumentIndex:
         """Embed and store page documents (e.g. from :class:`PDFPageReader`) into an index.
 
+        The pages go to ``store``, or to the ``LanceDBPageStore`` of ``storage_context``
+        (``StorageContext.from_defaults(vector_store=store)``, the LlamaIndex idiom).
         Pages already stored unchanged are skipped, so building the same index twice writes
         nothing the second time. See :attr:`last_report` for what was written.
         """
@@ -106,15 +117,34 @@ class VisualDocumentIndex(BaseManagedIndex):
             batch_size=batch_size,
             show_progress=show_progress,
             pool_factor=pool_factor,
+            storage_context=storage_context,
+            **kwargs,
         )
         index._insert(list(documents))
         return index
 
     @classmethod
-    def from_store(cls, store: LanceDBPageStore, encoder: ColPaliEncoder, **kwargs: Any):
-        """Open an index over pages already in ``store`` (its fingerprint is checked)."""
-        store.check_fingerprint(encoder.fingerprint, encoder.embedding_dim)
-        return cls(encoder=encoder, store=store, **kwargs)
+    def from_vector_store(
+        cls, vector_store: LanceDBPageStore, encoder: ColPaliEncoder, **kwargs: Any
+    ) -> VisualDocumentIndex:
+        """Open an index over the pages already in ``vector_store`` (the LlamaIndex idiom of
+        ``VectorStoreIndex.from_vector_store``; the store's fingerprint is checked).
+
+        Raises:
+            ModelMismatchError: the stored vectors come from another encoder.
+            InvalidRequestError: ``vector_store`` is not a :class:`LanceDBPageStore`.
+        """
+        if not isinstance(vector_store, LanceDBPageStore):
+            raise InvalidRequestError(_not_a_page_store(vector_store))
+        vector_store.check_fingerprint(encoder.fingerprint, encoder.embedding_dim)
+        return cls(encoder=encoder, store=vector_store, **kwargs)
+
+    @classmethod
+    def from_store(
+        cls, store: LanceDBPageStore, encoder: ColPaliEncoder, **kwargs: Any
+    ) -> VisualDocumentIndex:
+        """Same as :meth:`from_vector_store`."""
+        return cls.from_vector_store(store, encoder, **kwargs)
 
     def ingest(
         self,
@@ -176,7 +206,7 @@ class VisualDocumentIndex(BaseManagedIndex):
         streaming: bool = False,
         citations: bool = False,
         **kwargs: Any,
-    ):
+    ) -> RetrieverQueryEngine:
         """A query engine whose answers come from the retrieved page images.
 
         Args:
@@ -186,67 +216,118 @@ class VisualDocumentIndex(BaseManagedIndex):
             citations: use LlamaIndex's ``CitationQueryEngine``: pages become numbered sources
                 and the model is asked to cite them as ``[1]``, ``[2]``.
             **kwargs: retriever settings (``similarity_top_k``, ``filters``, ``search_mode``,
-                ``candidate_depth``) and LlamaIndex query-engine arguments
-                (``node_postprocessors``, ``response_mode``...).
+                ``score``, ...) and every argument of ``RetrieverQueryEngine.from_args``:
+                ``text_qa_template``, ``refine_template``, ``summary_template`` (text templates
+                get the pages, text and images, where their ``{context_str}`` stands),
+                ``response_mode``, ``output_cls`` (a structured answer: ``response.response``
+                is an ``output_cls`` instance), ``node_postprocessors``, ``use_async``,
+                ``verbose``... (see :func:`~llama_index_vlm.query_engines.page_query_engine`).
 
         The response's ``source_nodes`` are the retrieved pages with their images, scores,
         ``file_name`` and ``page_number``.
+
+        Raises:
+            TypeError: an argument no query engine takes.
+            InvalidRequestError: an argument that would answer without the page images
+                (``multimodal=False``, ``response_mode="generation"``...).
         """
         llm = llm or Settings.llm
         retriever_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in RETRIEVER_SETTINGS}
-        retriever = self.as_retriever(**retriever_kwargs)
-        synthesizer = _page_synthesizer(
+        return page_query_engine(
+            self.as_retriever(**retriever_kwargs),
             llm,
             streaming=streaming,
             citations=citations,
-            response_mode=kwargs.pop("response_mode", "compact"),
-        )
-        if citations:
-            return CitationQueryEngine.from_args(
-                None,
-                retriever=retriever,
-                llm=llm,
-                response_synthesizer=synthesizer,
-                multimodal=True,
-                **kwargs,
-            )
-        return RetrieverQueryEngine.from_args(
-            retriever, llm=llm, response_synthesizer=synthesizer, **kwargs
+            **kwargs,
         )
 
-    def as_chat_engine(self, llm: LLM | None = None, **kwargs: Any) -> CondenseQuestionChatEngine:
-        """A chat engine: each follow-up is condensed into a standalone question, then answered
-        from retrieved pages by :meth:`as_query_engine` (same keyword arguments).
+    def as_chat_engine(
+        self,
+        chat_mode: ChatMode | str = ChatMode.BEST,
+        llm: LLM | None = None,
+        **kwargs: Any,
+    ) -> BaseChatEngine:
+        """A chat engine that sends the pages retrieved for each message to the model.
 
-        Condensing is a text-only call, which LLaVA families accept; with PaliGemma or BLIP-2
-        (image-only prompts) pass a text LLM as ``condense_llm``.
+        Args:
+            chat_mode: ``"condense_plus_context"`` (the default, as ``"best"``): each follow-up
+                is condensed into a standalone question, the pages retrieved for it are sent
+                as images; ``"context"``: the pages retrieved for each message are sent;
+                ``"condense_question"``: the condensed question goes to
+                :meth:`as_query_engine`. ``"simple"``, ``"react"`` and ``"openai"`` raise
+                :class:`~llama_index_vlm.errors.InvalidRequestError` (they send no page).
+                See :mod:`~llama_index_vlm.chat_engines`.
+            llm: the answering model; defaults to ``Settings.llm``.
+            **kwargs: retriever settings, the chosen LlamaIndex engine's ``from_defaults``
+                arguments (``system_prompt``, ``memory``, ``chat_history``...), and
+                ``condense_llm``: a text-capable LLM for the condensing step (PaliGemma and
+                BLIP-2 answer only questions about an image).
         """
-        llm = llm or Settings.llm
-        condense_llm = kwargs.pop("condense_llm", llm)
-        query_engine = self.as_query_engine(llm=llm, **kwargs)
-        return CondenseQuestionChatEngine.from_defaults(query_engine=query_engine, llm=condense_llm)
+        return page_chat_engine(self, chat_mode, llm or Settings.llm, kwargs)
 
 
-def _page_synthesizer(
-    llm: LLM, *, streaming: bool, citations: bool, response_mode: str
-) -> BaseSynthesizer:
-    """The multimodal response synthesizer that answers from page images."""
-    synthesizer_kwargs: dict[str, Any] = {"llm": llm, "streaming": streaming}
-    if isinstance(llm, HuggingFaceVLM):
-        # LlamaIndex budgets every image at 2125 tokens whatever the model; packing by
-        # page count lets LLaVA see all pages in one prompt (see chat_prompt_helper).
-        synthesizer_kwargs["chat_prompt_helper"] = llm.chat_prompt_helper()
-    if citations:
-        # CitationQueryEngine.from_args drops a chat_prompt_helper given to it, so its
-        # synthesizer is built here with the citation prompts it would use.
-        synthesizer_kwargs.update(
-            text_qa_template=CITATION_QA_TEMPLATE,
-            refine_template=CITATION_REFINE_TEMPLATE,
-            chat_content_qa_template=CITATION_CHAT_CONTENT_QA_TEMPLATE,
-            chat_content_refine_template=CITATION_CHAT_CONTENT_REFINE_TEMPLATE,
+def _page_store(
+    store: LanceDBPageStore | None,
+    storage_context: StorageContext | None,
+    index_struct: PageIndexStruct | None,
+) -> LanceDBPageStore:
+    """The page store of an index: ``store``, else the storage context's, else the one an
+    index struct records (loading), else ``LanceDBPageStore()``.
+    """
+    # A context loaded from a persist_dir without vector_store= may hold no default store.
+    context_store = (
+        None if storage_context is None else storage_context.vector_stores.get("default")
+    )
+    if isinstance(context_store, LanceDBPageStore):
+        if store is not None and store is not context_store:
+            raise InvalidRequestError(
+                "store= and storage_context= name two different page stores; pass one"
+            )
+        return context_store
+    if store is not None:
+        return store
+    if index_struct is not None and index_struct.store:
+        return LanceDBPageStore.from_dict(index_struct.store)
+    if storage_context is not None:
+        raise InvalidRequestError(_not_a_page_store(context_store))
+    return LanceDBPageStore()
+
+
+def _encoder(encoder: ColPaliEncoder | None, index_struct: PageIndexStruct | None):
+    """``encoder``, else the one a loaded index struct records, loaded from its checkpoint."""
+    if encoder is not None:
+        return encoder
+    if index_struct is not None and index_struct.encoder.get("name_or_path"):
+        recorded = index_struct.encoder
+        return ColPaliEncoder.from_pretrained(
+            recorded["name_or_path"], revision=recorded.get("revision")
         )
-    return get_response_synthesizer(
-        multimodal=True, response_mode=response_mode, **synthesizer_kwargs
+    raise TypeError("VisualDocumentIndex needs encoder=ColPaliEncoder.from_pretrained(...)")
+
+
+def _index_struct(
+    store: LanceDBPageStore, encoder: ColPaliEncoder, loaded: PageIndexStruct | None
+) -> PageIndexStruct:
+    """The index's entry for LlamaIndex's index store: where its pages are, which encoder.
+
+    Object-store credentials (``storage_options``) are never recorded: a persisted storage
+    context is a plain JSON file. Pass the store again to load an index that needs them.
+    """
+    struct = PageIndexStruct(
+        store={k: v for k, v in store.to_dict().items() if k != "storage_options"},
+        encoder={"name_or_path": encoder.name_or_path, "revision": encoder.revision},
+    )
+    if loaded is not None:
+        struct.index_id = loaded.index_id
+    return struct
+
+
+def _not_a_page_store(vector_store: BasePydanticVectorStore | None) -> str:
+    return (
+        f"a VisualDocumentIndex keeps its pages in a LanceDBPageStore, not a "
+        f"{type(vector_store).__name__}; pass StorageContext.from_defaults(vector_store="
+        "LanceDBPageStore(uri=...)), or use VisualDocumentIndex.from_vector_store(store, "
+        "encoder=...)"
     )
 
 

@@ -17,10 +17,11 @@ Example::
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from llama_index_vlm.images import to_rgb
 
@@ -137,6 +138,7 @@ def similarity_map_panels(
     page = to_rgb(page)
     panel_height = max(1, round(panel_width * page.height / page.width))
     caption = 18
+    font = ImageFont.load_default(size=13)
     thumbnail = page.resize((panel_width, panel_height), Image.Resampling.BILINEAR)
     columns = max(1, min(columns, len(maps)))
     rows = -(-len(maps) // columns)
@@ -145,6 +147,36 @@ def similarity_map_panels(
     for position, (similarity_map, label) in enumerate(zip(maps, labels, strict=True)):
         left = (position % columns) * panel_width
         top = (position // columns) * (panel_height + caption)
-        draw.text((left + 4, top + 3), f"{label}  max {similarity_map.max():.2f}", fill="black")
+        title = drawable_text(f"{label}  max {similarity_map.max():.2f}", font)
+        draw.text((left + 4, top + 2), title, fill="black", font=font)
         sheet.paste(overlay_heatmap(thumbnail, similarity_map), (left, top + caption))
     return sheet
+
+
+def drawable_text(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    r"""``text`` with every character ``font`` has no glyph for replaced, so that it draws with
+    no missing-glyph boxes: accents are dropped (``é`` -> ``e``), anything else is escaped
+    (``\u6536``). Pillow's built-in font, the one font every installation has, holds ASCII.
+
+    Example:
+        >>> drawable_text("café 収入", ImageFont.load_default(size=13))
+        'cafe \\u53ce\\u5165'
+    """
+    missing = _glyph(font, "\uffff")
+    drawn = []
+    for character in text:
+        if character.isascii() and character.isprintable():
+            drawn.append(character)
+            continue
+        base = unicodedata.normalize("NFKD", character)
+        base = "".join(part for part in base if not unicodedata.combining(part))
+        if base and all(_glyph(font, part) != missing for part in base):
+            drawn.append(base)
+        else:
+            drawn.append(character.encode("ascii", "backslashreplace").decode("ascii"))
+    return "".join(drawn)
+
+
+def _glyph(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, character: str) -> bytes:
+    mask = font.getmask(character)
+    return bytes(str(mask.size), "ascii") + bytes(mask)

@@ -54,22 +54,46 @@ def test_every_example_is_run_here():
     assert {name for name in runnable if f'"{name}"' not in source} == set()
 
 
-@pytest.mark.slow
-def test_offline_demo(checkpoint_dir, tmp_path):
+@pytest.fixture(scope="module")
+def demo(checkpoint_dir, tmp_path_factory):
+    """``offline_demo.py`` run once: (its result, its cache folder)."""
+    cache = tmp_path_factory.mktemp("demo")
     result = run_example(
-        "offline_demo.py", "--workdir", tmp_path / "demo", "--checkpoints", checkpoint_dir,
-        cache=tmp_path,
+        "offline_demo.py", "--workdir", cache / "demo", "--checkpoints", checkpoint_dir,
+        cache=cache,
     )  # fmt: skip
+    return result, cache
+
+
+@pytest.mark.slow
+def test_offline_demo(demo):
+    result, cache = demo
     out = result.stdout
     assert "TINY RANDOM models" in out and "MEANINGLESS" in out
     assert "3 pages added" in out
     assert "answer (random tokens from a random model):" in out
     cited = re.findall(r"^ +sample_report\.pdf, page [123] \(score -?\d+\.\d\d\)$", out, re.M)
     assert len(cited) == 2
-    with Image.open(tmp_path / "demo" / "similarity_map.png") as panels:
+    with Image.open(cache / "demo" / "similarity_map.png") as panels:
         assert panels.format == "PNG" and panels.width == 4 * 320
-    with Image.open(tmp_path / "demo" / "answer_region.png") as region:
+    with Image.open(cache / "demo" / "answer_region.png") as region:
         assert region.size == (1224, 1584)  # the page at the reader's 144 dpi
+
+
+@pytest.mark.slow
+def test_the_commands_the_demo_prints_run_as_printed(demo):
+    # Pasted into a shell without the venv activated: they name the venv's script.
+    result, cache = demo
+    commands = [line.strip() for line in result.stdout.splitlines() if "llama-index-vlm " in line]
+    commands = [command for command in commands if not command.startswith("(")]
+    assert [command.split()[1] for command in commands] == ["search", "ask", "info"]
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no venv on the PATH
+    for command in commands:
+        ran = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, cwd=cache, env=env,
+            timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert ran.returncode == 0, (command, ran.stderr[-2000:])
 
 
 @pytest.mark.slow
@@ -114,3 +138,17 @@ def test_make_demo_runs_the_offline_demo():
     makefile = (EXAMPLES.parent / "Makefile").read_text()
     demo_recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "examples/offline_demo.py" in demo_recipe
+
+
+def test_a_real_example_offline_says_in_one_line_what_it_needs(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "similarity_maps.py"), "revenue", "--real"],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "--real needs vidore/colpali-v1.3-hf from the Hugging Face hub: run "
+        "`hf download vidore/colpali-v1.3-hf` where the hub is reachable"
+    )

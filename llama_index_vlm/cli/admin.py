@@ -8,52 +8,88 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from llama_index_vlm.cli.common import open_store, quantity, store_option
+from llama_index_vlm.cli.common import is_complete, open_store, quantity, store_option
+from llama_index_vlm.cli.copies import FileCopies
+from llama_index_vlm.cli.output import escaped
 from llama_index_vlm.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index_vlm.store import LanceDBPageStore, StoredDocument
 
 
+#: The shortest beginning of a doc id that ``delete`` takes (as git takes commit ids).
+MIN_PREFIX = 4
+
+
 def run_info(args: argparse.Namespace) -> int:
     """``info``: pages, documents, model fingerprint, disk size and version of an index."""
     store = open_store(args.store, must_exist=True)
     documents = list_documents(store)
+    copies = FileCopies(store).by_document()
     description = {
         "store": args.store,
         "pages": store.count(),
         "fingerprint": store.fingerprint or {},
         "disk_bytes": disk_size(args.store),
         "version": store.version,
-        "documents": [asdict(document) for document in documents],
+        "documents": [
+            {
+                **asdict(document),
+                "complete": is_complete(document),
+                "copies": copies.get(document.doc_id, []),
+            }
+            for document in documents
+        ],
     }
     if args.json:
         print(json.dumps(description, indent=2))
         return 0
     disk_bytes = description["disk_bytes"]
-    print(f"index      {args.store}")
+    incomplete = sum(1 for document in documents if not is_complete(document))
+    print(f"index      {escaped(args.store)}")
     print(f"pages      {description['pages']}")
-    print(f"documents  {len(documents)}")
-    print(f"model      {_model_line(description['fingerprint'], store.pool_factor)}")
+    print(f"documents  {len(documents)}" + (f" ({incomplete} incomplete)" if incomplete else ""))
+    print(f"model      {escaped(_model_line(description['fingerprint'], store.pool_factor))}")
     print(f"disk size  {'unknown (remote)' if disk_bytes is None else human_size(disk_bytes)}")
     print(f"version    {store.version}")
     if documents:
         print(f"\n{'doc id':<64}  {'pages':>5}  file")
         for document in documents:
-            where = document.file_path or document.file_name or ""
-            print(f"{document.doc_id:<64}  {document.pages:>5}  {where}")
+            _print_document(document, copies.get(document.doc_id, []))
     return 0
 
 
+def _print_document(document: StoredDocument, copies: list[str]) -> None:
+    where = escaped(document.file_path or document.file_name or "")
+    note = ""
+    if not is_complete(document):
+        note = (
+            f"  (incomplete: {document.pages} of {document.page_count} pages; "
+            "`llama-index-vlm index` it again to finish)"
+        )
+    print(f"{escaped(document.doc_id):<64}  {document.pages:>5}  {where}{note}")
+    for copy in copies:
+        print(f"{'':<64}  {'':>5}  same content: {escaped(copy)}")
+
+
 def run_delete(args: argparse.Namespace) -> int:
-    """``delete DOC_ID``: delete every page of one document."""
+    """``delete DOC_ID``: delete every page of one document, after asking on a terminal."""
     store = open_store(args.store, must_exist=True)
     document = find_document(store, args.document)
+    name = escaped(document.file_path or document.file_name or document.doc_id)
+    if not args.yes and sys.stdin.isatty():
+        print(
+            f"will delete {quantity(document.pages, 'page')} of {name} (doc id {document.doc_id})"
+        )
+        if input("delete it? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
     store.delete(document.doc_id)
-    name = document.file_path or document.file_name or document.doc_id
+    FileCopies(store).forget(doc_ids=[document.doc_id])
     print(
         f"deleted {quantity(document.pages, 'page')} of {name} (doc id {document.doc_id}); "
         f"{quantity(store.count(), 'page')} left"
@@ -67,22 +103,33 @@ def list_documents(store: LanceDBPageStore) -> list[StoredDocument]:
 
 
 def find_document(store: LanceDBPageStore, name: str) -> StoredDocument:
-    """The stored document named by its doc id, its file path or (if unique) its file name."""
+    """The stored document named by its doc id, its file path, its file name (if unique), the
+    path or name of a recorded copy, or a unique beginning of its doc id.
+    """
     documents = list_documents(store)
-    for document in documents:
-        if document.doc_id == name:
-            return document
+    by_id = {document.doc_id: document for document in documents}
+    if name in by_id:
+        return by_id[name]
     path = os.path.abspath(name)
     matches = [document for document in documents if document.file_path == path]
     matches = matches or [document for document in documents if document.file_name == name]
+    matches = matches or [
+        by_id[doc_id] for doc_id in FileCopies(store).documents_named(name) if doc_id in by_id
+    ]
+    if len(name) >= MIN_PREFIX:
+        matches = matches or [
+            document for document in documents if document.doc_id.startswith(name)
+        ]
     if len(matches) == 1:
         return matches[0]
     if matches:
-        listing = "; ".join(f"{d.doc_id} ({d.file_path})" for d in matches)
+        listing = "; ".join(
+            f"{d.doc_id} ({escaped(d.file_path or d.file_name or '')})" for d in matches
+        )
         raise UsageError(f"{len(matches)} documents are named {name!r}; give a doc id: {listing}")
     raise UsageError(
-        f"no document {name!r} in the index at {store.uri}; `llama-index-vlm info"
-        f"{store_option(store.uri)}` lists the doc ids"
+        f"no document {name!r} in the index at {escaped(store.uri)}; "
+        f"`llama-index-vlm info{store_option(store.uri)}` lists the doc ids"
     )
 
 

@@ -6,18 +6,20 @@ functions that need them, so ``--help`` stays instant and ``info``/``delete`` st
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shlex
 from typing import TYPE_CHECKING
 
+from llama_index_vlm.cli.output import escaped
 from llama_index_vlm.cli.parser import DEFAULT_STORE
-from llama_index_vlm.errors import EmptyInputError, UsageError
+from llama_index_vlm.errors import EmptyInputError, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index.core.vector_stores.types import MetadataFilters
 
-    from llama_index_vlm.store import LanceDBPageStore
+    from llama_index_vlm.store import LanceDBPageStore, StoredDocument
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
@@ -29,19 +31,43 @@ _DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 def open_store(uri: str, *, must_exist: bool) -> LanceDBPageStore:
     """Open the page store at ``uri``; with ``must_exist``, refuse a missing or empty one.
 
-    Checked before connecting, because connecting to LanceDB creates the directory.
+    Checked before connecting, because connecting to LanceDB creates the directory. A store
+    that cannot be opened (an unreachable bucket, a path that is not UTF-8) is one line.
     """
+    shown = escaped(uri)
+    try:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"--store {shown}: the path is not valid UTF-8, which LanceDB cannot open; "
+            "rename the folder or choose another --store"
+        ) from None
     local = "://" not in uri
     if local and os.path.exists(uri) and not os.path.isdir(uri):
-        raise UsageError(f"{uri} is a file, not an index directory; choose another --store")
+        raise UsageError(f"{shown} is a file, not an index directory; choose another --store")
     if must_exist and local and not os.path.isdir(uri):
         raise UsageError(no_index_message(uri))
     from llama_index_vlm.store import LanceDBPageStore
 
-    store = LanceDBPageStore(uri=uri)
+    try:
+        store = LanceDBPageStore(uri=uri)
+    except StoreError:
+        raise  # the store's own one line (an unreachable or refusing object store)
+    except (OSError, RuntimeError) as error:
+        # LanceDB reports an unreachable bucket or a refused connection as a RuntimeError
+        # ("lance error: ..."); the first line of it says which.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StoreError(f"cannot open the index at {shown}: {escaped(reason)}") from None
     if must_exist and store.schema is None:
         raise UsageError(no_index_message(uri))
     return store
+
+
+def is_complete(document: StoredDocument) -> bool:
+    """Whether every page of ``document`` is stored (an interrupted or failed run leaves some
+    out); a document that does not say how many pages it has counts as complete.
+    """
+    return document.page_count is None or document.pages >= document.page_count
 
 
 def require_pages(store: LanceDBPageStore, filters: MetadataFilters | None) -> int:
@@ -51,7 +77,7 @@ def require_pages(store: LanceDBPageStore, filters: MetadataFilters | None) -> i
     """
     if store.count() == 0:
         raise UsageError(
-            f"the index at {store.uri} holds no pages; run "
+            f"the index at {escaped(store.uri)} holds no pages; run "
             f"`llama-index-vlm index PATH{store_option(store.uri)}` first"
         )
     return store.count(filters)
@@ -59,7 +85,7 @@ def require_pages(store: LanceDBPageStore, filters: MetadataFilters | None) -> i
 
 def no_index_message(uri: str) -> str:
     """What to do when there is no index at ``uri``."""
-    return f"no index at {uri}; run `llama-index-vlm index PATH{store_option(uri)}` first"
+    return f"no index at {escaped(uri)}; run `llama-index-vlm index PATH{store_option(uri)}` first"
 
 
 def store_option(uri: str) -> str:
@@ -69,7 +95,7 @@ def store_option(uri: str) -> str:
         >>> store_option("./vlm_index"), store_option("my index")
         ('', " --store 'my index'")
     """
-    return "" if uri == DEFAULT_STORE else f" --store {shlex.quote(uri)}"
+    return "" if uri == DEFAULT_STORE else f" --store {escaped(shlex.quote(uri))}"
 
 
 # ------------------------------------------------------------------------------ words given
@@ -95,21 +121,74 @@ def quantity(number: int, noun: str) -> str:
 # ------------------------------------------------------------------------------ --filter
 
 
-def metadata_filters(pairs: list[tuple[str, str]]) -> MetadataFilters | None:
-    """``--filter key=value`` pairs as LlamaIndex ``MetadataFilters`` (equality, all must hold)."""
+def metadata_filters(
+    pairs: list[tuple[str, str]], store: LanceDBPageStore | None = None
+) -> MetadataFilters | None:
+    """``--filter key=value`` pairs as LlamaIndex ``MetadataFilters`` (equality, all must hold).
+
+    With ``store``, each key must be a page field or a metadata key present in it: a typo such
+    as ``page_nubmer`` is an error with a suggestion, not a filter that silently matches nothing.
+    """
     if not pairs:
         return None
+    if store is not None:
+        check_filter_keys([key for key, _ in pairs], store)
     from llama_index.core.vector_stores.types import (
         FilterOperator,
         MetadataFilter,
         MetadataFilters,
     )
 
-    return MetadataFilters(
-        filters=[
-            MetadataFilter(key=key, value=filter_value(key, raw), operator=FilterOperator.EQ)
-            for key, raw in pairs
-        ]
+    conditions: list[MetadataFilter | MetadataFilters] = []
+    for key, raw in pairs:
+        condition = MetadataFilter(
+            key=key, value=filter_value(key, raw), operator=FilterOperator.EQ
+        )
+        copies = _copies_named(store, key, raw)
+        if copies:  # a copy's name finds its document too
+            also = MetadataFilter(key="doc_id", value=copies, operator=FilterOperator.IN)
+            conditions.append(MetadataFilters(filters=[condition, also], condition="or"))
+        else:
+            conditions.append(condition)
+    return MetadataFilters(filters=conditions)
+
+
+def _copies_named(store: LanceDBPageStore | None, key: str, value: str) -> list[str]:
+    """The documents with a recorded copy named ``value``, for a file name or path filter."""
+    if store is None or key not in ("file_name", "file_path"):
+        return []
+    from llama_index_vlm.cli.copies import FileCopies
+
+    return FileCopies(store).documents_named(value)
+
+
+def check_filter_keys(keys: list[str], store: LanceDBPageStore) -> None:
+    """Refuse a filter key that is neither a page field nor a metadata key of ``store``'s pages.
+
+    Raises:
+        UsageError: naming the key, the closest known keys, and where the list comes from.
+    """
+    from llama_index_vlm.pages import PAGE_FIELD_ALIASES, PAGE_FIELDS
+
+    fields = [*PAGE_FIELDS, *PAGE_FIELD_ALIASES]
+    unknown = [key for key in dict.fromkeys(keys) if key not in fields]
+    if not unknown:
+        return
+    own = store.metadata_keys()
+    for key in unknown:
+        if key not in own:
+            raise UsageError(_unknown_key_message(key, fields, own))
+
+
+def _unknown_key_message(key: str, fields: list[str], own: list[str]) -> str:
+    from llama_index_vlm.pages import PAGE_FIELDS
+
+    close = difflib.get_close_matches(key, [*fields, *own], n=3, cutoff=0.6)
+    suggestion = f"did you mean {' or '.join(close)}? " if close else ""
+    known = f"; metadata keys in this index: {', '.join(map(escaped, own))}" if own else ""
+    return (
+        f"--filter {escaped(key)}=...: no page has a metadata key {key!r}; "
+        f"{suggestion}page fields: {', '.join(PAGE_FIELDS)}{known}"
     )
 
 

@@ -14,6 +14,8 @@ import re
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
 DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
 DEFAULT_STORE = "./vlm_index"
+#: The weights' types ``--dtype`` takes; ``auto`` is resolved per device by cli.models.
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 _DESCRIPTION = """\
 RAG over document pages as images: index PDFs and images with a ColPali retriever into a
@@ -28,6 +30,8 @@ examples:
   llama-index-vlm maps "revenue" --page report.pdf:3 --out revenue.png
   llama-index-vlm info
   llama-index-vlm delete report.pdf
+  llama-index-vlm index reports/ --prune     # also drop files deleted from reports/
+  llama-index-vlm compact
 
 Models are hub ids or local directories. Querying commands use the retriever the index was
 built with (recorded in the store) unless --model names another copy of it. Offline, pass
@@ -82,6 +86,17 @@ def ray_address(text: str) -> str:
     )
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def filter_pair(text: str) -> tuple[str, str]:
     """argparse type: ``key=value`` -> ``(key, value)``; the value is typed later, per key."""
     key, separator, value = text.partition("=")
@@ -106,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from llama_index_vlm.cli.serve import add_serve_parser  # its own module; imports this one
 
     add_serve_parser(commands, _store_options())
+    _add_compact(commands)
     return parser
 
 
@@ -141,7 +157,7 @@ def _store_options() -> argparse.ArgumentParser:
 
 
 def _encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
-    """``--model`` and ``--device``: the commands that run the retriever model."""
+    """``--model``, ``--device`` and ``--dtype``: the commands that run the retriever model."""
     options = argparse.ArgumentParser(add_help=False)
     default = (
         f"the index's own model, or {DEFAULT_ENCODER} for a new index"
@@ -158,6 +174,13 @@ def _encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
         default="auto",
         help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1... (default: auto)",
     )
+    options.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="weights' type for every model the command loads; auto: bfloat16 on a GPU or a "
+        "CPU (half the memory of float32), float16 on Apple's mps (default: auto)",
+    )
     return options
 
 
@@ -173,6 +196,12 @@ def _filter_options() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="only pages whose metadata KEY equals VALUE (repeat to require several); page "
         "fields (page_number, file_name, doc_id, ...) or your own metadata keys",
+    )
+    options.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="rank pages by image (MaxSim) and by their text layer (BM25, for exact part "
+        "numbers and names) fused; needs pages indexed with `index --text`",
     )
     return options
 
@@ -207,6 +236,11 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         help="store 1/F of each page's vectors, merged by Ward token pooling (3 keeps most of "
         "the retrieval quality); default: the index's own, or 1 (no pooling) for a new index",
     )
+    index.add_argument(
+        "--text",
+        action="store_true",
+        help="also store each PDF page's text layer, for `search --hybrid` and `ask --hybrid`",
+    )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
     index.add_argument(
         "--ray",
@@ -217,6 +251,44 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         help="render and encode on Ray: 'auto' (a cluster running here), 'ray://HOST:10001' "
         "or HOST:PORT; 'local' (the default) uses RAY_ADDRESS or a running local cluster, or "
         "starts one",
+    )
+    index.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete from the index the documents under PATH... whose files no longer "
+        "exist (a missing file is only reported without it)",
+    )
+    _add_reader_limits(index)
+
+
+def _add_reader_limits(index: argparse.ArgumentParser) -> None:
+    """What one file may cost (PDFPageReader's limits), and whether links are followed."""
+    limits = index.add_argument_group("limits per file")
+    limits.add_argument(
+        "--render-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="stop a file whose opening or any one page takes longer (default: 30)",
+    )
+    limits.add_argument(
+        "--render-memory-limit",
+        type=positive_int,
+        default=2048,
+        metavar="MIB",
+        help="memory of the process rendering a file, in MiB (default: 2048)",
+    )
+    limits.add_argument(
+        "--max-pages",
+        type=positive_int,
+        default=10_000,
+        metavar="N",
+        help="refuse a file with more pages than this (default: 10000)",
+    )
+    limits.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links inside a folder that point outside it (default: skip them)",
     )
 
 
@@ -240,7 +312,11 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "-k", type=positive_int, default=3, help="pages given to the model (default: 3)"
     )
-    ask.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    output = ask.add_mutually_exclusive_group()
+    output.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    output.add_argument(
+        "--json", action="store_true", help="print the answer and its pages as JSON"
+    )
     ask.add_argument(
         "--max-new-tokens",
         type=positive_int,
@@ -320,7 +396,41 @@ def _add_delete(commands: argparse._SubParsersAction) -> None:
         "delete",
         parents=[_store_options()],
         help="delete a document's pages",
-        description="Delete every page of one document, named by its doc id (as `info` prints) "
-        "or by its file name or path.",
+        description="Delete every page of one document, named by its doc id (as `info` prints), "
+        "a unique beginning of it, or its file name or path. Lists what it will delete and, on "
+        "a terminal, asks first.",
     )
-    delete.add_argument("document", metavar="DOC_ID", help="doc id, file name or file path")
+    delete.add_argument(
+        "document", metavar="DOC_ID", help="doc id (or its unique beginning), file name or path"
+    )
+    delete.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+
+
+def _add_compact(commands: argparse._SubParsersAction) -> None:
+    compact = commands.add_parser(
+        "compact",
+        parents=[_store_options()],
+        help="give the disk space of deleted pages back",
+        description="Rewrite the index's files without deleted and replaced pages, and remove "
+        "old versions, printing the space reclaimed. Safe while queries run: a version stays "
+        "readable for --grace minutes after a newer one replaced it.",
+    )
+    compact.add_argument(
+        "--grace",
+        type=_non_negative_minutes,
+        default=10.0,
+        metavar="MINUTES",
+        help="keep versions replaced less than this long ago (default: 10); 0 frees all the "
+        "space now, when nothing else uses the index",
+    )
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _non_negative_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value

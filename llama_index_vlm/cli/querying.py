@@ -1,4 +1,7 @@
-"""``llama-index-vlm search QUERY`` and ``ask QUESTION``: the commands that retrieve pages."""
+"""``llama-index-vlm search QUERY`` and ``ask QUESTION``: the commands that retrieve pages.
+
+Both check the store, the filters and the checkpoints before loading a model.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +10,61 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.cli.common import metadata_filters, open_store, require_pages, require_text
-from llama_index_vlm.cli.models import load_encoder, load_vlm
+from llama_index_vlm.cli.models import (
+    Placement,
+    encoder_name,
+    load_encoder,
+    load_vlm,
+    note_tiny_checkpoints,
+    place,
+    vlm_name,
+)
+from llama_index_vlm.cli.output import escaped, page_name, shared_file_names
 from llama_index_vlm.errors import UsageError
-from llama_index_vlm.pages import page_label
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index.core.schema import BaseNode, NodeWithScore
 
-#: The page fields ``search --json`` prints for each hit, after its rank, score and page id.
+    from llama_index_vlm.encoder import ColPaliEncoder
+    from llama_index_vlm.store import LanceDBPageStore
+
+#: The page fields ``--json`` prints for each page, after its rank, score and page id.
 _JSON_FIELDS = ("doc_id", "file_name", "file_path", "page_number")
+#: What ``ask`` prints for an answer of no text (or only whitespace).
+EMPTY_ANSWER = "(empty answer: the model generated no text)"
 
 
 def run_search(args: argparse.Namespace) -> int:
-    """``search QUERY``: the best pages by MaxSim score, without a language model."""
+    """``search QUERY``: the best pages by MaxSim score (fused with BM25 with ``--hybrid``),
+    without a language model.
+    """
     query = require_text(args.query, "query")
     store = open_store(args.store, must_exist=True)
-    filters = metadata_filters(args.filters)
+    filters = metadata_filters(args.filters, store)
     if not require_pages(store, filters):
         print("[]" if args.json else "no pages match the filters")
         return 0
-    encoder = load_encoder(args.model, store, args.device)
-    from llama_index_vlm.retriever import ColPaliRetriever  # after the checks, as in maps
+    retriever = encoder_name(args.model, store)
+    encoder = _load_retriever(args, store, retriever, _place(args, [retriever]))
+    from llama_index_vlm.retriever import ColPaliRetriever
 
     retriever = ColPaliRetriever(
-        encoder=encoder, store=store, similarity_top_k=args.k, filters=filters
+        encoder=encoder,
+        store=store,
+        similarity_top_k=args.k,
+        filters=filters,
+        search_mode="hybrid" if args.hybrid else "auto",
     )
     hits = retriever.retrieve(query)
     if args.json:
-        print(_hits_json(hits))
+        print(json.dumps(_pages_json(hits), indent=2))
         return 0
+    shared = shared_file_names(store.documents())
     for rank, hit in enumerate(hits, start=1):
-        print(f"{rank}. {page_label(hit.node)}  score {hit.score:.2f}  page_id {hit.node.node_id}")
+        print(
+            f"{rank}. {page_name(hit.node, shared)}  score {hit.score:.2f}  "
+            f"page_id {escaped(hit.node.node_id)}"
+        )
     return 0
 
 
@@ -45,36 +72,78 @@ def run_ask(args: argparse.Namespace) -> int:
     """``ask QUESTION``: retrieve pages, have the VLM answer, print the answer and its pages."""
     question = require_text(args.question, "question")
     store = open_store(args.store, must_exist=True)
-    filters = metadata_filters(args.filters)
+    filters = metadata_filters(args.filters, store)
     if not require_pages(store, filters):
         raise UsageError("no pages match the filters; nothing to answer from")
-    encoder = load_encoder(args.model, store, args.device)
-    vlm = load_vlm(args.vlm, args.device, args.max_new_tokens, args.quantization)
-    from llama_index_vlm.index import VisualDocumentIndex, cited_pages
+    retriever, answerer = encoder_name(args.model, store), vlm_name(args.vlm)
+    quantized = {answerer: args.quantization} if args.quantization else None
+    placement = _place(args, [retriever, answerer], quantized)
+    encoder = _load_retriever(args, store, retriever, placement)
+    vlm = load_vlm(
+        answerer,
+        placement,
+        args.max_new_tokens,
+        quantization=args.quantization,
+        verbose=args.verbose,
+    )
+    from llama_index_vlm.index import VisualDocumentIndex
 
-    index = VisualDocumentIndex.from_store(store, encoder)
-    engine = index.as_query_engine(
-        llm=vlm, similarity_top_k=args.k, streaming=args.stream, filters=filters
+    engine = VisualDocumentIndex.from_store(store, encoder).as_query_engine(
+        llm=vlm,
+        similarity_top_k=args.k,
+        streaming=args.stream,
+        filters=filters,
+        search_mode="hybrid" if args.hybrid else "auto",
     )
     response = engine.query(question)
-    if args.stream:
-        for text in response.response_gen:
-            print(text, end="", flush=True)
-        print()
-    else:
-        print(str(response))
+    if args.json:
+        answer = {"question": question, "answer": str(response)}
+        print(json.dumps({**answer, "pages": _pages_json(response.source_nodes)}, indent=2))
+        return 0
+    _print_answer(response, stream=args.stream)
+    shared = shared_file_names(store.documents())
     print("\nCited pages:")
-    for rank, page in enumerate(cited_pages(response), start=1):
-        print(f"  {rank}. {page}")
+    for rank, hit in enumerate(response.source_nodes, start=1):
+        score = "" if hit.score is None else f" (score {hit.score:.2f})"
+        print(f"  {rank}. {page_name(hit.node, shared)}{score}")
     return 0
 
 
-def _hits_json(hits: list[NodeWithScore]) -> str:
-    results = [
+def _place(
+    args: argparse.Namespace, names: list[str], quantized: dict[str, str] | None = None
+) -> Placement:
+    """Where the checkpoints ``names`` (checked) run together; says if they are tiny ones."""
+    placement = place(names, args.device, args.dtype, quantized=quantized)
+    note_tiny_checkpoints(names)
+    return placement
+
+
+def _load_retriever(
+    args: argparse.Namespace, store: LanceDBPageStore, name: str, placement: Placement
+) -> ColPaliEncoder:
+    return load_encoder(
+        name, store, placement, model_given=args.model is not None, verbose=args.verbose
+    )
+
+
+def _print_answer(response: Any, *, stream: bool) -> None:
+    """The answer, its own lines kept and every other control character escaped."""
+    if not stream:
+        answer = str(response)
+        print(escaped(answer, keep="\n\t") if answer.strip() else EMPTY_ANSWER)
+        return
+    printed = ""
+    for text in response.response_gen:
+        printed += text
+        print(escaped(text, keep="\n\t"), end="", flush=True)
+    print("" if printed.strip() else EMPTY_ANSWER)
+
+
+def _pages_json(hits: list[NodeWithScore]) -> list[dict[str, Any]]:
+    return [
         {"rank": rank, "score": hit.score, **_page_fields(hit.node)}
         for rank, hit in enumerate(hits, start=1)
     ]
-    return json.dumps(results, indent=2)
 
 
 def _page_fields(node: BaseNode) -> dict[str, Any]:

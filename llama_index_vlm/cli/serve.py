@@ -22,6 +22,7 @@ from typing import Any
 from llama_index_vlm.cli.parser import (
     DEFAULT_STORE,
     DEFAULT_VLM,
+    DTYPES,
     add_quantization_option,
     positive_int,
 )
@@ -73,6 +74,12 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
     )
     add_quantization_option(serve)
     serve.add_argument("--device", default="auto", help="torch device (default: auto)")
+    serve.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="weights' type; auto: bfloat16 on a GPU or a CPU, float16 on mps (default: auto)",
+    )
     serve.add_argument(
         "--max-new-tokens",
         type=positive_int,
@@ -159,18 +166,29 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
             "pip install 'llama-index-vlm[server]'"
         ) from None
     from llama_index_vlm.cli.common import open_store
-    from llama_index_vlm.cli.models import check_device, load_encoder, load_vlm
+    from llama_index_vlm.cli.models import encoder_name, load_encoder, load_vlm, place, vlm_name
 
-    check_device(args.device)
     store = open_store(args.store, must_exist=False)
+    retriever = encoder_name(args.model, store)
+    answerer = None if args.no_vlm else vlm_name(args.vlm)
+    quantized = {answerer: args.quantization} if answerer and args.quantization else None
+    placement = place(
+        [retriever, *([answerer] if answerer else [])], args.device, args.dtype, quantized=quantized
+    )
 
     def load_models() -> Models:
-        encoder = load_encoder(args.model, store, args.device)
-        vlm = (
-            None
-            if args.no_vlm
-            else load_vlm(args.vlm, args.device, args.max_new_tokens, args.quantization)
+        encoder = load_encoder(
+            retriever, store, placement, model_given=args.model is not None, verbose=args.verbose
         )
+        vlm = None
+        if answerer is not None:
+            vlm = load_vlm(
+                answerer,
+                placement,
+                args.max_new_tokens,
+                quantization=args.quantization,
+                verbose=args.verbose,
+            )
         return Models(encoder=encoder, vlm=vlm)
 
     limits = ServerLimits(

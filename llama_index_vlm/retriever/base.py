@@ -2,8 +2,9 @@
 
 The retriever keeps the store's pages in memory in a page cache of its search mode
 (:mod:`~llama_index_vlm.retriever.page_caches`), refreshed incrementally whenever the store's
-table version changes. Results are the store's ``ImageNode`` pages with their MaxSim scores,
-best first.
+table version changes. Results are the store's ``ImageNode`` pages with their MaxSim scores
+(raw or per query token), best first; ``search_mode="hybrid"`` fuses them with a BM25 search of
+the pages' text (:mod:`~llama_index_vlm.retriever.ranking`).
 """
 
 from __future__ import annotations
@@ -17,19 +18,33 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
-from PIL import Image
 
 from llama_index_vlm.encoder import ColPaliEncoder
-from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
+from llama_index_vlm.errors import EmptyInputError
+from llama_index_vlm.reader.query_images import load_query_image
 from llama_index_vlm.retriever.page_caches import (
     ExactPageCache,
     FastPageCache,
     PageCache,
     shared_page_cache,
 )
-from llama_index_vlm.search import DEFAULT_CANDIDATE_DEPTH, FAST_MODE_MIN_PAGES, choose_search_mode
+from llama_index_vlm.retriever.ranking import (
+    SCORE_KINDS,
+    ScoreKind,
+    hybrid_ranking,
+    scored_nodes,
+    visual_ranking,
+)
+from llama_index_vlm.search import (
+    DEFAULT_CANDIDATE_DEPTH,
+    FAST_MODE_MIN_PAGES,
+    PageVectorMatrix,
+    choose_search_mode,
+    maxsim_scores,
+)
 from llama_index_vlm.search.fast import SearchMode
 from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store.text_search import search_pages
 
 #: The settings :meth:`ColPaliRetriever.as_retriever` copies and accepts.
 RETRIEVER_SETTINGS = (
@@ -38,7 +53,11 @@ RETRIEVER_SETTINGS = (
     "search_mode",
     "candidate_depth",
     "fast_min_pages",
+    "score",
 )
+
+#: The search modes of a retriever: the visual ones, and visual fused with text.
+SEARCH_MODES = ("auto", "exact", "fast", "hybrid")
 
 _PAGE_CACHES: dict[str, type[PageCache]] = {"exact": ExactPageCache, "fast": FastPageCache}
 
@@ -54,9 +73,17 @@ class ColPaliRetriever(BaseRetriever):
         filters: LlamaIndex ``MetadataFilters`` on page fields or your own metadata.
         search_mode: ``"exact"`` scores every page; ``"fast"`` scores compact in-memory page
             codes and reranks the best ``candidate_depth`` pages exactly; ``"auto"`` is exact
-            below ``fast_min_pages`` pages and fast above.
-        candidate_depth: pages reranked exactly in fast mode.
+            below ``fast_min_pages`` pages and fast above; ``"hybrid"`` fuses the ``"auto"``
+            visual ranking with a BM25 search of the pages' text (their text layer, read with
+            ``PDFPageReader(extract_text=True)``) by reciprocal rank, each page once, its score
+            the fused one (best ``candidate_depth`` pages of each ranking).
+        candidate_depth: pages always reranked exactly in fast mode (the rerank reads further
+            down the candidates when their scores say a page there may still rank in the top
+            ``similarity_top_k``), and fused in hybrid mode.
         fast_min_pages: the store size at which ``"auto"`` switches to fast.
+        score: ``"maxsim"`` (raw MaxSim, which grows with the query's length) or
+            ``"normalized"`` (MaxSim per query token, in [-1, 1], for similarity cutoffs).
+            The raw score is kept in ``node.metadata["maxsim_score"]`` either way.
 
     Queries are strings, or a ``QueryBundle`` whose ``image_path`` names an image to search
     with (a page-like query). ``aretrieve`` runs the model and the search in a worker thread,
@@ -75,17 +102,21 @@ class ColPaliRetriever(BaseRetriever):
         store: LanceDBPageStore,
         similarity_top_k: int = 5,
         filters: MetadataFilters | None = None,
-        search_mode: SearchMode = "auto",
+        search_mode: SearchMode | Literal["hybrid"] = "auto",
         candidate_depth: int = DEFAULT_CANDIDATE_DEPTH,
         fast_min_pages: int = FAST_MODE_MIN_PAGES,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        score: ScoreKind = "maxsim",
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be at least 1, not {similarity_top_k}")
         if candidate_depth < 1:
             raise ValueError(f"candidate_depth must be at least 1, not {candidate_depth}")
-        choose_search_mode(0, search_mode)  # validates the name
+        if search_mode not in SEARCH_MODES:
+            raise ValueError(f"search_mode must be one of {SEARCH_MODES}, not {search_mode!r}")
+        if score not in SCORE_KINDS:
+            raise ValueError(f"score must be one of {SCORE_KINDS}, not {score!r}")
         self.encoder = encoder
         self.store = store
         self.similarity_top_k = similarity_top_k
@@ -93,6 +124,7 @@ class ColPaliRetriever(BaseRetriever):
         self.search_mode = search_mode
         self.candidate_depth = candidate_depth
         self.fast_min_pages = fast_min_pages
+        self.score = score
         self._cache: PageCache | None = None
         self._cache_lock = threading.Lock()
         super().__init__(callback_manager=callback_manager, verbose=verbose)
@@ -116,10 +148,18 @@ class ColPaliRetriever(BaseRetriever):
             callback_manager=self.callback_manager,
         )
 
+    @classmethod
+    def class_name(cls) -> str:
+        """Stable name used by ``to_dict``/``from_dict``."""
+        return "ColPaliRetriever"
+
     @property
     def resolved_search_mode(self) -> Literal["exact", "fast"]:
-        """The mode the next query will use, resolving ``"auto"`` by the store's size."""
-        return choose_search_mode(self.store.count(), self.search_mode, self.fast_min_pages)
+        """The visual mode the next query will use, resolving ``"auto"`` (and the visual half
+        of ``"hybrid"``) by the store's size.
+        """
+        visual = "auto" if self.search_mode == "hybrid" else self.search_mode
+        return choose_search_mode(self.store.count(), visual, self.fast_min_pages)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query_vectors = self._query_vectors(query_bundle)
@@ -133,30 +173,41 @@ class ColPaliRetriever(BaseRetriever):
             allowed = set(self.store.page_ids(filters=self.filters, version=version))
             if not allowed:
                 return []
+        hybrid = self.search_mode == "hybrid" and not query_bundle.image_path
+        depth = max(self.candidate_depth, self.similarity_top_k) if hybrid else None
         hits = cache.search(
             query_vectors,
-            self.similarity_top_k,
+            depth or self.similarity_top_k,
             version=version,
             allowed=allowed,
             candidate_depth=self.candidate_depth,
         )
-        if not hits:
-            return []
-        nodes = {node.node_id: node for node in self.store.get_nodes([i for i, _ in hits])}
-        # A page deleted since the searched version is left out rather than returned stale.
-        return [NodeWithScore(node=nodes[i], score=s) for i, s in hits if i in nodes]
+        if hybrid:
+            text_hits = search_pages(
+                self.store, query_bundle.query_str, depth, self.filters, version=version
+            )
+            ranking = hybrid_ranking(
+                hits,
+                text_hits,
+                self.similarity_top_k,
+                lambda page_ids: self._maxsim_of(query_vectors, page_ids, version),
+            )
+        else:
+            ranking = visual_ranking(hits, len(query_vectors), self.score)
+        return scored_nodes(ranking, self.store.get_nodes)
+
+    def _maxsim_of(self, query_vectors: np.ndarray, page_ids: list[str], version: int):
+        """The exact MaxSim scores of ``page_ids`` at ``version`` (vectors read from the store)."""
+        pages = PageVectorMatrix.from_pages(self.store.get_page_vectors(page_ids, version=version))
+        return [float(score) for score in maxsim_scores(query_vectors, pages)[0]]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
     def _query_vectors(self, query_bundle: QueryBundle) -> np.ndarray:
         if query_bundle.image_path:
-            try:
-                with Image.open(query_bundle.image_path) as image:
-                    image.load()
-                    return self.encoder.embed_images([image], show_progress=False)[0]
-            except (OSError, Image.DecompressionBombError) as error:
-                raise UnreadableDocumentError(query_bundle.image_path, str(error)) from error
+            image = load_query_image(query_bundle.image_path)
+            return self.encoder.embed_images([image], show_progress=False)[0]
         if not query_bundle.query_str or not query_bundle.query_str.strip():
             raise EmptyInputError("the query is empty; ask a question in words, or give an image")
         return self.encoder.embed_queries([query_bundle.query_str], show_progress=False)[0]
@@ -181,6 +232,7 @@ class ColPaliRetriever(BaseRetriever):
             "search_mode": self.search_mode,
             "candidate_depth": self.candidate_depth,
             "fast_min_pages": self.fast_min_pages,
+            "score": self.score,
             "store": self.store.to_dict(),
             "encoder": {
                 "name_or_path": self.encoder.name_or_path,
@@ -206,4 +258,5 @@ class ColPaliRetriever(BaseRetriever):
             search_mode=data["search_mode"],
             candidate_depth=data["candidate_depth"],
             fast_min_pages=data.get("fast_min_pages", FAST_MODE_MIN_PAGES),
+            score=data.get("score", "maxsim"),
         )

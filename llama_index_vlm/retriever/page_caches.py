@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
+from llama_index_vlm.retriever.rwlock import ReadWriteLock
 from llama_index_vlm.search import (
+    DEFAULT_MAX_CANDIDATE_DEPTH,
     FastPageIndex,
     PageVectorMatrix,
+    adaptive_rerank,
     maxsim_scores,
-    rerank_exactly,
     top_k,
 )
 from llama_index_vlm.store import LanceDBPageStore
@@ -141,25 +144,78 @@ class ExactPageCache(PageCache):
 
 
 class FastPageCache(PageCache):
-    """Compact page codes in memory; a search picks candidates from them, then reranks the
-    best ``candidate_depth`` exactly with their full vectors read from the store.
+    """Compact page codes in memory; a search picks candidates from them, then reranks at
+    least ``candidate_depth`` of them exactly with their full vectors read from the store,
+    more where the scores say a page further down may still rank in the top ``k``.
 
-    The codes are updated in place under the lock; the rerank reads vectors outside it, so
-    concurrent queries wait for each other only during the in-memory stages.
+    The codes are updated in place under the write side of a read-write lock and searched
+    under its read side, so concurrent queries run together; the rerank reads vectors
+    outside the lock. For a local store the index is persisted beside the table
+    (:mod:`~llama_index_vlm.retriever.fast_index_files`): a new process loads the pages whose
+    content is unchanged from there, and the rerank reads memory-mapped vectors instead of
+    LanceDB rows.
     """
 
     def __init__(self, store: LanceDBPageStore) -> None:
         super().__init__(store)
         self._index = FastPageIndex()
+        self._readers_writer = ReadWriteLock()
+        self._files = FastIndexFiles.beside(store.uri, store.table_name)
+        self._files_loaded = False
+
+    def refresh(self, version: int) -> None:
+        if self.version == version:
+            return  # nothing to change: no need to wait for the searches reading the index
+        self._readers_writer.acquire_write()
+        try:
+            super().refresh(version)
+        finally:
+            self._readers_writer.release_write()
 
     def _update(
         self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
     ) -> None:
+        files = self._files
+        if files is not None and not self._files_loaded:
+            self._files_loaded = True
+            restored = set(files.load(self._index, hashes)) if not len(self._index) else set()
+            changed = [page_id for page_id in changed if page_id not in restored]
         if removed:
             self._index.remove(removed)
         for start in range(0, len(changed), _FAST_LOAD_CHUNK):
             chunk = changed[start : start + _FAST_LOAD_CHUNK]
-            self._index.add(chunk, self.store.get_page_vectors(chunk, version=version))
+            vectors = self.store.get_page_vectors(chunk, version=version)
+            self._index.add(chunk, vectors)
+            if files is not None:
+                files.add_segment(self._index, dict(zip(chunk, vectors, strict=True)), hashes)
+        if files is not None and (changed or removed or files.version != version):
+            self._index.prepare()
+            files.commit(version, self._index, hashes)
+
+    def _rerank_vectors(self, page_ids: list[str], version: int) -> list[np.ndarray]:
+        """Full vectors of ``page_ids``: memory-mapped from the saved index, else from the store."""
+        saved = self._files.reader() if self._files is not None else lambda page_id: None
+        vectors = [saved(page_id) for page_id in page_ids]
+        missing = [page_id for page_id, v in zip(page_ids, vectors, strict=True) if v is None]
+        if missing:
+            fetched = self.store.get_page_vectors(missing, version=version)
+            read = dict(zip(missing, fetched, strict=True))
+            vectors = [read[i] if v is None else v for i, v in zip(page_ids, vectors, strict=True)]
+        return vectors
+
+    def _read_at(self, version: int) -> None:
+        """Hold the read lock with the index at ``version`` and ready to search."""
+        lock = self._readers_writer
+        lock.acquire_read()
+        if self.version == version and self._index.prepared:
+            return
+        lock.release_read()
+        lock.acquire_write()
+        try:
+            PageCache.refresh(self, version)
+            self._index.prepare()  # after this, a search only reads the index
+        finally:
+            lock.downgrade()
 
     def search(
         self,
@@ -170,20 +226,26 @@ class FastPageCache(PageCache):
         allowed: set[str] | None = None,
         candidate_depth: int = 1,
     ) -> list[tuple[str, float]]:
-        with self.lock:
-            self.refresh(version)
+        depth = max(DEFAULT_MAX_CANDIDATE_DEPTH, candidate_depth, k)
+        self._read_at(version)
+        try:
             if len(self._index) == 0:
                 return []
-            candidate_ids, _ = self._index.candidates(
-                query_vectors, max(candidate_depth, k), allowed=allowed
+            candidate_ids, approximate = self._index.candidates(
+                query_vectors, depth, allowed=allowed
             )
-        page_ids, scores = rerank_exactly(
+        finally:
+            self._readers_writer.release_read()
+        result = adaptive_rerank(
             query_vectors,
             candidate_ids,
+            approximate,
             k,
-            lambda ids: self.store.get_page_vectors(ids, version=version),
+            lambda ids: self._rerank_vectors(ids, version),
+            min_depth=max(candidate_depth, k),
+            max_depth=depth,
         )
-        return _finite_hits(page_ids, scores)
+        return _finite_hits(result.page_ids, result.scores)
 
 
 def _finite_hits(page_ids: list[str], scores: np.ndarray) -> list[tuple[str, float]]:

@@ -3,6 +3,8 @@
 - :mod:`~llama_index_vlm.search.maxsim`: exact MaxSim of queries against packed pages, top-k.
 - :mod:`~llama_index_vlm.search.pooling`: token pooling (Ward hierarchical, batched k-means).
 - :mod:`~llama_index_vlm.search.binary`: sign codes and Hamming MaxSim.
+- :mod:`~llama_index_vlm.search.centroids`: a corpus-wide codebook and centroid interaction.
+- :mod:`~llama_index_vlm.search.rerank`: exact rerank as deep as the scores call for.
 - :mod:`~llama_index_vlm.search.fast`: the fast multi-stage index and the search-mode choice.
 
 Nothing here knows about LanceDB or LlamaIndex: callers hand in vectors (and, for the fast
@@ -19,20 +21,36 @@ Example:
 """
 
 from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores, hamming_similarity
+from llama_index_vlm.search.centroids import CentroidPostings, assign_centroids, train_centroids
 from llama_index_vlm.search.fast import (
     DEFAULT_CANDIDATE_DEPTH,
+    DEFAULT_MAX_CANDIDATE_DEPTH,
     DEFAULT_PREFILTER_DEPTH,
     FAST_MODE_MIN_PAGES,
     FastPageIndex,
     choose_search_mode,
-    rerank_exactly,
+    default_prefilter_depth,
 )
 from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, top_k
 from llama_index_vlm.search.pooling import hierarchical_pool, kmeans_pool, ward_cluster_labels
+from llama_index_vlm.search.rerank import (
+    RerankResult,
+    adaptive_rerank,
+    required_depth,
+    rerank_exactly,
+)
 
 __all__ = [
     "DEFAULT_CANDIDATE_DEPTH",
+    "DEFAULT_MAX_CANDIDATE_DEPTH",
     "DEFAULT_PREFILTER_DEPTH",
+    "CentroidPostings",
+    "RerankResult",
+    "adaptive_rerank",
+    "assign_centroids",
+    "default_prefilter_depth",
+    "required_depth",
+    "train_centroids",
     "FAST_MODE_MIN_PAGES",
     "FastPageIndex",
     "PageVectorMatrix",

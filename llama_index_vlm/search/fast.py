@@ -1,19 +1,22 @@
 """Fast multi-stage MaxSim search: compact in-memory page codes pick candidates, exact rerank.
 
 Each page is summarised by *codes*: ``ceil(n_patches / pool_factor)`` k-means-pooled unit
-vectors (``pool_factor=16`` turns 1030 ColPali patch vectors into 65), kept in memory as float16,
-plus their binary sign codes (:mod:`llama_index_vlm.search.binary`, 16 bytes per vector).
-A search runs:
+vectors (``pool_factor=8`` turns 1030 ColPali patch vectors into 129), kept as float16. A
+search runs:
 
-1. *prefilter*: Hamming MaxSim of the query's sign codes against every page's sign codes (XOR
-   and popcount, no float maths); keep the best ``prefilter_depth`` pages;
-2. *candidates*: float MaxSim of the query against those pages' pooled codes; keep the best
-   ``candidate_depth``;
-3. *rerank*: fetch the candidates' full vectors through a caller-supplied function (the store
-   reads them from disk) and rank them by exact MaxSim.
+1. *prefilter*: centroid interaction (:mod:`~llama_index_vlm.search.centroids`) scores every
+   page through a corpus-wide codebook with no per-page float maths; the best
+   ``prefilter_depth`` pages go on (``prefilter="binary"``: Hamming MaxSim of sign codes,
+   far coarser on some corpora; ``None``: no prefilter).
+2. *candidates*: float MaxSim of the query against those pages' pooled codes.
+3. *rerank* (:func:`~llama_index_vlm.search.rerank.adaptive_rerank`): the best candidates'
+   full vectors, fetched through a caller-supplied function, are scored exactly, at least
+   ``candidate_depth`` of them and further down the list while the scores say a page below
+   could still enter the top ``k`` (at most ``max_candidate_depth``).
 
 The scores returned are exact MaxSim scores; a page can only be missed if an approximate stage
-ranks it below its depth. With ``binary_prefilter=False`` stage 2 runs over every page.
+ranks it below its depth. With ``candidate_depth`` at least the number of pages, the search is
+exact.
 
 Example:
     >>> import numpy as np
@@ -29,13 +32,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Sequence
+import math
+from collections.abc import Collection, Hashable, Sequence
 from typing import Literal
 
 import numpy as np
 
 from llama_index_vlm.errors import EmptyInputError
+from llama_index_vlm.search._growable import GrowableArray, ranges
 from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores
+from llama_index_vlm.search.centroids import (
+    DEFAULT_N_PROBE,
+    CentroidPostings,
+    assign_centroids,
+    codebook_size,
+    train_centroids,
+)
 from llama_index_vlm.search.maxsim import (
     ArrayLike,
     PageVectorMatrix,
@@ -43,112 +55,92 @@ from llama_index_vlm.search.maxsim import (
     maxsim_scores,
     top_k,
 )
+from llama_index_vlm.search.modes import (  # noqa: F401 - re-exported, their old home
+    FAST_MODE_MIN_PAGES,
+    SearchMode,
+    choose_search_mode,
+)
 from llama_index_vlm.search.pooling import kmeans_pool
+from llama_index_vlm.search.rerank import (
+    DEFAULT_MAX_DEPTH,
+    RerankFn,
+    adaptive_rerank,
+)
 
-#: Stores with at least this many pages use fast mode under ``search_mode="auto"``. Below it,
-#: exact MaxSim over every page costs at most ~0.1-0.2 s per query on a 2-core CPU (about
-#: 10,000 pages/s), needs no index to build or keep in memory, and the fast index would rerank
-#: a large share of the pages anyway.
-FAST_MODE_MIN_PAGES = 2_000
+#: Candidates always reranked exactly with the pages' full vectors; the rerank goes deeper
+#: when the scores call for it (up to ``DEFAULT_MAX_CANDIDATE_DEPTH``).
+DEFAULT_CANDIDATE_DEPTH = 32
 
-#: Default number of candidates reranked exactly with the pages' full vectors (~10 ms for
-#: 100 ColPali pages on 2 cores, plus reading them).
-DEFAULT_CANDIDATE_DEPTH = 100
+#: The most candidates one query reranks exactly.
+DEFAULT_MAX_CANDIDATE_DEPTH = DEFAULT_MAX_DEPTH
 
-#: Default number of pages the binary prefilter passes on to the pooled-code stage: at least
-#: this many, and at least 1% of the pages searched (Hamming MaxSim is coarser, and a larger
-#: corpus has more near-ties to let through).
-DEFAULT_PREFILTER_DEPTH = 500
+#: Pages the prefilter passes on to the pooled-code stage: at least this many, and at least
+#: ``DEFAULT_PREFILTER_SHARE`` of the pages searched.
+DEFAULT_PREFILTER_DEPTH = 512
+DEFAULT_PREFILTER_SHARE = 0.05
 
-SearchMode = Literal["auto", "exact", "fast"]
+#: Pages keep at least this many codes (all their vectors if they have fewer).
+MIN_CODES_PER_PAGE = 32
 
-#: Fetches the full ``(n_patches, dim)`` vectors of the given pages, in the given order.
-RerankFn = Callable[[list[Hashable]], "Sequence[ArrayLike] | PageVectorMatrix"]
+#: The codebook is retrained when the index has grown this many times since it was trained.
+_RETRAIN_GROWTH = 4
 
-
-def choose_search_mode(
-    n_pages: int, search_mode: SearchMode = "auto", fast_min_pages: int = FAST_MODE_MIN_PAGES
-) -> Literal["exact", "fast"]:
-    """Resolve ``search_mode``: ``"auto"`` is exact below ``fast_min_pages`` pages, else fast.
-
-    Example:
-        >>> choose_search_mode(500), choose_search_mode(50_000), choose_search_mode(10, "fast")
-        ('exact', 'fast', 'fast')
-    """
-    if search_mode not in ("auto", "exact", "fast"):
-        raise ValueError(f"search_mode must be 'auto', 'exact' or 'fast', got {search_mode!r}")
-    if search_mode == "auto":
-        return "fast" if n_pages >= fast_min_pages else "exact"
-    return search_mode
+Prefilter = Literal["centroids", "binary"] | None
 
 
-class _GrowableArray:
-    """A numpy array that grows along axis 0 with amortised O(1) appends."""
-
-    def __init__(self, row_shape: tuple[int, ...], dtype: np.dtype | type):
-        self._buffer = np.empty((0, *row_shape), dtype=dtype)
-        self.size = 0
-
-    def append(self, rows: np.ndarray) -> None:
-        needed = self.size + rows.shape[0]
-        if needed > self._buffer.shape[0]:
-            # Grow by a quarter: amortised O(1) appends, at most 25% unused capacity.
-            capacity = max(needed, int(self._buffer.shape[0] * 1.25) + 16)
-            grown = np.empty((capacity, *self._buffer.shape[1:]), dtype=self._buffer.dtype)
-            grown[: self.size] = self._buffer[: self.size]
-            self._buffer = grown
-        self._buffer[self.size : needed] = rows
-        self.size = needed
-
-    @property
-    def values(self) -> np.ndarray:
-        return self._buffer[: self.size]
-
-    @property
-    def nbytes(self) -> int:
-        return self._buffer.nbytes
+def default_prefilter_depth(n_pages: int) -> int:
+    """Pages the prefilter keeps out of ``n_pages``: ``max(512, 5%)``."""
+    return max(DEFAULT_PREFILTER_DEPTH, int(n_pages * DEFAULT_PREFILTER_SHARE))
 
 
 class FastPageIndex:
     """In-memory page codes for fast multi-stage MaxSim search, with incremental add/remove.
 
     Args:
-        pool_factor: each page's codes are ``ceil(n_patches / pool_factor)`` k-means-pooled,
-            unit-norm vectors (see :func:`~llama_index_vlm.search.pooling.kmeans_pool`);
-            ``1`` keeps every patch vector.
-        binary_prefilter: also keep sign codes of the pooled vectors and narrow the search
-            with Hamming MaxSim before the float stage (several times faster on a CPU).
+        pool_factor: each page's codes are ``ceil(n_patches / pool_factor)`` (at least
+            ``MIN_CODES_PER_PAGE``) k-means-pooled unit vectors (``kmeans_pool``).
+        prefilter: ``"centroids"`` (centroid interaction), ``"binary"`` (Hamming MaxSim of
+            sign codes) or ``None`` (score every page's pooled codes).
         kmeans_iterations: refinement rounds of the pooling k-means.
+        n_probe: centroids looked up per query token by the centroid prefilter.
 
-    Memory is about ``n_pages * ceil(n_patches / pool_factor) * (2 * dim + dim / 8)`` bytes:
-    ~1.8 GB for 100k ColPali pages (1030 x 128) at the default pool factor. The full vectors
-    stay wherever ``rerank_fn`` reads them from.
+    Memory: ``(2 * dim + 4)`` bytes per code (~3.4 GB for 100k 1030 x 128 pages at the
+    default pool factor); pages keep at least 32 codes. Full vectors stay with ``rerank_fn``.
 
-    Page ids are any hashable values (the store's page ids); adding an id that is already
-    present replaces its codes.
+    Page ids are any hashable values; adding an id already present replaces its codes. The
+    codebook is trained at the first search that needs it, again when the index grew 4x.
     """
 
     def __init__(
-        self, pool_factor: float = 16, binary_prefilter: bool = True, kmeans_iterations: int = 3
+        self,
+        pool_factor: float = 8,
+        prefilter: Prefilter = "centroids",
+        kmeans_iterations: int = 3,
+        n_probe: int = DEFAULT_N_PROBE,
     ) -> None:
         if pool_factor < 1:
             raise ValueError(f"pool_factor must be >= 1, got {pool_factor}")
+        if prefilter not in ("centroids", "binary", None):
+            raise ValueError(f"prefilter must be 'centroids', 'binary' or None, got {prefilter!r}")
         self.pool_factor = pool_factor
-        self.binary_prefilter = binary_prefilter
+        self.prefilter = prefilter
         self.kmeans_iterations = kmeans_iterations
+        self.n_probe = n_probe
         self.dim: int | None = None
-        self._codes: _GrowableArray | None = None  # float16 (n_rows, dim) pooled vectors
-        # Sign codes of the same rows: one uint64 (n_rows,) array per 64 dims, word-major so
-        # that the prefilter XORs contiguous arrays.
-        self._sign_words: list[_GrowableArray] = []
-        self._offsets = _GrowableArray((), np.int64)
+        self._codes: GrowableArray | None = None  # float16 (n_rows, dim) pooled vectors
+        # Sign codes of the same rows (binary prefilter): one uint64 (n_rows,) array per 64
+        # dims, word-major so that the prefilter XORs contiguous arrays.
+        self._sign_words: list[GrowableArray] = []
+        self._code_centroids = GrowableArray((), np.int32)  # centroid id of each code row
+        self.centroids: np.ndarray | None = None
+        self._trained_rows = 0
+        self._postings: CentroidPostings | None = None
+        self._offsets = GrowableArray((), np.int64)
         self._offsets.append(np.zeros(1, dtype=np.int64))
-        self._alive = _GrowableArray((), bool)
+        self._alive = GrowableArray((), bool)
         self._page_ids: list[Hashable] = []
         self._slot_of: dict[Hashable, int] = {}
         self._dead_rows = 0
-
-    # -- building -------------------------------------------------------------------------
 
     def add(self, page_ids: Sequence[Hashable], page_vectors: Sequence[ArrayLike]) -> None:
         """Add pages from their full ``(n_patches, dim)`` vectors (list, or 3-D array).
@@ -180,16 +172,26 @@ class FastPageIndex:
             for start in range(0, len(positions), batch_size):
                 batch = positions[start : start + batch_size]
                 stacked = np.stack([_as_float16(pages[i]) for i in batch])
-                if self.pool_factor == 1:
+                factor = _page_pool_factor(stacked.shape[1], self.pool_factor)
+                if factor == 1:
                     pooled = stacked
                 else:
-                    pooled = kmeans_pool(stacked, self.pool_factor, self.kmeans_iterations)
+                    pooled = kmeans_pool(stacked, factor, self.kmeans_iterations)
                 for position, page_codes in zip(batch, pooled, strict=True):
                     codes[position] = page_codes
         return codes  # type: ignore[return-value]
 
-    def add_codes(self, page_ids: Sequence[Hashable], page_codes: Sequence[ArrayLike]) -> None:
-        """Add pages from ready-made ``(n_codes, dim)`` codes (from :meth:`encode`)."""
+    def add_codes(
+        self,
+        page_ids: Sequence[Hashable],
+        page_codes: Sequence[ArrayLike],
+        centroid_ids: np.ndarray | None = None,
+    ) -> None:
+        """Add pages from ready-made ``(n_codes, dim)`` codes (from :meth:`encode`).
+
+        ``centroid_ids``: the codes' nearest centroids in the current codebook, all pages'
+        codes in order (as :meth:`code_centroid_ids` gave them), to skip assigning them again.
+        """
         page_ids = list(page_ids)
         if len(page_ids) != len(page_codes):
             raise ValueError(f"{len(page_ids)} page ids for {len(page_codes)} pages")
@@ -210,20 +212,25 @@ class FastPageIndex:
             self.dim = dims.pop()
         rows = np.concatenate(matrices)
         if self._codes is None:
-            self._codes = _GrowableArray((self.dim,), np.float16)
+            self._codes = GrowableArray((self.dim,), np.float16)
         self._codes.append(rows)
-        if self.binary_prefilter:
+        if self.prefilter == "binary":
             words = binary_codes(rows)
             if not self._sign_words:
-                self._sign_words = [_GrowableArray((), np.uint64) for _ in range(len(words))]
+                self._sign_words = [GrowableArray((), np.uint64) for _ in range(len(words))]
             for column, word in zip(self._sign_words, words, strict=True):
                 column.append(word)
+        if self.centroids is not None:
+            if centroid_ids is None or centroid_ids.shape != (rows.shape[0],):
+                centroid_ids = assign_centroids(rows, self.centroids)
+            self._code_centroids.append(centroid_ids)
         lengths = np.array([matrix.shape[0] for matrix in matrices], dtype=np.int64)
         self._offsets.append(self._offsets.values[-1] + np.cumsum(lengths))
         self._alive.append(np.ones(len(matrices), dtype=bool))
         for page_id in page_ids:
             self._slot_of[page_id] = len(self._page_ids)
             self._page_ids.append(page_id)
+        self._postings = None
 
     def remove(self, page_ids: Sequence[Hashable]) -> int:
         """Remove pages by id; unknown ids are ignored. Returns how many were removed."""
@@ -246,23 +253,92 @@ class FastPageIndex:
         alive = np.flatnonzero(self._alive.values)
         offsets = self._offsets.values
         lengths = offsets[alive + 1] - offsets[alive]
-        keep_rows = np.repeat(offsets[alive], lengths) + _ranges(lengths)
+        keep_rows = np.repeat(offsets[alive], lengths) + ranges(lengths)
+        columns = [self._codes, *self._sign_words]
+        if self.centroids is not None:
+            columns.append(self._code_centroids)
         compacted = []
-        for column in [self._codes, *self._sign_words]:
-            kept = _GrowableArray(column.values.shape[1:], column.values.dtype)
+        for column in columns:
+            kept = GrowableArray(column.values.shape[1:], column.values.dtype)
             kept.append(column.values[keep_rows])
             compacted.append(kept)
-        self._codes, self._sign_words = compacted[0], compacted[1:]
-        new_offsets = _GrowableArray((), np.int64)
+        self._codes = compacted[0]
+        self._sign_words = compacted[1 : 1 + len(self._sign_words)]
+        if self.centroids is not None:
+            self._code_centroids = compacted[-1]
+        new_offsets = GrowableArray((), np.int64)
         new_offsets.append(np.concatenate([[0], np.cumsum(lengths)]))
-        new_alive = _GrowableArray((), bool)
+        new_alive = GrowableArray((), bool)
         new_alive.append(np.ones(alive.size, dtype=bool))
         self._offsets, self._alive = new_offsets, new_alive
         self._page_ids = [self._page_ids[slot] for slot in alive]
         self._slot_of = {page_id: slot for slot, page_id in enumerate(self._page_ids)}
         self._dead_rows = 0
+        self._postings = None
 
-    # -- inspecting -----------------------------------------------------------------------
+    def set_codebook(self, centroids: np.ndarray, trained_rows: int) -> None:
+        """Use a saved codebook (:attr:`centroids`, trained on ``trained_rows`` codes).
+
+        Only on an empty index: pages added next need their ``centroid_ids`` or are assigned.
+        """
+        if len(self._page_ids):
+            raise ValueError("set_codebook needs an empty index")
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self._trained_rows = trained_rows
+
+    @property
+    def trained_rows(self) -> int:
+        """Codes the codebook was trained on (0 before training)."""
+        return self._trained_rows
+
+    def page_codes(self, page_id: Hashable) -> tuple[np.ndarray, np.ndarray | None]:
+        """A page's ``(codes, centroid ids)`` (ids ``None`` before the codebook is trained)."""
+        slot = self._slot_of[page_id]
+        first, last = self._offsets.values[slot], self._offsets.values[slot + 1]
+        ids = self._code_centroids.values[first:last] if self.centroids is not None else None
+        return self._codes.values[first:last], ids
+
+    def train_codebook(self) -> None:
+        """(Re)train the centroid codebook on the current codes and re-assign every code.
+
+        Searches do this themselves when needed; call it to pay the cost at a time of your
+        choosing (e.g. right after a bulk load).
+        """
+        if self._codes is None or self._codes.size == 0:
+            return
+        codes = self._codes.values
+        self.centroids = train_centroids(codes, codebook_size(codes.shape[0]))
+        self._code_centroids = GrowableArray((), np.int32)
+        self._code_centroids.append(assign_centroids(codes, self.centroids))
+        self._trained_rows = codes.shape[0]
+        self._postings = None
+
+    def prepare(self) -> None:
+        """Build what the next search needs (codebook, inverted lists) now.
+
+        A search calls this itself; after it, searches only read the index, so callers that
+        guard writes with a lock can let searches run concurrently without it.
+        """
+        if self.prefilter == "centroids" and self._codes is not None and len(self):
+            self._centroid_postings()
+
+    @property
+    def prepared(self) -> bool:
+        """Whether a search would only read the index (see :meth:`prepare`)."""
+        if self.prefilter != "centroids" or self._codes is None or not len(self):
+            return True
+        stale = self._codes.size > _RETRAIN_GROWTH * self._trained_rows
+        return self._postings is not None and not stale
+
+    def _centroid_postings(self) -> CentroidPostings:
+        n_rows = self._codes.size
+        if self.centroids is None or n_rows > _RETRAIN_GROWTH * self._trained_rows:
+            self.train_codebook()
+        if self._postings is None:
+            self._postings = CentroidPostings.build(
+                self._code_centroids.values, self._offsets.values, self.centroids.shape[0]
+            )
+        return self._postings
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -278,59 +354,74 @@ class FastPageIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the codes and bookkeeping arrays (not the Python id objects)."""
+        """Bytes held by the codes, codebook and bookkeeping arrays (not the Python ids)."""
         columns = [self._codes, *self._sign_words] if self._codes is not None else []
-        return sum(column.nbytes for column in columns) + self._offsets.nbytes + self._alive.nbytes
+        total = sum(column.nbytes for column in columns) + self._code_centroids.nbytes
+        total += 0 if self.centroids is None else self.centroids.nbytes
+        total += 0 if self._postings is None else self._postings.nbytes
+        return total + self._offsets.nbytes + self._alive.nbytes
 
-    # -- searching ------------------------------------------------------------------------
+    def _searchable(self, allowed: Collection[Hashable] | None) -> np.ndarray:
+        """Mask of the slots a search may return: alive, and in ``allowed`` if given."""
+        alive = self._alive.values
+        if allowed is None:
+            return alive
+        allowed = allowed if isinstance(allowed, (set, frozenset, dict)) else set(allowed)
+        permitted = np.fromiter(
+            (page_id in allowed for page_id in self._page_ids), bool, len(self._page_ids)
+        )
+        return alive & permitted
+
+    def _prefiltered_slots(
+        self, query: np.ndarray, searchable: np.ndarray, depth: int
+    ) -> np.ndarray:
+        """The ``depth`` best searchable slots by the prefilter's approximate scores."""
+        if self.prefilter == "binary":
+            words = [column.values for column in self._sign_words]
+            scores = hamming_maxsim_scores(
+                binary_codes(query), words, self._offsets.values, self.dim
+            )
+        else:
+            postings = self._centroid_postings()
+            scores = postings.scores(query @ self.centroids.T, self.n_probe)
+        scores[~searchable] = -np.inf
+        return top_k(scores, depth)[0]
 
     def candidates(
         self,
         query_vectors: ArrayLike,
-        depth: int = DEFAULT_CANDIDATE_DEPTH,
+        depth: int = DEFAULT_MAX_CANDIDATE_DEPTH,
         prefilter_depth: int | None = None,
         allowed: Collection[Hashable] | None = None,
     ) -> tuple[list[Hashable], np.ndarray]:
         """The ``depth`` best pages by pooled-code MaxSim: ``(page_ids, approximate_scores)``.
 
-        With the binary prefilter on and more than ``prefilter_depth`` pages (default:
-        ``max(DEFAULT_PREFILTER_DEPTH, 1% of the pages)``), only the ``prefilter_depth`` best
-        pages by Hamming MaxSim are scored with the pooled codes.
-        ``allowed`` restricts the search to those page ids (a metadata filter's result).
+        With a prefilter and more than ``prefilter_depth`` pages (default:
+        :func:`default_prefilter_depth`), only the prefilter's ``prefilter_depth`` best pages
+        are scored with the pooled codes. ``allowed`` restricts the search to those page ids
+        (a metadata filter's result).
         """
         query = _as_query(query_vectors)
         if self._codes is None or len(self) == 0:
             return [], np.zeros(0, dtype=np.float32)
         if query.shape[1] != self.dim:
             raise ValueError(f"query vectors have dim {query.shape[1]}, the index has {self.dim}")
-        alive = self._alive.values
-        offsets = self._offsets.values
-        n_alive = len(self)
-        if allowed is not None:
-            allowed = allowed if isinstance(allowed, (set, frozenset, dict)) else set(allowed)
-            permitted = np.fromiter(
-                (page_id in allowed for page_id in self._page_ids), bool, len(self._page_ids)
-            )
-            alive = alive & permitted
-            n_alive = int(alive.sum())
-            if n_alive == 0:
-                return [], np.zeros(0, dtype=np.float32)
-        depth = min(depth, n_alive)
+        searchable = self._searchable(allowed)
+        n_searchable = int(searchable.sum())
+        if n_searchable == 0:
+            return [], np.zeros(0, dtype=np.float32)
+        depth = min(depth, n_searchable)
         if prefilter_depth is None:
-            prefilter_depth = max(DEFAULT_PREFILTER_DEPTH, n_alive // 100)
-        if not (self.binary_prefilter and prefilter_depth < n_alive):
-            codes = PageVectorMatrix(vectors=self._codes.values, offsets=offsets)
-            scores = maxsim_scores(query, codes)[0]
-            scores[~alive] = -np.inf  # removed pages sort last and are cut by depth <= n_alive
-            slots, values = top_k(scores, depth)
-            return [self._page_ids[slot] for slot in slots], values
-        words = [column.values for column in self._sign_words]
-        hamming = hamming_maxsim_scores(binary_codes(query), words, offsets, self.dim)
-        hamming[~alive] = -np.inf
-        slots, _ = top_k(hamming, min(max(prefilter_depth, depth), n_alive))
-        # Score only the prefiltered pages' pooled codes: gather their rows into one matrix.
+            prefilter_depth = default_prefilter_depth(n_searchable)
+        prefilter_depth = max(prefilter_depth, depth)
+        offsets = self._offsets.values
+        if self.prefilter is None or prefilter_depth >= n_searchable:
+            slots = np.flatnonzero(searchable)
+        else:
+            slots = self._prefiltered_slots(query, searchable, prefilter_depth)
+        # Score only these pages' pooled codes: gather their rows into one matrix.
         lengths = offsets[slots + 1] - offsets[slots]
-        rows = np.repeat(offsets[slots], lengths) + _ranges(lengths)
+        rows = np.repeat(offsets[slots], lengths) + ranges(lengths)
         slot_codes = PageVectorMatrix(
             vectors=self._codes.values[rows], offsets=np.concatenate([[0], np.cumsum(lengths)])
         )
@@ -345,59 +436,50 @@ class FastPageIndex:
         rerank_fn: RerankFn | None = None,
         prefilter_depth: int | None = None,
         allowed: Collection[Hashable] | None = None,
+        max_candidate_depth: int = DEFAULT_MAX_CANDIDATE_DEPTH,
     ) -> tuple[list[Hashable], np.ndarray]:
         """The ``k`` best pages for one query, best first: ``(page_ids, scores)``.
 
         Args:
             query_vectors: ``(n_query_tokens, dim)`` query multi-vector.
             k: number of pages to return.
-            candidate_depth: candidates reranked with their full vectors (at least ``k``).
+            candidate_depth: candidates always reranked with their full vectors (at least
+                ``k``); the rerank goes deeper when the scores call for it.
             rerank_fn: ``rerank_fn(page_ids)`` returns those pages' full vectors in that order
                 (a list of ``(n_patches, dim)`` arrays or a :class:`PageVectorMatrix`); the
                 scores are then exact MaxSim. Without it, the top ``k`` candidates are returned
                 with their approximate pooled-code scores.
-            prefilter_depth: pages the binary prefilter keeps (ignored without it); default
-                ``max(DEFAULT_PREFILTER_DEPTH, 1% of the pages)``.
+            prefilter_depth: pages the prefilter keeps; default
+                :func:`default_prefilter_depth` of the pages searched.
             allowed: only these page ids may be returned (e.g. the pages matching a filter).
+            max_candidate_depth: the most candidates reranked (at least ``candidate_depth``).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         query = _as_query(query_vectors)
-        candidate_ids, approximate = self.candidates(
-            query, max(candidate_depth, k), prefilter_depth, allowed
-        )
+        min_depth = max(candidate_depth, k)
+        max_depth = max(max_candidate_depth, min_depth)
+        candidate_ids, approximate = self.candidates(query, max_depth, prefilter_depth, allowed)
         if rerank_fn is None or not candidate_ids:
             return candidate_ids[:k], approximate[:k]
-        return rerank_exactly(query, candidate_ids, k, rerank_fn)
+        result = adaptive_rerank(
+            query,
+            candidate_ids,
+            approximate,
+            k,
+            rerank_fn,
+            min_depth=min_depth,
+            max_depth=max_depth,
+        )
+        return result.page_ids, result.scores
 
 
-def rerank_exactly(
-    query_vectors: ArrayLike, candidate_ids: list[Hashable], k: int, rerank_fn: RerankFn
-) -> tuple[list[Hashable], np.ndarray]:
-    """The ``k`` best of ``candidate_ids`` by exact MaxSim, best first: ``(page_ids, scores)``.
-
-    The last stage of :meth:`FastPageIndex.search`, apart so that a caller can run it outside
-    whatever guards the index (it reads no index state, only ``rerank_fn``'s vectors).
-
-    Args:
-        query_vectors: ``(n_query_tokens, dim)`` query multi-vector.
-        candidate_ids: pages to rank (e.g. from :meth:`FastPageIndex.candidates`).
-        k: number of pages to return.
-        rerank_fn: ``rerank_fn(page_ids)`` returns those pages' full vectors in that order.
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if not candidate_ids:
-        return [], np.zeros(0, dtype=np.float32)
-    query = _as_query(query_vectors)
-    full_vectors = rerank_fn(candidate_ids)
-    n_fetched = (
-        full_vectors.n_pages if isinstance(full_vectors, PageVectorMatrix) else len(full_vectors)
-    )
-    if n_fetched != len(candidate_ids):
-        raise ValueError(f"rerank_fn returned {n_fetched} pages for {len(candidate_ids)} ids")
-    order, values = top_k(maxsim_scores(query, full_vectors)[0], k)
-    return [candidate_ids[i] for i in order], values
+def _page_pool_factor(n_vectors: int, pool_factor: float) -> float:
+    """The pool factor for a page of ``n_vectors``: ``pool_factor``, but never fewer than
+    ``MIN_CODES_PER_PAGE`` codes (short pages, e.g. pooled at ingest or from a small model,
+    keep every vector: pooling 23 vectors to 3 lost most of the exact top 10)."""
+    n_codes = min(n_vectors, max(math.ceil(n_vectors / pool_factor), MIN_CODES_PER_PAGE))
+    return 1 if n_codes == n_vectors else n_vectors / n_codes
 
 
 def _as_query(query_vectors: ArrayLike) -> np.ndarray:
@@ -412,10 +494,3 @@ def _as_float16(vectors: ArrayLike) -> np.ndarray:
         vectors = vectors.detach().to("cpu").float().numpy()
     matrix = np.asarray(vectors)
     return matrix if matrix.dtype == np.float16 else matrix.astype(np.float16)
-
-
-def _ranges(lengths: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(n) for n in lengths])`` without a Python loop."""
-    total = int(lengths.sum())
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.arange(total) - starts

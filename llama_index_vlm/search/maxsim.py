@@ -34,6 +34,14 @@ ArrayLike = np.ndarray | torch.Tensor
 DEFAULT_BLOCK_SIZE = 12_288
 _SIMILARITY_BLOCK_ELEMENTS = 1 << 22  # 16 MiB of float32 similarities per block at most
 
+#: With ``block_size=None``, a call makes about this many blocks (but none smaller
+#: than ``DEFAULT_BLOCK_SIZE`` or larger than ``_MAX_AUTO_BLOCK`` rows). Every block is a few
+#: parallel regions of torch's threads; when the CPU is shared, each region waits for its
+#: slowest thread, so thousands of small blocks cost far more than their arithmetic (issue
+#: 15: at load 20-30, 12,288-row blocks ran 4.8-6x slower than 196,608-row ones).
+_BLOCKS_PER_CALL = 8
+_MAX_AUTO_BLOCK = 131_072  # 127 ColPali pages: 64 MiB of float32 rows per block
+
 
 def as_float32_matrix(vectors: ArrayLike, name: str = "vectors") -> np.ndarray:
     """Return ``vectors`` as a C-contiguous 2-D float32 numpy array (torch tensors accepted).
@@ -269,15 +277,15 @@ def maxsim_scores(
     query_vectors: ArrayLike | Sequence[ArrayLike],
     page_vectors: PageVectorMatrix | Sequence[ArrayLike],
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
 ) -> np.ndarray:
     """Exact MaxSim scores of every query against every page, in float32.
 
     ``score[q, p] = sum_i max_j <query_q[i], page_p[j]>``, as in ColPali. Pages are scored in
     blocks of about ``block_size`` vectors (whole pages, at least one per block) with one
     float32 matrix product per block for all queries together, so the extra memory is about
-    ``block_size * (dim + n_query_tokens) * 4`` bytes whatever the corpus size. float16 page
-    vectors are widened to float32 block by block; products and sums are float32.
+    ``block_size * (dim + n_query_tokens) * 4`` bytes. float16 page vectors are widened to
+    float32 block by block; products and sums are float32.
 
     Args:
         query_vectors: one query ``(n_q, dim)``, a batch ``(n_queries, n_q, dim)``, or a
@@ -287,6 +295,8 @@ def maxsim_scores(
             from a store, scored without packing them first), or a ``(n_pages, n_p, dim)``
             array.
         block_size: page vectors per matrix product; bounds memory, does not change results.
+            Default: the pages' vectors in about 8 blocks, each between 12,288 and 131,072
+            vectors (at most ~75 MiB), so few parallel regions wait on a busy CPU.
 
     Returns:
         ``(n_queries, n_pages)`` float32 scores (one row for a single 2-D query).
@@ -298,10 +308,13 @@ def maxsim_scores(
         >>> maxsim_scores(query, pages).round(2)
         array([[1. , 1.6]], dtype=float32)
     """
-    if block_size < 1:
+    if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     tokens, query_offsets = _pack_queries(query_vectors)
     pages = _PageBlocks(page_vectors)
+    if block_size is None:
+        per_call = -(-int(pages.offsets[-1]) // _BLOCKS_PER_CALL)
+        block_size = min(max(per_call, DEFAULT_BLOCK_SIZE), _MAX_AUTO_BLOCK)
     if tokens.shape[1] != pages.dim:
         raise ValueError(
             f"query vectors have dim {tokens.shape[1]} but page vectors have dim {pages.dim}"

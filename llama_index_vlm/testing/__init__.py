@@ -46,7 +46,7 @@ from llama_index_vlm.testing.qwen_vl import (
     build_qwen3_vl,
 )
 
-__all__ = ["TINY_CHECKPOINT_KINDS", "make_tiny_checkpoint"]
+__all__ = ["TINY_CHECKPOINT_KINDS", "is_tiny_checkpoint", "make_tiny_checkpoint"]
 
 # Bumped whenever what a kind builds changes, so a cached checkpoint of an old recipe is rebuilt.
 _RECIPE_VERSION = 3
@@ -116,3 +116,17 @@ def make_tiny_checkpoint(kind: str, path: str | os.PathLike[str], seed: int = 0)
     # Written last: a build interrupted half-way is never mistaken for a finished checkpoint.
     marker_path.write_text(json.dumps(marker))
     return path
+
+
+def is_tiny_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint :func:`make_tiny_checkpoint` built (random weights).
+
+    Applications can say so instead of presenting a random model's output as an answer; the
+    command line does.
+
+    Example::
+
+        is_tiny_checkpoint(make_tiny_checkpoint("llava", tmp_path / "llava"))  # True
+        is_tiny_checkpoint("llava-hf/llava-1.5-7b-hf")                          # False
+    """
+    return (Path(path) / _MARKER).is_file()

@@ -53,12 +53,14 @@ def stream(
     inputs: Mapping[str, Any],
     generate_kwargs: Mapping[str, Any],
     lock: threading.Lock,
+    counted: list[int] | None = None,
 ) -> Iterator[str]:
     """Yield the answer's text as it is generated, through ``TextIteratorStreamer``.
 
     Generation starts on the first ``next()``, in a daemon thread; an error in that thread is
     raised here. Closing the iterator early stops generation at the next token. Beam search
     cannot stream in transformers, so with ``num_beams > 1`` the whole answer comes as one piece.
+    Once the answer is complete, the number of tokens generated is appended to ``counted``.
 
     Example::
 
@@ -66,15 +68,17 @@ def stream(
             print(text, end="", flush=True)
     """
     if generate_kwargs.get("num_beams", 1) > 1:
-        yield from _whole(model, tokenizer, inputs, generate_kwargs, lock)
+        yield from _whole(model, tokenizer, inputs, generate_kwargs, lock, counted)
         return
 
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     closed = threading.Event()
+    lengths = [_prompt_length(model, inputs)]
 
     class StopWhenClosed(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
+            lengths.append(int(input_ids.shape[1]))  # called once per new token
             return torch.full((input_ids.shape[0],), closed.is_set(), dtype=torch.bool)
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -104,12 +108,16 @@ def stream(
         thread.join()
         if failures:
             raise failures[0]
+        if counted is not None:
+            counted.append(lengths[-1] - lengths[0])
     finally:
         closed.set()
 
 
-def _whole(model, tokenizer, inputs, generate_kwargs, lock) -> Iterator[str]:
+def _whole(model, tokenizer, inputs, generate_kwargs, lock, counted) -> Iterator[str]:
     generated = generate(model, tokenizer, inputs, generate_kwargs, lock)
+    if counted is not None:
+        counted.append(generated.n_tokens)
     if generated.text:
         yield generated.text
 

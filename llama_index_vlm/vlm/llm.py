@@ -32,11 +32,12 @@ from llama_index_vlm.vlm.control_tokens import neutralise
 from llama_index_vlm.vlm.families import Family, MultiImageStrategy, PromptOptions
 from llama_index_vlm.vlm.loading import LoadedVLM, load_vlm
 from llama_index_vlm.vlm.messages import Turn, images_to_blocks, to_turns
+from llama_index_vlm.vlm.structured import StructuredOutputMixin
 
 DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
 
 
-class HuggingFaceVLM(LLM):
+class HuggingFaceVLM(StructuredOutputMixin, LLM):
     """A local Hugging Face vision-language model as a LlamaIndex chat LLM.
 
     Supports Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM, Idefics3, Gemma 3, LLaVA 1.5, LLaVA-NeXT,
@@ -51,6 +52,10 @@ class HuggingFaceVLM(LLM):
     ``Question: ... Answer:``; see :mod:`llama_index_vlm.vlm.families`), and every page goes
     into one prompt; PaliGemma and BLIP-2 see one image per prompt, and ``multi_image_strategy``
     decides what happens with several pages.
+
+    Structured answers (``structured_predict``, ``as_structured_llm``, query engines with
+    ``output_cls``) are generated under the output class's JSON schema, so they always parse
+    (see :mod:`llama_index_vlm.vlm.structured`; needs the ``structured`` extra).
 
     Example::
 
@@ -397,13 +402,15 @@ class HuggingFaceVLM(LLM):
     def _stream_responses(
         self, requests: list[Request], generate_kwargs: dict[str, Any]
     ) -> ChatResponseGen:
-        pieces = self._stream_text(requests, generate_kwargs)
-        return responses.stream_responses(pieces, responses.usage(requests, None))
+        numbers = responses.usage(requests, None)
+        pieces = self._stream_text(requests, generate_kwargs, numbers)
+        return responses.stream_responses(pieces, numbers)
 
     def _stream_text(
-        self, requests: list[Request], generate_kwargs: dict[str, Any]
+        self, requests: list[Request], generate_kwargs: dict[str, Any], numbers: dict[str, Any]
     ) -> Iterator[str]:
         # The same text as _chat, piece by piece: "label: answer" lines, one per request.
+        counted: list[int] = []
         for position, request in enumerate(requests):
             if position:
                 yield "\n"
@@ -415,7 +422,9 @@ class HuggingFaceVLM(LLM):
                 self._on_device(request.inputs),
                 generate_kwargs,
                 self._lock,
+                counted,
             )
+        responses.complete_usage(numbers, sum(counted))
 
     def _completion_messages(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]

@@ -12,7 +12,9 @@ into the image's *label*, so an answer can name the page it is about.
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,20 @@ _SOURCE = re.compile(r"Source (\d+):")
 _VALUE_END = r"(?=[ \t]+Source \d+:|[ \t]*$)"
 _FILE_NAME = re.compile(r"^[ \t]*file_name:[ \t]*(.+?)" + _VALUE_END, re.MULTILINE)
 _PAGE_NUMBER = re.compile(r"^[ \t]*page_number:[ \t]*(.+?)" + _VALUE_END, re.MULTILINE)
+
+logger = logging.getLogger(__name__)
+
+#: Said once per process when pages arrive as text without their images.
+TEXT_ONLY_PAGES_WARNING = (
+    "HuggingFaceVLM got retrieved pages as text (their file_name and page_number) but none of "
+    "their images: a query engine built without multimodal=True answers from the pages' text "
+    "layer only. Build it with RetrieverQueryEngine.from_args(retriever, llm=vlm, "
+    "multimodal=True) (CitationQueryEngine.from_args(..., multimodal=True) for citations), or "
+    "use index.as_query_engine(llm=vlm); with multimodal=True, LlamaIndex's default prompt "
+    "helper may send a page's text apart from its image: pass "
+    "chat_prompt_helper=vlm.chat_prompt_helper()"
+)
+_warned_text_only_pages = False
 
 
 @dataclass
@@ -137,7 +153,23 @@ def to_turns(messages: Sequence[Any]) -> list[Turn]:
     _check_ends_with_a_question(turns)
     if system_texts:
         turns.insert(0, Turn(role="system", parts=["\n\n".join(system_texts)]))
+    warn_if_pages_without_images(turns)
     return turns
+
+
+def warn_if_pages_without_images(turns: list[Turn]) -> None:
+    """Warn once (``logging`` and ``warnings``) when a conversation holds retrieved pages'
+    metadata text (``file_name: ...`` and ``page_number: ...``, as LlamaIndex writes a node)
+    and no image at all: a text synthesizer sent the pages' text layer without their images.
+    """
+    global _warned_text_only_pages
+    if _warned_text_only_pages or any(turn.images for turn in turns):
+        return
+    text = "\n".join(turn.text for turn in turns)
+    if _FILE_NAME.search(text) and _PAGE_NUMBER.search(text):
+        _warned_text_only_pages = True
+        logger.warning(TEXT_ONLY_PAGES_WARNING)
+        warnings.warn(TEXT_ONLY_PAGES_WARNING, UserWarning, stacklevel=4)
 
 
 def _read_message(message: Any, position: int, n_images_before: int) -> Turn:

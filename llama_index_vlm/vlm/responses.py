@@ -2,6 +2,11 @@
 
 Several calls (one per page, for families that see one image per prompt) make one answer: a
 line per call, prefixed by its page's label. A stream yields the same text piece by piece.
+
+Usage (:func:`usage`) is where LlamaIndex reads it, ``response.raw["usage"]`` (so
+``TokenCountingHandler`` counts the model's real tokens, image tokens included), and also in
+``additional_kwargs``. A stream's responses share one usage dict, completed with the answer's
+token count when the stream ends, so the last response LlamaIndex's callbacks report has it.
 """
 
 from __future__ import annotations
@@ -48,23 +53,40 @@ def usage(requests: list[Request], completion_tokens: int | None) -> dict[str, A
     return numbers
 
 
-def chat_response(answers: Iterable[str], additional_kwargs: dict[str, Any]) -> ChatResponse:
-    """The assistant's reply: the calls' answers, one per line."""
+def complete_usage(numbers: dict[str, Any], completion_tokens: int) -> None:
+    """Record a finished answer's token count in a :func:`usage` dict, in place.
+
+    >>> numbers = {"prompt_tokens": 10}
+    >>> complete_usage(numbers, 3); numbers["total_tokens"]
+    13
+    """
+    numbers["completion_tokens"] = completion_tokens
+    numbers["total_tokens"] = numbers["prompt_tokens"] + completion_tokens
+
+
+def chat_response(answers: Iterable[str], numbers: dict[str, Any]) -> ChatResponse:
+    """The assistant's reply: the calls' answers, one per line, with their usage."""
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, content="\n".join(answers)),
-        additional_kwargs=additional_kwargs,
+        raw={"usage": numbers},
+        additional_kwargs=numbers,
     )
 
 
-def stream_responses(pieces: Iterator[str], additional_kwargs: dict[str, Any]) -> ChatResponseGen:
-    """A ``ChatResponse`` per piece of text, each holding the text so far and the piece."""
+def stream_responses(pieces: Iterator[str], numbers: dict[str, Any]) -> ChatResponseGen:
+    """A ``ChatResponse`` per piece of text, each holding the text so far and the piece.
+
+    Every response holds the same ``numbers`` (usage) dict: whoever produces ``pieces``
+    completes it (:func:`complete_usage`) before the last piece is consumed.
+    """
     text = ""
     for delta in pieces:
         text += delta
         yield ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             delta=delta,
-            additional_kwargs=additional_kwargs,
+            raw={"usage": numbers},
+            additional_kwargs=numbers,
         )
     if not text:
         # An empty answer still ends in one response: LlamaIndex's end-of-stream events
@@ -72,7 +94,8 @@ def stream_responses(pieces: Iterator[str], additional_kwargs: dict[str, Any]) -
         yield ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=""),
             delta="",
-            additional_kwargs=additional_kwargs,
+            raw={"usage": numbers},
+            additional_kwargs=numbers,
         )
 
 
@@ -81,6 +104,7 @@ def to_completion(response: ChatResponse) -> CompletionResponse:
     return CompletionResponse(
         text=response.message.content or "",
         delta=response.delta,
+        raw=response.raw,
         additional_kwargs=response.additional_kwargs,
     )
 

@@ -35,3 +35,18 @@ def indexed(tmp_path_factory, tiny_checkpoint):
         "colpali": colpali,
         "index_run": (status, out, err),
     }
+
+
+@pytest.fixture
+def small_store(tmp_path) -> str:
+    """A store of one 2-page document, written straight through the store: no model needed."""
+    import numpy as np
+    from page_documents import document_pages
+
+    from llama_index_vlm.store import LanceDBPageStore
+
+    uri = str(tmp_path / "small")
+    vectors = np.eye(4, 16, dtype=np.float32)
+    fingerprint = {"model": "tiny", "model_class": "ColPaliForRetrieval", "embedding_dim": 16}
+    LanceDBPageStore(uri=uri).add(document_pages("report", 2), [vectors] * 2, fingerprint)
+    return uri

@@ -10,10 +10,8 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from cli_runner import run_cli
-from page_documents import document_pages
 
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -118,16 +116,6 @@ print(json.dumps({"status": status, "loaded": loaded}))
 """
 
 
-@pytest.fixture
-def small_store(tmp_path) -> str:
-    """A store of one 2-page document, written straight through the store: no model needed."""
-    uri = str(tmp_path / "small")
-    vectors = np.eye(4, 16, dtype=np.float32)
-    fingerprint = {"model": "tiny", "model_class": "ColPaliForRetrieval", "embedding_dim": 16}
-    LanceDBPageStore(uri=uri).add(document_pages("report", 2), [vectors] * 2, fingerprint)
-    return uri
-
-
 def _run_in_fresh_python(argv: list[str]) -> dict:
     finished = subprocess.run(
         [sys.executable, "-c", _RUN_AND_LIST_IMPORTS, json.dumps(argv)],
@@ -147,3 +135,66 @@ def test_delete_imports_neither_torch_nor_transformers(small_store):
     result = _run_in_fresh_python(["delete", "report", "--store", small_store])
     assert result == {"status": 0, "loaded": []}
     assert LanceDBPageStore(uri=small_store).count() == 0
+
+
+# --------------------------------------------------------------------------- delete: naming
+
+
+def test_delete_takes_a_unique_beginning_of_a_doc_id(copied_store):
+    store, doc_id = copied_store
+    status, out, _ = run_cli("delete", doc_id[:8], "--store", store)
+    assert status == 0 and f"(doc id {doc_id}); 0 pages left" in out
+
+
+def test_delete_refuses_a_beginning_shorter_than_four_characters(copied_store):
+    store, doc_id = copied_store
+    status, _, err = run_cli("delete", doc_id[:3], "--store", store)
+    assert status == 2 and f"no document {doc_id[:3]!r}" in err
+
+
+def test_delete_refuses_a_beginning_several_doc_ids_share(tmp_path):
+    from page_documents import document_pages, vectors_for
+
+    store = LanceDBPageStore(uri=str(tmp_path / "index"))
+    for doc_id in ("abcd1111", "abcd2222"):
+        pages = document_pages(doc_id, 1)
+        store.add(pages, page_vectors=vectors_for(pages), fingerprint={"model": "m"})
+    status, _, err = run_cli("delete", "abcd", "--store", store.uri)
+    assert status == 2
+    assert err.startswith("error: 2 documents are named 'abcd'; give a doc id: abcd1111 (")
+
+
+# --------------------------------------------------------------------------- delete: asking
+
+
+@pytest.fixture
+def on_a_terminal(monkeypatch):
+    """stdin is a terminal; ``answers`` are what the user types, in order."""
+    answers: list[str] = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda prompt="": answers.pop(0))
+    return answers
+
+
+def test_delete_on_a_terminal_lists_what_it_deletes_and_asks(copied_store, on_a_terminal):
+    store, doc_id = copied_store
+    on_a_terminal.append("y")
+    status, out, _ = run_cli("delete", "report.pdf", "--store", store)
+    assert status == 0
+    listed, deleted = out.splitlines()
+    assert listed.startswith("will delete 3 pages of ") and listed.endswith(f"(doc id {doc_id})")
+    assert deleted.startswith("deleted 3 pages of ")
+
+
+def test_delete_on_a_terminal_deletes_nothing_unless_confirmed(copied_store, on_a_terminal):
+    store, _ = copied_store
+    on_a_terminal.append("")
+    status, out, _ = run_cli("delete", "report.pdf", "--store", store)
+    assert status == 1 and out.endswith("nothing deleted\n")
+    assert LanceDBPageStore(uri=str(store)).count() == 3
+
+
+def test_delete_yes_does_not_ask(copied_store, on_a_terminal):
+    store, _ = copied_store
+    status, out, _ = run_cli("delete", "report.pdf", "--store", store, "--yes")
+    assert status == 0 and out.startswith("deleted 3 pages of ")

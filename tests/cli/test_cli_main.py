@@ -17,13 +17,19 @@ def test_no_command_prints_help_and_fails():
     assert "usage: llama-index-vlm" in err
 
 
-def test_help_imports_no_heavy_module():
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [(["ask", "--help"], 0), (["search"], 2), (["index", "x", "--dtype", "int4"], 2)],
+    ids=["help", "missing-argument", "bad-choice"],
+)
+def test_help_and_argument_errors_import_no_heavy_module(argv, status):
     code = (
         "import sys, contextlib, io\n"
         "from llama_index_vlm.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    assert main(['ask', '--help']) == 0\n"
-        "heavy = ('torch', 'transformers', 'lancedb', 'llama_index')\n"
+        "out, err = io.StringIO(), io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        f"    assert main({argv!r}) == {status}\n"
+        "heavy = ('torch', 'transformers', 'lancedb', 'llama_index', 'numpy')\n"
         "assert not [name for name in heavy if name in sys.modules], sys.modules.keys()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

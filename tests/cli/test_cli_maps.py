@@ -7,20 +7,39 @@ from cli_runner import PAGE_SIZE_PT, run_cli, search_lines
 from PIL import Image
 
 
-def test_maps_draws_one_panel_per_query_token(indexed):
+def test_maps_draws_one_panel_per_query_word(indexed):
     out_png = indexed["root"] / "maps.png"
     status, out, err = run_cli(
         "maps", "revenue 2023", "--store", indexed["store"], "--page", "report.pdf:1",
         "--out", out_png,
     )  # fmt: skip
     assert status == 0, err
-    tokens = [line for line in out.splitlines() if line.startswith("  token ")]
-    assert tokens
-    columns, rows = min(4, len(tokens)), -(-len(tokens) // 4)
+    words = [line.split()[2] for line in out.splitlines() if line.startswith("  word ")]
+    assert words == ["revenue", "2023"]
     panel_height = round(320 * PAGE_SIZE_PT[1] / PAGE_SIZE_PT[0])
     with Image.open(out_png) as image:
         assert image.format == "PNG"
-        assert image.size == (columns * 320, rows * (panel_height + 18))
+        assert image.size == (2 * 320, panel_height + 18)
+
+
+def test_maps_merges_the_sub_word_tokens_of_a_word(indexed):
+    # The tiny tokenizer splits "What" into "ĠWh" "at": one word, one panel.
+    status, out, _ = run_cli(
+        "maps", "What", "--store", indexed["store"], "--page", "report.pdf:1",
+        "--out", indexed["root"] / "what.png",
+    )  # fmt: skip
+    assert status == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("  word ")]
+    assert line.split()[2:4] == ["What", "(tokens"]
+
+
+def test_maps_with_all_tokens_draws_the_prefix_and_padding_too(indexed):
+    status, out, _ = run_cli(
+        "maps", "revenue", "--store", indexed["store"], "--page", "report.pdf:1",
+        "--out", indexed["root"] / "all.png", "--all-tokens",
+    )  # fmt: skip
+    assert status == 0
+    assert len([line for line in out.splitlines() if line.startswith("  word ")]) > 10
 
 
 def test_maps_of_one_token_covers_the_page(indexed):
@@ -74,3 +93,18 @@ def test_unwritable_output_is_a_failure(indexed):
     )
     assert status == 1
     assert err.splitlines()[-1] == f"error: Is a directory: {out_png}"
+
+
+def test_query_words_merge_a_character_split_over_byte_tokens():
+    from llama_index_vlm.cli.maps import query_words
+
+    # "Q: 収入" with 収 split over two byte tokens: their prefix decodes with a replacement char.
+    decoded = ["Q:", "Q: \ufffd", "Q: 収", "Q: 収入", "Q: 収入<pad>"]
+    words = query_words(decoded, "収入", skipped={4})
+    assert [(word.text, word.tokens) for word in words] == [("収入", (1, 2, 3))]
+
+
+def test_query_words_of_a_query_not_found_are_none():
+    from llama_index_vlm.cli.maps import query_words
+
+    assert query_words(["<bos>", "<bos>Q: other"], "revenue", skipped={0}) == []

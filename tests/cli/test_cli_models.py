@@ -27,7 +27,9 @@ def test_bad_checkpoints_fail_without_traceback(
     value = {"empty_dir": tmp_path / "empty_dir"}.get(value, value)
     if value in ("llava", "colpali"):
         value = tiny_checkpoint(value)
-    status, out, err = run_cli("ask", "What?", "--store", indexed["store"], option, value)
+    # The other model is a good one: every checkpoint is checked before any is loaded.
+    good = ["--vlm", tiny_checkpoint("llava")] if option == "--model" else []
+    status, out, err = run_cli("ask", "What?", "--store", indexed["store"], option, value, *good)
     assert status == 2 and out == ""
     # Loading a checkpoint may draw a progress bar first; the error is the last line.
     assert err.splitlines()[-1].startswith("error: ")

@@ -69,3 +69,52 @@ def test_ask_with_a_filter_cites_only_matching_pages(indexed, tiny_checkpoint):
     assert status == 0
     cited = out.split("\n\nCited pages:\n")[1].splitlines()
     assert len(cited) == 1 and "report.pdf, page 2 " in cited[0]
+
+
+def test_ask_json_gives_the_question_answer_and_pages(indexed, tiny_checkpoint):
+    status, out, _ = run_cli(
+        "ask", "What was the revenue?", "--store", indexed["store"], "-k", 2, "--json",
+        "--vlm", tiny_checkpoint("llava"), "--max-new-tokens", 3,
+    )  # fmt: skip
+    assert status == 0
+    answer = json.loads(out)
+    assert answer["question"] == "What was the revenue?" and isinstance(answer["answer"], str)
+    assert [page["rank"] for page in answer["pages"]] == [1, 2]
+    assert {page["file_name"] for page in answer["pages"]} == {"report.pdf"}
+
+
+def test_ask_json_and_stream_exclude_each_other(indexed):
+    status, _, err = run_cli("ask", "q", "--store", indexed["store"], "--json", "--stream")
+    assert status == 2 and "not allowed with argument" in err
+
+
+def test_ask_with_tiny_checkpoints_says_once_that_they_are_meaningless(indexed, tiny_checkpoint):
+    _, _, err = run_cli(
+        "ask", "What?", "--store", indexed["store"], "--vlm", tiny_checkpoint("llava"),
+        "--max-new-tokens", 2,
+    )  # fmt: skip
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {indexed['colpali']}, {tiny_checkpoint('llava')} are tiny test checkpoints with "
+        "random weights (llama_index_vlm.testing): their answers, rankings and maps are "
+        "meaningless"
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_empty_answer_is_shown_as_such(stream, capsys):
+    from llama_index_vlm.cli.querying import EMPTY_ANSWER, _print_answer
+
+    response = type(
+        "Response", (), {"__str__": lambda self: " ", "response_gen": iter(["", " "])}
+    )()
+    _print_answer(response, stream=stream)
+    assert capsys.readouterr().out.endswith(f"{EMPTY_ANSWER}\n")
+
+
+def test_an_answer_keeps_its_lines_and_loses_its_escape_sequences(capsys):
+    from llama_index_vlm.cli.querying import _print_answer
+
+    response = type("Response", (), {"__str__": lambda self: "Revenue:\n\x1b[2J12 M"})()
+    _print_answer(response, stream=False)
+    assert capsys.readouterr().out == "Revenue:\n\\x1b[2J12 M\n"

@@ -14,6 +14,8 @@ from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
 
 from llama_index_vlm.ingestion import ingest_documents
 from llama_index_vlm.retriever import ColPaliRetriever
+from llama_index_vlm.retriever.page_caches import FastPageCache
+from llama_index_vlm.search import FastPageIndex
 from llama_index_vlm.store import LanceDBPageStore
 
 
@@ -44,9 +46,9 @@ def test_retrievers_over_one_store_share_its_pages_in_memory(
     n_after_first = len(loaded)
     copy.retrieve("revenue")
     other.retrieve("revenue")
-    # Exact mode loads nothing more; fast mode reads only its one reranked candidate per query.
-    reranked = 0 if search_mode == "exact" else 1
-    assert len(loaded) == n_after_first + 2 * reranked
+    # Nothing is loaded again: exact mode holds every page; fast mode reads its reranked
+    # candidates' vectors from the index saved beside the store, not from the table.
+    assert len(loaded) == n_after_first
     assert first._cache is copy._cache is other._cache
 
 
@@ -78,34 +80,49 @@ def test_retrievers_over_different_stores_do_not_share(store, colpali_encoder, t
     assert ours._cache is not theirs._cache
 
 
-def test_fast_mode_reads_rerank_vectors_without_holding_the_cache(
-    store, colpali_encoder, monkeypatch
-):
+def test_fast_mode_reranks_without_holding_the_cache(store, colpali_encoder, monkeypatch):
     retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="fast")
     retriever.retrieve("revenue")  # builds the cache
-    cache = retriever._cache
-    read = LanceDBPageStore.get_page_vectors
-    lock_free_while_reading: list[bool] = []
+    rerank_vectors = FastPageCache._rerank_vectors
+    refresh_could_run: list[bool] = []
 
-    def reading(store, page_ids, *args, **kwargs):
-        # Another query's thread must be able to take the cache while this one reads vectors.
+    def reading(cache, page_ids, version):
+        # A refresh (the write side of the cache's lock) must be able to run meanwhile.
+        lock = cache._readers_writer
         probe = threading.Thread(
-            target=lambda: lock_free_while_reading.append(_try_lock(cache.lock))
+            target=lambda: (lock.acquire_write(), lock.release_write()), daemon=True
         )
         probe.start()
-        probe.join()
-        return read(store, page_ids, *args, **kwargs)
+        probe.join(timeout=30)
+        refresh_could_run.append(not probe.is_alive())
+        return rerank_vectors(cache, page_ids, version)
 
-    monkeypatch.setattr(LanceDBPageStore, "get_page_vectors", reading)
+    monkeypatch.setattr(FastPageCache, "_rerank_vectors", reading)
     hits = retriever.retrieve("revenue")
-    assert hits and lock_free_while_reading == [True]
+    assert hits and refresh_could_run == [True]
 
 
-def _try_lock(lock) -> bool:
-    if lock.acquire(blocking=False):
-        lock.release()
-        return True
-    return False
+def test_fast_queries_search_the_index_together(store, colpali_encoder, monkeypatch):
+    retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="fast")
+    retriever.retrieve("revenue")  # builds the cache
+    candidates = FastPageIndex.candidates
+    inside = threading.Barrier(2, timeout=30)
+
+    def candidates_of_two_queries_at_once(index, *args, **kwargs):
+        inside.wait()  # passes only when both queries are inside the index at once
+        return candidates(index, *args, **kwargs)
+
+    monkeypatch.setattr(FastPageIndex, "candidates", candidates_of_two_queries_at_once)
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(len(retriever.retrieve("revenue"))))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [5, 5]
 
 
 @pytest.mark.parametrize("search_mode", ["exact", "fast"])

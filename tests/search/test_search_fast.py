@@ -74,14 +74,14 @@ def test_fast_finds_the_planted_needle_with_exact_scores():
     assert list(scores) == sorted(scores, reverse=True)
 
 
-@pytest.mark.parametrize("binary_prefilter", [True, False])
-def test_fast_recall_at_10_against_exact(corpus, binary_prefilter):
+@pytest.mark.parametrize("prefilter", ["centroids", "binary", None])
+def test_fast_recall_at_10_against_exact(corpus, prefilter):
     rng = np.random.default_rng(2)
     targets = rng.choice(len(corpus), size=20, replace=False)
     # Content patches come first in each synthetic page; at least 15 of them.
     queries = [query_for(corpus[t], 15, rng) for t in targets]
     truth, _ = top_k(maxsim_scores(queries, corpus), 10)
-    index = FastPageIndex(pool_factor=8, binary_prefilter=binary_prefilter)
+    index = FastPageIndex(pool_factor=8, prefilter=prefilter)
     index.add(range(len(corpus)), corpus)
     recalls, firsts = [], []
     for query, expected, target in zip(queries, truth, targets, strict=True):

@@ -620,6 +620,14 @@ def test_documents_lists_each_document_with_its_pages(filled):
     ]
 
 
+def test_metadata_keys_are_the_users_own_keys_without_page_fields(filled):
+    assert filled.metadata_keys() == ["rank", "topic"]
+
+
+def test_metadata_keys_of_an_empty_store_are_none(store):
+    assert store.metadata_keys() == []
+
+
 def test_vector_counts_are_the_stored_rows(filled):
     counts = filled.vector_counts()
     assert sorted(counts) == ALL_PAGES
@@ -772,7 +780,7 @@ def test_native_query_honours_filters(filled):
 def test_native_query_honours_doc_ids(filled):
     by_doc = filled.query(
         VectorStoreQuery(
-            query_embedding=QUERY_VECTORS[0].tolist(), similarity_top_k=9, doc_ids=["b"]
+            query_embedding=QUERY_VECTORS[:1].tolist(), similarity_top_k=9, doc_ids=["b"]
         )
     )
     assert sorted(by_doc.ids) == ["b-p1", "b-p2", "b-p3"]

@@ -52,9 +52,14 @@ def test_no_table_holds_no_page(table):
         queries.page_vectors(None, ["d1-p1"], None)
 
 
-def test_one_query_vector_is_a_query_of_one_row():
-    vectors = queries.query_vectors(VectorStoreQuery(query_embedding=[0.5] * DIM))
-    assert vectors.shape == (1, DIM) and vectors.dtype == np.float32
+def test_a_query_multi_vector_is_read_as_float32_rows():
+    vectors = queries.query_vectors(VectorStoreQuery(query_embedding=[[0.5] * DIM] * 2))
+    assert vectors.shape == (2, DIM) and vectors.dtype == np.float32
+
+
+def test_a_single_vector_query_is_refused_naming_the_visual_document_index():
+    with pytest.raises(InvalidRequestError, match="VisualDocumentIndex.from_vector_store"):
+        queries.query_vectors(VectorStoreQuery(query_embedding=[0.5] * DIM))
 
 
 def test_a_query_mode_other_than_the_default_is_refused():

@@ -1,0 +1,118 @@
+"""Our fast search against peer engines on the same corpus, in one run (issue 15).
+
+The corpus (a :mod:`corpora` family) is generated once and saved; our
+:class:`~llama_index_vlm.search.FastPageIndex` runs here, each peer in its own venv made by
+``benchmarks/peers/setup.sh`` (``run_peer.py``), on the same pages and queries. Recall@10 is
+against exact MaxSim computed here. A peer whose venv is missing gets a row saying so.
+
+Usage::
+
+    bash benchmarks/peers/setup.sh muvera
+    python benchmarks/peers/peers.py --family codebook --pages 2000 --out peers.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from corpora import family  # noqa: E402
+
+from llama_index_vlm.search import FastPageIndex, PageVectorMatrix, maxsim_scores, top_k  # noqa: E402
+
+K = 10
+PEERS = {  # peer -> its venv
+    "muvera": "muvera",
+    "fast-plaid": "fast-plaid",
+    "pylate-plaid": "pylate",
+    "pylate-voyager": "pylate",
+}
+
+
+def ours(pages, queries):
+    started = time.perf_counter()
+    index = FastPageIndex()
+    index.add(range(len(pages)), pages)
+    index.prepare()
+    build = time.perf_counter() - started
+    latencies, found = [], []
+    for query in queries:
+        began = time.perf_counter()
+        ids, _ = index.search(query, K, rerank_fn=lambda ids: [pages[i] for i in ids])
+        latencies.append(time.perf_counter() - began)
+        found.append(ids)
+    return {"build_s": build, "latencies_s": latencies, "found": found}
+
+
+def row(name, result, truth, n_pages):
+    recall = np.mean(
+        [len(set(f) & set(t.tolist())) / K for f, t in zip(result["found"], truth, strict=True)]
+    )
+    p50 = np.median(result["latencies_s"]) * 1000
+    return [name, f"{n_pages:,}", f"{p50:,.1f}", f"{recall:.3f}", f"{result['build_s']:,.1f}", ""]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", default="codebook")
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    corpus = family(args.family)
+    pages = corpus.pages(0, args.pages)
+    targets = np.random.default_rng(args.pages).choice(args.pages, args.queries, replace=False)
+    queries = [corpus.query(int(t)) for t in targets]
+    truth, _ = top_k(maxsim_scores(queries, PageVectorMatrix.from_pages(pages)), K)
+    rows = [row("ours (FastPageIndex)", ours(pages, queries), truth, args.pages)]
+    print(rows[-1], file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        saved = Path(folder) / "corpus.npz"
+        matrix = PageVectorMatrix.from_pages(pages)
+        np.savez(
+            saved, vectors=matrix.vectors, offsets=matrix.offsets, queries=np.stack(queries), k=K
+        )
+        for peer in args.peers.split(","):
+            python = HERE / f".venv-{PEERS[peer]}" / "bin" / "python"
+            if not python.exists():
+                rows.append([peer, f"{args.pages:,}", "-", "-", "-", "not installed (setup.sh)"])
+                continue
+            command = [str(python), str(HERE / "run_peer.py"), peer, str(saved)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                reason = done.stderr.strip().splitlines()[-1][:200] if done.stderr else "failed"
+                rows.append([peer, f"{args.pages:,}", "-", "-", "-", reason])
+            else:
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append(row(peer, result, truth, args.pages))
+            print(rows[-1], file=sys.stderr, flush=True)
+    header = ["engine", "pages", "p50 ms", "recall@10", "build s", "notes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    load_end = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    lines.append(
+        f"\nFamily {args.family}, {args.queries} queries; load average {load_start} at start, "
+        f"{load_end} at end."
+    )
+    table = "\n".join(lines)
+    if args.out:
+        args.out.write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Recall of fast search on structurally different corpus families (issue 15), side by side.
+
+For each family of :mod:`corpora` (same pages, same queries, one process), compares:
+
+- ``exact``: :func:`maxsim_scores` over every page (the ground truth, all queries batched);
+- ``fast (issue 4)``: the previous fast mode: pool factor 16, binary sign-code prefilter,
+  a fixed exact rerank of 100 candidates;
+- ``fast``: today's default :class:`FastPageIndex` (pool factor 8, centroid-interaction
+  prefilter, adaptive exact rerank from 32 candidates up to 512);
+- ``fast, fixed depth 100``: today's first stages with the old fixed-depth rerank, to
+  separate what the first stage and what the adaptive depth each bring.
+
+Full vectors for the rerank are read from memory, so latencies are the search's own.
+Recall@10 is against exact MaxSim; "target 1st" counts the planted page first (and, for
+reference, how often exact itself ranks it first).
+
+Usage::
+
+    python benchmarks/search_families.py --pages 2000 --out results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corpora import FAMILIES, family  # noqa: E402
+
+from llama_index_vlm.search import (  # noqa: E402
+    FastPageIndex,
+    PageVectorMatrix,
+    adaptive_rerank,
+    maxsim_scores,
+    rerank_exactly,
+    top_k,
+)
+
+K = 10
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def bench_family(name: str, n_pages: int, n_queries: int, workdir: Path) -> list[list[str]]:
+    corpus = family(name, checkpoint_dir=workdir / "tiny-colpali")
+    started = time.perf_counter()
+    pages = corpus.pages(0, n_pages)
+    log(f"{name}: {n_pages} pages in {time.perf_counter() - started:.0f}s")
+    rng = np.random.default_rng(n_pages)
+    targets = rng.choice(n_pages, size=n_queries, replace=False)
+    queries = [corpus.query(int(target)) for target in targets]
+    truth, _ = top_k(maxsim_scores(queries, PageVectorMatrix.from_pages(pages)), K)
+    exact_first = float(np.mean(truth[:, 0] == targets))
+
+    def fetch(ids):
+        return [pages[i] for i in ids]
+
+    builds = {}
+    started = time.perf_counter()
+    old = FastPageIndex(pool_factor=16, prefilter="binary")
+    old.add(range(n_pages), pages)
+    builds["old"] = time.perf_counter() - started
+    started = time.perf_counter()
+    new = FastPageIndex()
+    new.add(range(n_pages), pages)
+    new.prepare()
+    builds["new"] = time.perf_counter() - started
+    log(f"{name}: indexes built (issue 4 {builds['old']:.0f}s, now {builds['new']:.0f}s)")
+
+    def old_search(query):
+        ids, _ = old.candidates(query, 100)
+        return rerank_exactly(query, ids, K, fetch)[0], 100
+
+    def new_search(query):
+        ids, approximate = new.candidates(query, 512)
+        result = adaptive_rerank(query, ids, approximate, K, fetch)
+        return result.page_ids, result.n_reranked
+
+    def new_fixed(query):
+        ids, _ = new.candidates(query, 100)
+        return rerank_exactly(query, ids, K, fetch)[0], 100
+
+    methods = {
+        "fast (issue 4: binary, x16, depth 100)": (old_search, old, builds["old"]),
+        "fast (centroids, x8, adaptive depth)": (new_search, new, builds["new"]),
+        "fast (centroids, x8, fixed depth 100)": (new_fixed, new, builds["new"]),
+    }
+    latencies = {method: [] for method in methods}
+    found = {method: [] for method in methods}
+    depths = {method: [] for method in methods}
+    for query in queries:
+        for method, (search, _, _) in methods.items():
+            began = time.perf_counter()
+            ids, depth = search(query)
+            latencies[method].append(time.perf_counter() - began)
+            found[method].append(ids)
+            depths[method].append(depth)
+    rows = []
+    vectors = np.mean([page.shape[0] for page in pages])
+    for method, (_, index, build_s) in methods.items():
+        recalls = [
+            len(set(ids) & set(expected.tolist())) / K
+            for ids, expected in zip(found[method], truth, strict=True)
+        ]
+        recall, worst = np.mean(recalls), min(recalls)
+        first = np.mean([ids[0] == t for ids, t in zip(found[method], targets, strict=True)])
+        rows.append(
+            [
+                name,
+                f"{n_pages:,}",
+                f"{vectors:.0f}",
+                method,
+                f"{np.median(latencies[method]) * 1000:.1f}",
+                f"{recall:.3f}",
+                f"{worst:.1f}",
+                f"{first:.0%} ({exact_first:.0%})",
+                f"{np.mean(depths[method]):.0f} / {np.max(depths[method])}",
+                f"{index.nbytes / 2**20:.0f}",
+                f"{build_s:.0f}",
+            ]
+        )
+        log(f"{name} {method}: recall {recall:.3f} first {first:.0%} p50 {rows[-1][4]} ms")
+    return rows
+
+
+HEADER = [
+    "family",
+    "pages",
+    "vectors/page",
+    "method",
+    "p50 ms",
+    "recall@10",
+    "worst query",
+    "target 1st (exact)",
+    "reranked mean / max",
+    "index MiB",
+    "build s",
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    started = time.perf_counter()
+    rows: list[list[str]] = []
+
+    def table() -> str:
+        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        load_end = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        lines.append(
+            f"\nLoad average at start {load_start}, at end {load_end}; "
+            f"{time.perf_counter() - started:.0f}s in all."
+        )
+        return "\n".join(lines)
+
+    with tempfile.TemporaryDirectory(prefix="vlm-families-") as workdir:
+        for name in args.families.split(","):
+            rows.extend(bench_family(name, args.pages, args.queries, Path(workdir)))
+            if args.out:
+                args.out.write_text(table() + "\n")
+    print(table())
+
+
+if __name__ == "__main__":
+    main()

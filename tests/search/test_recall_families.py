@@ -1,0 +1,89 @@
+"""Fast search keeps its recall on structurally different corpora, and is exact when asked.
+
+The corpora come from ``benchmarks/corpora.py`` at test size (64-dim vectors, ~240 per page,
+pooled x4 to ~60 codes as 1030 ColPali vectors pooled x8 give ~129):
+each family differs in structure (blank share, a small shared codebook with near-tie ranks,
+ColQwen2-like variable lengths with image-like regions), not only in seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from corpora import family
+
+from llama_index_vlm.search import FastPageIndex, PageVectorMatrix, maxsim_scores, top_k
+
+N_PAGES, DIM, N_PATCHES, N_QUERIES = 500, 64, 240, 20
+PREFILTER_DEPTH = 100  # of 500 pages: the centroid stage does the narrowing
+
+
+def fetch_from(pages):
+    return lambda ids: [pages[i] for i in ids]
+
+
+@pytest.fixture(scope="module", params=["blank-heavy", "codebook", "colqwen2"])
+def corpus(request):
+    """``(pages, queries, targets, exact top 10, index)`` of one family."""
+    generator = family(request.param, dim=DIM, n_patches=N_PATCHES)
+    pages = generator.pages(0, N_PAGES)
+    targets = np.random.default_rng(7).choice(N_PAGES, size=N_QUERIES, replace=False)
+    queries = [generator.query(int(target)) for target in targets]
+    truth, _ = top_k(maxsim_scores(queries, PageVectorMatrix.from_pages(pages)), 10)
+    index = FastPageIndex(pool_factor=4)
+    index.add(range(N_PAGES), pages)
+    return pages, queries, targets, truth, index
+
+
+def test_recall_floor_on_each_family(corpus):
+    pages, queries, targets, truth, index = corpus
+    recalls, firsts, planted = [], [], []
+    for query, expected, target in zip(queries, truth, targets, strict=True):
+        found, _ = index.search(
+            query, 10, rerank_fn=fetch_from(pages), prefilter_depth=PREFILTER_DEPTH
+        )
+        recalls.append(len(set(found) & set(expected.tolist())) / 10)
+        firsts.append(found[0] == expected[0])
+        planted.append(found[0] == target)
+    assert np.mean(recalls) >= 0.95
+    assert np.mean(firsts) >= 0.95
+    # The planted page comes first as often as exact search puts it first.
+    assert np.mean(planted) >= np.mean(truth[:, 0] == targets) - 0.05
+
+
+def test_fast_equals_exact_when_the_candidate_depth_covers_the_store(corpus):
+    pages, queries, _, truth, index = corpus
+    for query, expected in zip(queries[:5], truth[:5], strict=True):
+        found, scores = index.search(
+            query, 10, candidate_depth=N_PAGES, rerank_fn=fetch_from(pages)
+        )
+        assert found == expected.tolist()
+        np.testing.assert_allclose(scores, maxsim_scores(query, pages)[0][found], rtol=1e-6)
+
+
+def test_filters_hold_in_fast_mode_with_the_prefilter(corpus):
+    pages, queries, _, _, index = corpus
+    allowed = set(range(0, N_PAGES, 7))
+    exact = maxsim_scores(queries[0], pages)[0]
+    best_allowed = sorted(allowed, key=lambda i: -exact[i])[:5]
+    found, _ = index.search(
+        queries[0], 5, rerank_fn=fetch_from(pages), prefilter_depth=30, allowed=allowed
+    )
+    assert set(found) <= allowed
+    assert found == best_allowed
+
+
+def test_short_pages_keep_every_vector_as_codes():
+    # 23 vectors per page, as the tiny ColPali encoder gives: pooling them to 3 codes lost
+    # most of the exact top 10; pages keep at least MIN_CODES_PER_PAGE codes.
+    rng = np.random.default_rng(3)
+    pages = [rng.standard_normal((23, DIM)).astype(np.float16) for _ in range(50)]
+    index = FastPageIndex()
+    index.add(range(50), pages)
+    codes, _ = index.page_codes(7)
+    assert codes.shape == (23, DIM)
+    query = pages[7][:5].astype(np.float32)
+    _, approximate = index.candidates(query, 50)
+    np.testing.assert_allclose(
+        np.sort(approximate)[::-1], np.sort(maxsim_scores(query, pages)[0])[::-1], rtol=1e-3
+    )
