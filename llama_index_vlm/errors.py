@@ -96,3 +96,9 @@ class PageNotFoundError(VLMError, KeyError):
     def __str__(self) -> str:
         # KeyError shows its message quoted, as a key; this one is a sentence.
         return str(self.args[0])
+
+
+class TrainingDataError(VLMError, ValueError):
+    """Fine-tuning data is unusable: a malformed line of a pairs or QA file, a page the store
+    does not hold, an image that cannot be read, or too few examples to train and evaluate.
+    """
