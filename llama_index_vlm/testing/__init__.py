@@ -11,7 +11,8 @@ the same public ``from_pretrained`` path as a hub checkpoint, so a test exercise
 The answers and rankings of such models are meaningless; their shapes, prompts, token counts
 and code paths are the real ones. One module per family group builds its kinds
 (:mod:`~llama_index_vlm.testing.paligemma`: PaliGemma and ColPali, :mod:`.qwen2_vl`: ColQwen2,
-:mod:`.llava`: LLaVA and LLaVA-NeXT, :mod:`.blip2`: BLIP-2) from the shared :mod:`.parts`.
+:mod:`.llava`: LLaVA and LLaVA-NeXT, :mod:`.blip2`: BLIP-2, :mod:`.image_text`: BLIP-2's
+image-text retrieval model and SigLIP) from the shared :mod:`.parts`.
 
 Example::
 
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llama_index_vlm.testing.blip2 import build_blip2
+from llama_index_vlm.testing.image_text import build_blip2_itm, build_siglip
 from llama_index_vlm.testing.llava import build_llava, build_llava_next
 from llama_index_vlm.testing.paligemma import build_colpali, build_paligemma
 from llama_index_vlm.testing.qwen2_vl import build_colqwen2
@@ -47,6 +49,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "llava_next": build_llava_next,
     "paligemma": build_paligemma,
     "blip2": build_blip2,
+    "blip2_itm": build_blip2_itm,
+    "siglip": build_siglip,
 }
 
 #: The kinds :func:`make_tiny_checkpoint` builds.
@@ -59,7 +63,8 @@ def make_tiny_checkpoint(kind: str, path: str | os.PathLike[str], seed: int = 0)
     Args:
         kind: one of :data:`TINY_CHECKPOINT_KINDS`: ``"colpali"`` (``ColPaliForRetrieval`` over a
             PaliGemma backbone), ``"colqwen2"`` (``ColQwen2ForRetrieval``), ``"llava"``,
-            ``"llava_next"``, ``"paligemma"`` or ``"blip2"``.
+            ``"llava_next"``, ``"paligemma"``, ``"blip2"``, ``"blip2_itm"``
+            (``Blip2ForImageTextRetrieval``, for image search) or ``"siglip"`` (``SiglipModel``).
         path: the directory to write. If it already holds a checkpoint of the same kind, seed
             and recipe (made earlier by this function), it is reused as it is, so a test suite
             can cache checkpoints across tests and runs.
