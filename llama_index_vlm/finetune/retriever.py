@@ -105,13 +105,15 @@ def finetune_retriever(
     require_peft()
     settings = settings or TrainingSettings()
     train, held_out, images = _prepare_pairs(pairs, store, eval_pairs, eval_fraction, settings)
+    if not hard_negatives:
+        _check_negatives(train)
     corpus = [pair.page_key for pair in [*train, *held_out]]
     encoder = ColPaliEncoder.from_pretrained(base, device=device, show_progress=False)
     base_ranker = PageRanker(encoder, images, corpus, settings.batch_size)
     before = retrieval_metrics(base_ranker, held_out)
     if hard_negatives:
-        train = _with_mined_negatives(train, base_ranker)
-    _check_negatives(train)
+        train = mine_hard_negatives(train, base_ranker)
+        _check_negatives(train)
     model = add_lora(
         encoder.model,
         settings,
@@ -254,8 +256,13 @@ def _prepare_pairs(
     return train, held_out, images
 
 
-def _with_mined_negatives(pairs: list[TrainingPair], ranker: PageRanker) -> list[TrainingPair]:
-    """Each pair without a hard negative gets the best-ranked page that is not one of its own."""
+def mine_hard_negatives(pairs: list[TrainingPair], ranker: PageRanker) -> list[TrainingPair]:
+    """``pairs`` with a hard negative for each pair that has none: the page ``ranker`` ranks
+    highest for its query among the pages that are not the query's own.
+
+    Pairs that name a hard negative keep it; a query whose corpus holds only its own pages
+    gets none.
+    """
     own: dict[str, set[str]] = {}
     for pair in pairs:
         own.setdefault(pair.query, set()).add(pair.page_key)

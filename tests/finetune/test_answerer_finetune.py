@@ -1,0 +1,103 @@
+"""Fine-tuning the answering model: answer-only labels, a frozen vision tower, and it learns."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from llama_index_vlm.errors import TrainingDataError
+from llama_index_vlm.finetune.answerer import (
+    VISION_TOWERS,
+    AnswerCollator,
+    finetune_answerer,
+    load_answer_examples,
+)
+from llama_index_vlm.finetune.training import linear_layer_pattern
+from llama_index_vlm.vlm import HuggingFaceVLM
+
+
+@pytest.mark.slow
+def test_fine_tuning_teaches_llava_the_answers(
+    tiny_checkpoint, colour_examples, quick_settings, tmp_path
+):
+    settings = quick_settings(max_steps=60, learning_rate=1e-2, logging_steps=10)
+    result = finetune_answerer(
+        colour_examples,
+        tmp_path / "adapter",
+        base=tiny_checkpoint("llava"),
+        eval_examples=colour_examples,
+        settings=settings,
+        max_new_tokens=4,
+        device="cpu",
+    )
+    before, after = result.comparison.before, result.comparison.after
+    assert after["exact_match"] >= before["exact_match"] + 0.5, result.comparison.table()
+    assert result.losses[-1] < result.losses[0]
+
+
+@pytest.mark.parametrize("kind", ["paligemma", "llava", "blip2"])
+def test_only_the_answer_and_its_end_are_labelled(kind, tiny_checkpoint, colour_examples):
+    from PIL import Image
+
+    vlm = HuggingFaceVLM.from_pretrained(tiny_checkpoint(kind), device="cpu")
+    items = [
+        {"image": Image.open(example.image), "question": "What colour?", "answer": example.answer}
+        for example in colour_examples[:2]
+    ]
+    batch = AnswerCollator(vlm)(items)
+    tokenizer = vlm.processor.tokenizer
+    for row, item in zip(batch["labels"], items, strict=True):
+        labelled = row[row != -100].tolist()
+        assert labelled[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(labelled[:-1]).strip() == item["answer"]
+
+
+def test_the_collated_batch_runs_through_the_model_with_a_loss(tiny_checkpoint, colour_examples):
+    from PIL import Image
+
+    vlm = HuggingFaceVLM.from_pretrained(tiny_checkpoint("llava"), device="cpu")
+    items = [
+        {"image": Image.open(e.image), "question": "Colour?", "answer": e.answer}
+        for e in colour_examples
+    ]
+    with torch.no_grad():
+        loss = vlm.model(**AnswerCollator(vlm)(items)).loss
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_the_default_adapter_targets_only_the_language_model(tiny_checkpoint):
+    vlm = HuggingFaceVLM.from_pretrained(tiny_checkpoint("paligemma"), device="cpu")
+    pattern = linear_layer_pattern(vlm.model, ["language_model"])
+    targets = [name for name, _ in vlm.model.named_modules() if re.fullmatch(pattern, name)]
+    assert targets and all(".language_model." in name for name in targets)
+    assert not any("lm_head" in name for name in targets)
+
+
+def test_training_the_vision_tower_adds_its_layers(tiny_checkpoint):
+    vlm = HuggingFaceVLM.from_pretrained(tiny_checkpoint("paligemma"), device="cpu")
+    pattern = linear_layer_pattern(vlm.model, ["language_model", *VISION_TOWERS])
+    targets = [name for name, _ in vlm.model.named_modules() if re.fullmatch(pattern, name)]
+    assert any(".vision_tower." in name for name in targets)
+
+
+def test_qa_files_accept_several_answers(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(
+        json.dumps({"page_id": "d-p1", "question": "Region?", "answers": ["EMEA", "Europe"]}) + "\n"
+    )
+    (example,) = load_answer_examples(path)
+    assert (example.answer, example.answers, example.page_key) == (
+        "EMEA",
+        ("EMEA", "Europe"),
+        "d-p1",
+    )
+
+
+def test_a_qa_line_without_an_answer_is_refused(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "question": "Region?"}) + "\n")
+    with pytest.raises(TrainingDataError, match=r"qa.jsonl:1: give \"answer\""):
+        load_answer_examples(path)
