@@ -7,7 +7,6 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import TrainingDataError
 from llama_index_vlm.finetune.evaluation import PageRanker
 from llama_index_vlm.finetune.pairs import PageImages, TrainingPair, save_pairs
