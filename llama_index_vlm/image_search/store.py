@@ -233,7 +233,6 @@ class LanceDBImageStore(BasePydanticVectorStore):
                 f"table {self.table_name!r} holds {stored_dim}-dimensional vectors, these have "
                 f"{dim}: use the encoder the table was made with, or another table_name"
             )
-        data = pa.Table.from_arrays(data.columns, schema=table.schema)
         table.merge_insert(
             "image_id"
         ).when_matched_update_all().when_not_matched_insert_all().execute(data)
