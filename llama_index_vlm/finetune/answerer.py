@@ -34,18 +34,15 @@ from llama_index_vlm.finetune.training import (
     TrainingSettings,
     add_lora,
     linear_layer_pattern,
-    logged_losses,
     require_peft,
-    settings_record,
+    save_results,
+    train_quietly,
     training_arguments,
-    write_adapter_record,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from llama_index_vlm.store import LanceDBPageStore
 
-#: The metrics file written next to the adapter.
-METRICS_FILE = "metrics.json"
 #: Names of the vision towers of the supported families, adapted with ``train_vision_tower``.
 VISION_TOWERS = ("vision_tower", "vision_model", "visual")
 
@@ -146,8 +143,7 @@ def finetune_answerer(
         train_dataset=_ExampleDataset(train, images),
         data_collator=AnswerCollator(vlm),
     )
-    trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
-    output_dir = Path(output_dir)
+    train_quietly(trainer, settings)
     model.save_pretrained(output_dir)
     # LoRA layers were injected into vlm.model itself: the same VLM now answers with them.
     model.eval()
@@ -158,21 +154,13 @@ def finetune_answerer(
         metrics=ANSWER_METRICS,
         details={"train_examples": len(train), "eval_examples": len(held_out)},
     )
-    comparison.write(output_dir / METRICS_FILE)
-    losses = logged_losses(trainer.state.log_history)
-    write_adapter_record(
-        output_dir,
-        {
-            "kind": "answerer",
-            "base": vlm.model_name,
-            "family": vlm.family,
-            "train_vision_tower": train_vision_tower,
-            "settings": settings_record(settings),
-            "metrics": comparison.to_json(),
-            "losses": losses,
-        },
-    )
-    return FinetuneResult(adapter_dir=output_dir, comparison=comparison, losses=losses)
+    record = {
+        "kind": "answerer",
+        "base": vlm.model_name,
+        "family": vlm.family,
+        "train_vision_tower": train_vision_tower,
+    }
+    return save_results(trainer, settings, output_dir, comparison, record)
 
 
 class AnswerCollator:

@@ -16,7 +16,8 @@ trained the released ColPali and ColQwen2 checkpoints:
 One difference, deliberate: padding is masked. transformers' retrieval models zero the padded
 rows of a batch's embeddings, and colpali-engine takes the max over them too, so a zero row can
 outscore every real page vector when all of them are negative; here padded page rows never win
-a MaxSim. Query padding rows, zero vectors, add nothing to a score either way. And the
+a MaxSim. Query padding rows, zero vectors, add nothing to a score either way. Two queries of
+the same page in one batch are not each other's negatives (``page_groups``). And the
 cross-entropy's hard-negative term uses the same per-token scores as its in-batch term
 (colpali-engine divides only the latter by the query length).
 """
@@ -85,6 +86,7 @@ def late_interaction_loss(
     negative_mask: torch.Tensor | None = None,
     loss: LossName = "cross_entropy",
     temperature: float = DEFAULT_TEMPERATURE,
+    page_groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The training loss of a batch of (query, page[, hard negative page]) triples.
 
@@ -100,6 +102,8 @@ def late_interaction_loss(
         negative_mask: its mask.
         loss: ``"cross_entropy"`` or ``"pairwise"`` (see the module's docstring).
         temperature: the cross-entropy's temperature (colpali-engine: 0.02).
+        page_groups: optional ``(batch,)`` ids; pages with the same id are the same page (two
+            queries of one page in a batch), so neither is counted as the other's negative.
 
     Returns:
         A scalar tensor.
@@ -114,6 +118,10 @@ def late_interaction_loss(
             f"{query_embeddings.shape[0]} queries but {page_embeddings.shape[0]} pages in a batch"
         )
     scores = maxsim_matrix(query_embeddings, page_embeddings, page_mask)
+    if page_groups is not None:
+        same_page = page_groups[:, None] == page_groups[None, :]
+        same_page.fill_diagonal_(False)
+        scores = scores.masked_fill(same_page, _PADDING_SCORE)
     negatives = (
         None
         if negative_embeddings is None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.errors import TrainingDataError
@@ -44,18 +43,14 @@ from llama_index_vlm.finetune.training import (
     TrainingSettings,
     add_lora,
     linear_layer_pattern,
-    logged_losses,
     require_peft,
-    settings_record,
+    save_results,
+    train_quietly,
     training_arguments,
-    write_adapter_record,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from llama_index_vlm.store import LanceDBPageStore
-
-#: The metrics file written next to the adapter.
-METRICS_FILE = "metrics.json"
 
 
 def finetune_retriever(
@@ -127,8 +122,7 @@ def finetune_retriever(
         loss=loss,
         temperature=temperature,
     )
-    trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
-    output_dir = Path(output_dir)
+    train_quietly(trainer, settings)
     model.save_pretrained(output_dir)
     adapted = ColPaliEncoder(model, encoder.processor, name_or_path=encoder.name_or_path)
     after = retrieval_metrics(PageRanker(adapted, images, corpus, settings.batch_size), held_out)
@@ -138,24 +132,16 @@ def finetune_retriever(
         metrics=RETRIEVAL_METRICS,
         details={"train_pairs": len(train), "eval_pairs": len(held_out), "pages": len(set(corpus))},
     )
-    comparison.write(output_dir / METRICS_FILE)
-    losses = logged_losses(trainer.state.log_history)
-    write_adapter_record(
-        output_dir,
-        {
-            "kind": "retriever",
-            "base": encoder.name_or_path,
-            "model_class": type(encoder.model).__name__,
-            "loss": loss,
-            "temperature": temperature,
-            "hard_negatives": hard_negatives,
-            "synthetic_pairs": sum(pair.synthetic for pair in train),
-            "settings": settings_record(settings),
-            "metrics": comparison.to_json(),
-            "losses": losses,
-        },
-    )
-    return FinetuneResult(adapter_dir=output_dir, comparison=comparison, losses=losses)
+    record = {
+        "kind": "retriever",
+        "base": encoder.name_or_path,
+        "model_class": type(encoder.model).__name__,
+        "loss": loss,
+        "temperature": temperature,
+        "hard_negatives": hard_negatives,
+        "synthetic_pairs": sum(pair.synthetic for pair in train),
+    }
+    return save_results(trainer, settings, output_dir, comparison, record)
 
 
 def _trainer_class() -> type:
@@ -185,6 +171,7 @@ def _trainer_class() -> type:
                 inputs["negative"]["attention_mask"] if negatives is not None else None,
                 loss=self.loss_name,
                 temperature=self.temperature,
+                page_groups=inputs["page_group"],
             )
             outputs = {"query_embeddings": queries, "page_embeddings": pages}
             return (value, outputs) if return_outputs else value
@@ -206,6 +193,7 @@ class _PairDataset:
         pair = self.pairs[index]
         negative = pair.negative_key
         return {
+            "key": pair.page_key,
             "query": pair.query,
             "page": self.images.by_key(pair.page_key),
             "negative": None if negative is None else self.images.by_key(negative),
@@ -218,10 +206,15 @@ class _PairCollator:
     def __init__(self, processor: Any) -> None:
         self.processor = processor
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        groups = {key: group for group, key in enumerate(dict.fromkeys(i["key"] for i in items))}
         batch = {
             "query": dict(self.processor.process_queries(text=[item["query"] for item in items])),
             "page": self._pages([item["page"] for item in items]),
+            # Which items share a page: the loss must not count one as the other's negative.
+            "page_group": torch.tensor([groups[item["key"]] for item in items]),
         }
         if items[0]["negative"] is not None:
             batch["negative"] = self._pages([item["negative"] for item in items])

@@ -24,6 +24,8 @@ from llama_index_vlm.errors import UsageError
 ADAPTER_RECORD = "llama_index_vlm_adapter.json"
 #: Where checkpoints go, inside the output directory.
 CHECKPOINTS_DIR = "checkpoints"
+#: The before/after metrics, written next to the adapter.
+METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -184,6 +186,38 @@ def add_lora(model: Any, settings: TrainingSettings, target_modules: str) -> Any
     return get_peft_model(model, config)
 
 
+def train_quietly(trainer: Any, settings: TrainingSettings) -> None:
+    """Run ``trainer.train`` (resuming as ``settings`` say); without a progress bar, also
+    without the Trainer's printed log lines, so ``show_progress=False`` means silence.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    if not settings.show_progress:
+        trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
+
+
+def save_results(
+    trainer: Any,
+    settings: TrainingSettings,
+    output_dir: str | os.PathLike[str],
+    comparison: Any,
+    record: dict[str, Any],
+) -> FinetuneResult:
+    """Write ``metrics.json`` and the adapter record next to the saved adapter; the result."""
+    output_dir = Path(output_dir)
+    comparison.write(output_dir / METRICS_FILE)
+    losses = logged_losses(trainer.state.log_history)
+    full_record = {
+        **record,
+        "settings": asdict(settings),
+        "metrics": comparison.to_json(),
+        "losses": losses,
+    }
+    write_adapter_record(output_dir, full_record)
+    return FinetuneResult(adapter_dir=output_dir, comparison=comparison, losses=losses)
+
+
 def logged_losses(log_history: list[dict[str, Any]]) -> list[float]:
     """The training losses a Trainer logged, in order."""
     return [float(entry["loss"]) for entry in log_history if "loss" in entry]
@@ -194,11 +228,6 @@ def write_adapter_record(output_dir: str | os.PathLike[str], record: dict[str, A
     path = Path(output_dir) / ADAPTER_RECORD
     path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return path
-
-
-def settings_record(settings: TrainingSettings) -> dict[str, Any]:
-    """The settings as JSON-able values, for the adapter record."""
-    return asdict(settings)
 
 
 def require_peft() -> None:

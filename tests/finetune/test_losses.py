@@ -81,3 +81,12 @@ def test_matching_pages_cost_less_than_shuffled_ones(loss):
 def test_an_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="loss must be one of"):
         late_interaction_loss(unit(2, 3, 4), torch.ones(2, 3), unit(2, 3, 4), loss="triplet")
+
+
+def test_two_queries_of_one_page_are_not_each_others_negatives():
+    queries = unit(2, 3, 8)
+    page = unit(1, 5, 8, seed=8).expand(2, 5, 8)  # the same page twice in the batch
+    mask = torch.ones(2, 3)
+    grouped = late_interaction_loss(queries, mask, page, page_groups=torch.tensor([0, 0]))
+    ungrouped = late_interaction_loss(queries, mask, page)
+    assert grouped == pytest.approx(0.0, abs=1e-6) and ungrouped > 0.5
