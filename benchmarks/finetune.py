@@ -31,16 +31,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from llama_index_vlm._testing_finetune_tasks import (  # noqa: E402
-    colour_answer_examples,
-    word_page_pairs,
-)
 from llama_index_vlm.finetune.answerer import finetune_answerer  # noqa: E402
 from llama_index_vlm.finetune.evaluation import PageRanker, retrieval_metrics  # noqa: E402
 from llama_index_vlm.finetune.pairs import PageImages  # noqa: E402
 from llama_index_vlm.finetune.retriever import finetune_retriever  # noqa: E402
 from llama_index_vlm.finetune.training import TrainingSettings  # noqa: E402
 from llama_index_vlm.testing import make_tiny_checkpoint  # noqa: E402
+from llama_index_vlm.testing.finetune_tasks import (  # noqa: E402
+    colour_answer_examples,
+    word_page_pairs,
+)
 
 TRAIN_TEMPLATES = ("{word}", "the {word} page")
 HELD_OUT_TEMPLATE = ("show the {word}",)

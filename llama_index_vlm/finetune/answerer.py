@@ -156,7 +156,7 @@ def finetune_answerer(
     )
     record = {
         "kind": "answerer",
-        "base": vlm.model_name,
+        "base": vlm.name_or_path,
         "family": vlm.family,
         "train_vision_tower": train_vision_tower,
     }

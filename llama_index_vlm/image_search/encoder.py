@@ -17,14 +17,23 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from llama_index_vlm.checkpoints import model_type as _model_type
-from llama_index_vlm.checkpoints import raise_if_missing_weights
-from llama_index_vlm.devices import resolve_device, resolve_dtype
+from llama_index_vlm.checkpoints import Architectures, load_model
 from llama_index_vlm.errors import EmptyInputError, InvalidCheckpointError
 from llama_index_vlm.image_search.models import ARCHITECTURES, ImageTextArchitecture
 from llama_index_vlm.images import to_rgb
 
 DEFAULT_IMAGE_TEXT_ENCODER = "Salesforce/blip2-itm-vit-g"
+
+#: The checkpoints :meth:`ImageTextEncoder.from_pretrained` loads.
+IMAGE_TEXT_ENCODERS = Architectures(
+    classes={model_type: a.model_class for model_type, a in ARCHITECTURES.items()},
+    description="an image-text retrieval model (BLIP-2's Q-Former or SigLIP)",
+    examples=(DEFAULT_IMAGE_TEXT_ENCODER, "google/siglip-base-patch16-224"),
+    missing_weights_consequence="its vectors would change on every load",
+    missing_weights_advice="Use an image-text retrieval checkpoint (e.g. "
+    f"{DEFAULT_IMAGE_TEXT_ENCODER!r}; BLIP-2 captioning checkpoints such as "
+    "'Salesforce/blip2-opt-2.7b' have no retrieval heads).",
+)
 
 
 class ImageTextEncoder:
@@ -94,37 +103,18 @@ class ImageTextEncoder:
             MissingWeightsError: the checkpoint lacks the retrieval heads (a BLIP-2 captioning
                 checkpoint such as ``blip2-opt-2.7b`` has no ITC/ITM heads).
         """
-        import transformers
-
-        name_or_path = os.fspath(name_or_path)
-        model_type = _model_type(name_or_path, revision)
-        architecture = ARCHITECTURES.get(model_type)
-        if architecture is None:
-            raise InvalidCheckpointError(
-                f"{name_or_path!r} is a {model_type or 'unknown'!r} checkpoint, not an image-text "
-                f"retrieval model; use one whose config has model_type in {sorted(ARCHITECTURES)}"
-                f" (e.g. {DEFAULT_IMAGE_TEXT_ENCODER!r} or 'google/siglip-base-patch16-224')"
-            )
-        device = resolve_device(device)
-        model_kwargs.setdefault("trust_remote_code", False)
-        model, loading_info = getattr(transformers, architecture.model_class).from_pretrained(
+        model, processor, _ = load_model(
             name_or_path,
+            IMAGE_TEXT_ENCODERS,
+            device=device,
+            dtype=dtype,
             revision=revision,
-            dtype=resolve_dtype(dtype, device),
-            output_loading_info=True,
             **model_kwargs,
         )
-        raise_if_missing_weights(
-            name_or_path,
-            loading_info,
-            "its vectors would change on every load",
-            f"Use an image-text retrieval checkpoint (e.g. {DEFAULT_IMAGE_TEXT_ENCODER!r}).",
-        )
-        processor = transformers.AutoProcessor.from_pretrained(name_or_path, revision=revision)
         return cls(
-            model.to(device),
+            model,
             processor,
-            name_or_path=name_or_path,
+            name_or_path=os.fspath(name_or_path),
             revision=revision,
             batch_size=batch_size,
             show_progress=show_progress,

@@ -44,10 +44,10 @@ from llama_index.core.vector_stores.types import (
 )
 
 from llama_index_vlm.errors import InvalidPageError, ModelMismatchError, StoreError
-from llama_index_vlm.filters import in_list, quote_literal, to_lance_where
-from llama_index_vlm.fingerprint import identity
-from llama_index_vlm.pages import canonical_json, metadata_json, node_image
-from llama_index_vlm.store import FINGERPRINT_KEY
+from llama_index_vlm.fingerprint import check_compatible
+from llama_index_vlm.pages import metadata_json, node_image
+from llama_index_vlm.store.filters import in_list, quote_literal, to_lance_where
+from llama_index_vlm.store.schema import FINGERPRINT_KEY, fingerprint_metadata
 
 IndexType = Literal["IVF_HNSW_SQ", "IVF_PQ"]
 
@@ -71,7 +71,7 @@ DEFAULT_ANN_MIN_ROWS = 10_000
 
 def image_schema(dim: int, fingerprint: dict[str, Any] | None = None) -> pa.Schema:
     """The Arrow schema of an image table of ``dim``-dimensional vectors."""
-    vector_metadata = {FINGERPRINT_KEY: canonical_json(fingerprint)} if fingerprint else None
+    vector_metadata = fingerprint_metadata(fingerprint) if fingerprint else None
     fields = [
         pa.field(name, pa.string() if kind == "string" else pa.int64(), nullable=name != "image_id")
         for name, kind in IMAGE_FIELDS.items()
@@ -146,8 +146,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
         """The LanceDB connection."""
         return self._connection
 
-    @property
-    def table(self) -> Any | None:
+    def _open_table(self) -> Any | None:
         """The LanceDB table, or None before the first image is added."""
         if self._table is None:
             try:
@@ -166,7 +165,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
     @property
     def fingerprint(self) -> dict[str, Any] | None:
         """The fingerprint of the encoder that made the stored vectors (None if none yet)."""
-        table = self.table
+        table = self._open_table()
         if table is None:
             return None
         raw = (table.schema.field(VECTOR_COLUMN).metadata or {}).get(FINGERPRINT_KEY.encode())
@@ -175,7 +174,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
     @property
     def has_ann_index(self) -> bool:
         """Whether the vector column has an ANN index."""
-        table = self.table
+        table = self._open_table()
         return table is not None and any(
             VECTOR_COLUMN in index.columns for index in table.list_indices()
         )
@@ -184,18 +183,9 @@ class LanceDBImageStore(BasePydanticVectorStore):
         """Raise :class:`ModelMismatchError` if vectors of ``fingerprint`` cannot go (or be
         searched) here: the table holds another encoder's vectors.
         """
-        stored = self.fingerprint
-        if (
-            stored is not None
-            and fingerprint is not None
-            and identity(stored) != identity(fingerprint)
-        ):
-            raise ModelMismatchError(
-                f"table {self.table_name!r} at {self.uri!r} holds vectors from image encoder "
-                f"{stored.get('model')!r} ({stored.get('weights_digest')}), not from "
-                f"{fingerprint.get('model')!r} ({fingerprint.get('weights_digest')}); use the "
-                "same encoder, or another table_name for the new model"
-            )
+        check_compatible(
+            fingerprint, stored=self.fingerprint, table=f"table {self.table_name!r} at {self.uri!r}"
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -221,7 +211,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
         data = _to_arrow(nodes)
         dim = data.schema.field(VECTOR_COLUMN).type.list_size
         self.check_fingerprint(fingerprint)
-        table = self.table
+        table = self._open_table()
         if table is None:
             table = self._connection.create_table(
                 self.table_name, schema=image_schema(dim, fingerprint)
@@ -247,7 +237,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
         """
         from lancedb.index import IvfHnswSq, IvfPq
 
-        table = self.table
+        table = self._open_table()
         if table is None:
             raise StoreError("the image table is empty; add images before building an index")
         rows = table.count_rows()
@@ -288,14 +278,14 @@ class LanceDBImageStore(BasePydanticVectorStore):
 
     def count(self, filters: MetadataFilters | None = None) -> int:
         """Number of images (matching ``filters``)."""
-        table = self.table
+        table = self._open_table()
         return 0 if table is None else int(table.count_rows(self._where(filters)))
 
     def get_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         """The images with these ids and/or matching ``filters``, as ``ImageNode`` s."""
-        table = self.table
+        table = self._open_table()
         if table is None or (node_ids is not None and not node_ids):
             return []
         query = table.search().select(_NODE_COLUMNS).limit(None)
@@ -317,7 +307,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
         ``top_k`` results come back whenever that many images match. Similarities are cosine
         similarities. ``exact=True`` bypasses the ANN index.
         """
-        table = self.table
+        table = self._open_table()
         if query.query_embedding is None:
             raise ValueError("LanceDBImageStore.query needs query_embedding (one vector)")
         if table is None or query.similarity_top_k <= 0:
@@ -361,7 +351,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
 
     def _maintain_index(self) -> None:
         """Build the ANN index once the table is big enough; fold new rows into it later."""
-        table = self.table
+        table = self._open_table()
         if not self.has_ann_index:
             if table.count_rows() >= self.ann_min_rows:
                 self.create_ann_index()
@@ -384,7 +374,7 @@ class LanceDBImageStore(BasePydanticVectorStore):
         return " AND ".join(parts) if parts else None
 
     def _delete_where(self, where: str) -> None:
-        table = self.table
+        table = self._open_table()
         if table is not None and table.count_rows(where):
             table.delete(where)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llama_index_vlm._testing_finetune_tasks import colour_answer_examples, word_page_pairs
 from llama_index_vlm.finetune.training import TrainingSettings
+from llama_index_vlm.testing.finetune_tasks import colour_answer_examples, word_page_pairs
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_fine_tuning_raises_recall_at_1_on_a_word_task(
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoint, tmp_path_factory):
     """One short run from a pairs file of image paths, with a held-out fraction."""
-    from llama_index_vlm._testing_finetune_tasks import word_page_pairs
+    from llama_index_vlm.testing.finetune_tasks import word_page_pairs
 
     folder = tmp_path_factory.mktemp("retriever_run")
     pairs_file = save_pairs(word_page_pairs(folder / "pages", n_pages=6), folder / "pairs.jsonl")
