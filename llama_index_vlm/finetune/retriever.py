@@ -50,6 +50,7 @@ from llama_index_vlm.finetune.training import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from llama_index_vlm.encoder import ColPaliEncoder
     from llama_index_vlm.store import LanceDBPageStore
 
 
@@ -118,7 +119,7 @@ def finetune_retriever(
         model=model,
         args=training_arguments(settings, output_dir, use_cpu=device == "cpu"),
         train_dataset=_PairDataset(train, images),
-        data_collator=_PairCollator(encoder.processor),
+        data_collator=_PairCollator(encoder),
         loss=loss,
         temperature=temperature,
     )
@@ -201,32 +202,26 @@ class _PairDataset:
 
 
 class _PairCollator:
-    """A batch of pairs as the processor's query and page inputs (and hard negatives')."""
+    """A batch of pairs as the encoder's query and page inputs (and hard negatives')."""
 
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
+    def __init__(self, encoder: ColPaliEncoder) -> None:
+        self.encoder = encoder
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         groups = {key: group for group, key in enumerate(dict.fromkeys(i["key"] for i in items))}
         batch = {
-            "query": dict(self.processor.process_queries(text=[item["query"] for item in items])),
-            "page": self._pages([item["page"] for item in items]),
+            "query": dict(
+                self.encoder.processor.process_queries(text=[item["query"] for item in items])
+            ),
+            "page": dict(self.encoder.page_inputs([item["page"] for item in items])),
             # Which items share a page: the loss must not count one as the other's negative.
             "page_group": torch.tensor([groups[item["key"]] for item in items]),
         }
         if items[0]["negative"] is not None:
-            batch["negative"] = self._pages([item["negative"] for item in items])
+            batch["negative"] = dict(self.encoder.page_inputs([i["negative"] for i in items]))
         return batch
-
-    def _pages(self, images: list[Any]) -> dict[str, Any]:
-        from llama_index_vlm.encoder import _within_aspect_ratio
-        from llama_index_vlm.images import to_rgb
-
-        # As ColPaliEncoder.embed_images prepares pages, so training sees what search sees.
-        pages = [_within_aspect_ratio(to_rgb(image)) for image in images]
-        return dict(self.processor.process_images(images=pages))
 
 
 def _prepare_pairs(

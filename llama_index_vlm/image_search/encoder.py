@@ -103,7 +103,7 @@ class ImageTextEncoder:
             MissingWeightsError: the checkpoint lacks the retrieval heads (a BLIP-2 captioning
                 checkpoint such as ``blip2-opt-2.7b`` has no ITC/ITM heads).
         """
-        model, processor, _ = load_model(
+        loaded = load_model(
             name_or_path,
             IMAGE_TEXT_ENCODERS,
             device=device,
@@ -112,8 +112,8 @@ class ImageTextEncoder:
             **model_kwargs,
         )
         return cls(
-            model,
-            processor,
+            loaded.model,
+            loaded.processor,
             name_or_path=os.fspath(name_or_path),
             revision=revision,
             batch_size=batch_size,

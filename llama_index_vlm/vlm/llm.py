@@ -91,6 +91,14 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         description="Allow code shipped with the checkpoint to run. Off: the supported "
         "families are all in transformers itself.",
     )
+    adapter: str | None = Field(
+        default=None,
+        description="A LoRA adapter directory (from `llama-index-vlm finetune answerer`) put on "
+        "the model when it loads.",
+    )
+    merge_adapter: bool = Field(
+        default=False, description="Merge the adapter into the weights (same answers, faster)."
+    )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra keyword arguments of the model's from_pretrained "
@@ -160,12 +168,14 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         """
         super().__init__(name_or_path=os.fspath(name_or_path), **kwargs)
         if model is None:
-            model, processor, model_type = load_model(
+            model, processor, model_type, _ = load_model(
                 self.name_or_path,
                 VISION_LANGUAGE_MODELS,
                 device=self.device,
                 dtype=self.dtype,
                 revision=self.revision,
+                adapter=self.adapter,
+                merge_adapter=self.merge_adapter,
                 **{"trust_remote_code": self.trust_remote_code, **self.model_kwargs},
             )
         else:
@@ -199,9 +209,10 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
                 ``"Salesforce/blip2-opt-2.7b"``) or a local directory in transformers' format.
             device: ``"auto"`` picks cuda, then mps, then cpu.
             dtype: ``"auto"`` picks bfloat16 on cuda and float32 elsewhere.
-            **kwargs: fields of this class (``max_new_tokens``, ``temperature``,
-                ``multi_image_strategy``, ``system_prompt``, ...); anything else is passed to
-                ``model.generate`` (``repetition_penalty=1.1``, ``min_new_tokens=4``, ...).
+            **kwargs: fields of this class (``adapter``: a LoRA adapter directory from
+                :func:`~llama_index_vlm.finetune.finetune_answerer`; ``max_new_tokens``,
+                ``temperature``, ``multi_image_strategy``, ``system_prompt``, ...); anything
+                else is passed to ``model.generate`` (``repetition_penalty=1.1``, ...).
 
         Raises:
             InvalidCheckpointError: the path or id holds no checkpoint, or one of an unsupported
@@ -213,12 +224,19 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
 
             vlm = HuggingFaceVLM.from_pretrained("google/paligemma-3b-mix-448",
                                                  max_new_tokens=64, multi_image_strategy="tile")
+            tuned = HuggingFaceVLM.from_pretrained("google/paligemma-3b-mix-448",
+                                                   adapter="./my-answer-adapter")
         """
         fields = set(cls.model_fields) | {"model", "processor", "callback_manager"}
         own = {key: value for key, value in kwargs.items() if key in fields}
         extra = {key: value for key, value in kwargs.items() if key not in fields}
         own["generate_kwargs"] = {**own.get("generate_kwargs", {}), **extra}
         return cls(name_or_path=name_or_path, device=device, dtype=dtype, **own)
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _path_to_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("device", "dtype", mode="before")
     @classmethod

@@ -15,27 +15,63 @@ from llama_index_vlm.finetune.answerer import (
     finetune_answerer,
     load_answer_examples,
 )
-from llama_index_vlm.finetune.training import linear_layer_pattern
+from llama_index_vlm.finetune.evaluation import evaluate_answerer
+from llama_index_vlm.finetune.training import TrainingSettings, linear_layer_pattern
+from llama_index_vlm.testing.finetune_tasks import colour_answer_examples
 from llama_index_vlm.vlm import HuggingFaceVLM
 
 
-@pytest.mark.slow
-def test_fine_tuning_teaches_llava_the_answers(
-    tiny_checkpoint, colour_examples, quick_settings, tmp_path
-):
-    settings = quick_settings(max_steps=60, learning_rate=1e-2, logging_steps=10)
+@pytest.fixture(scope="module")
+def learned(tiny_checkpoint, tmp_path_factory):
+    """LLaVA fine-tuned for 60 steps on the colour task, evaluated on its own questions."""
+    examples = colour_answer_examples(tmp_path_factory.mktemp("colours"))
+    settings = TrainingSettings(
+        max_steps=60,
+        batch_size=4,
+        learning_rate=1e-2,
+        warmup=0,
+        lora_dropout=0.0,
+        logging_steps=10,
+        save_steps=1000,
+        show_progress=False,
+    )
     result = finetune_answerer(
-        colour_examples,
-        tmp_path / "adapter",
+        examples,
+        tmp_path_factory.mktemp("learned") / "adapter",
         base=tiny_checkpoint("llava"),
-        eval_examples=colour_examples,
+        eval_examples=examples,
         settings=settings,
         max_new_tokens=4,
         device="cpu",
     )
+    return examples, result
+
+
+def test_fine_tuning_teaches_llava_the_answers(learned):
+    _, result = learned
     before, after = result.comparison.before, result.comparison.after
     assert after["exact_match"] >= before["exact_match"] + 0.5, result.comparison.table()
+
+
+def test_the_answer_loss_falls(learned):
+    _, result = learned
     assert result.losses[-1] < result.losses[0]
+
+
+def test_the_saved_adapter_answers_the_same_when_loaded(learned, tiny_checkpoint):
+    from PIL import Image
+
+    examples, result = learned
+    vlm = HuggingFaceVLM.from_pretrained(
+        tiny_checkpoint("llava"), adapter=result.adapter_dir, max_new_tokens=4, device="cpu"
+    )
+    metrics = evaluate_answerer(
+        vlm,
+        [example.question for example in examples],
+        [Image.open(example.image) for example in examples],
+        [example.answers for example in examples],
+    )
+    assert metrics["exact_match"] == result.comparison.after["exact_match"]
 
 
 @pytest.mark.parametrize("kind", ["paligemma", "llava", "blip2"])

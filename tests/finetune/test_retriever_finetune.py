@@ -7,39 +7,69 @@ import json
 import pytest
 from safetensors.torch import load_file
 
+from llama_index_vlm.encoder import ColPaliEncoder
 from llama_index_vlm.errors import TrainingDataError
-from llama_index_vlm.finetune.evaluation import PageRanker
+from llama_index_vlm.finetune.evaluation import RETRIEVAL_METRICS, PageRanker, evaluate_retriever
 from llama_index_vlm.finetune.pairs import PageImages, TrainingPair, save_pairs
 from llama_index_vlm.finetune.retriever import finetune_retriever, mine_hard_negatives
+from llama_index_vlm.finetune.training import TrainingSettings
+from llama_index_vlm.testing.finetune_tasks import word_page_pairs
 
 pytestmark = pytest.mark.slow
 
 
-def test_fine_tuning_raises_recall_at_1_on_a_word_task(
-    tiny_checkpoint, word_pairs, quick_settings, tmp_path
-):
-    settings = quick_settings(max_steps=100, batch_size=8, logging_steps=10)
+@pytest.fixture(scope="module")
+def learned(tiny_checkpoint, tmp_path_factory):
+    """ColPali fine-tuned for 100 steps on the word task, evaluated on its own pairs."""
+    pairs = word_page_pairs(tmp_path_factory.mktemp("word_pages"), n_pages=8)
+    settings = TrainingSettings(
+        max_steps=100,
+        batch_size=8,
+        learning_rate=5e-3,
+        warmup=0,
+        lora_dropout=0.0,
+        logging_steps=10,
+        save_steps=1000,
+        show_progress=False,
+    )
     result = finetune_retriever(
-        word_pairs,
-        tmp_path / "adapter",
+        pairs,
+        tmp_path_factory.mktemp("learned") / "adapter",
         base=tiny_checkpoint("colpali"),
-        eval_pairs=word_pairs,
+        eval_pairs=pairs,
         settings=settings,
         device="cpu",
     )
+    return pairs, result
+
+
+def test_fine_tuning_raises_recall_at_1_on_a_word_task(learned):
+    _, result = learned
     before, after = result.comparison.before, result.comparison.after
     assert after["recall@1"] >= before["recall@1"] + 0.25, result.comparison.table()
+
+
+def test_the_training_loss_falls(learned):
+    _, result = learned
     assert result.losses[-1] < result.losses[0]
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_the_saved_adapter_loads_back_with_the_same_metrics(learned, tiny_checkpoint, merge):
+    pairs, result = learned
+    encoder = ColPaliEncoder.from_pretrained(
+        tiny_checkpoint("colpali"), adapter=result.adapter_dir, merge_adapter=merge
+    )
+    metrics = evaluate_retriever(encoder, pairs, PageImages())
+    for name in RETRIEVAL_METRICS:
+        assert metrics[name] == pytest.approx(result.comparison.after[name]), name
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoint, tmp_path_factory):
     """One short run from a pairs file of image paths, with a held-out fraction."""
-    from llama_index_vlm.testing.finetune_tasks import word_page_pairs
-
     folder = tmp_path_factory.mktemp("retriever_run")
     pairs_file = save_pairs(word_page_pairs(folder / "pages", n_pages=6), folder / "pairs.jsonl")
-    from llama_index_vlm.finetune.training import TrainingSettings
 
     settings = TrainingSettings(max_steps=1, batch_size=3, show_progress=False, save_steps=1)
     result = finetune_retriever(
