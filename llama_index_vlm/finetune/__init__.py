@@ -8,6 +8,8 @@
 - :mod:`~llama_index_vlm.finetune.evaluation`: nDCG@5, recall@k, MRR, exact match, ANLS, and
   the before/after table.
 - :mod:`~llama_index_vlm.finetune.training`: the settings and LoRA set-up both share.
+- :mod:`~llama_index_vlm.finetune.reindex`: :func:`reindex`, an index's pages embedded again
+  by the fine-tuned retriever into a new index.
 
 Training needs the ``finetune`` extra (peft, accelerate): ``pip install
 'llama-index-vlm[finetune]'``.
@@ -39,6 +41,7 @@ _EXPORTS = {
     "Comparison": "llama_index_vlm.finetune.evaluation",
     "evaluate_retriever": "llama_index_vlm.finetune.evaluation",
     "evaluate_answerer": "llama_index_vlm.finetune.evaluation",
+    "reindex": "llama_index_vlm.finetune.reindex",
     "FinetuneResult": "llama_index_vlm.finetune.training",
     "TrainingSettings": "llama_index_vlm.finetune.training",
 }

@@ -191,9 +191,15 @@ def train_quietly(trainer: Any, settings: TrainingSettings) -> None:
     without the Trainer's printed log lines, so ``show_progress=False`` means silence.
     """
     from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
 
     if not settings.show_progress:
         trainer.remove_callback(PrinterCallback)
+    folder = trainer.args.output_dir
+    if settings.resume_from_checkpoint is True and (
+        not os.path.isdir(folder) or get_last_checkpoint(folder) is None
+    ):
+        raise UsageError(f"there is no checkpoint in {folder} to resume from; start afresh")
     trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
 
 
