@@ -38,146 +38,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 QUESTION = "What was the total revenue in 2023?"
 
 
-def paligemma_3b_448_config(image_token_id: int, eos_token_id=None, pad_token_id=None):
-    """The PaliGemma-3B (448 px) architecture behind ColPali v1.x and PaliGemma mix models."""
-    from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
-
-    return PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=448,
-            patch_size=14,
-            projection_dim=2048,
-        ),
-        text_config=GemmaConfig(
-            vocab_size=257216,
-            hidden_size=2048,
-            intermediate_size=16384,
-            num_hidden_layers=18,
-            num_attention_heads=8,
-            num_key_value_heads=1,
-            head_dim=256,
-            max_position_embeddings=8192,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-        ),
-        image_token_id=image_token_id,
-        projection_dim=2048,
-        hidden_size=2048,
-    )
-
-
-def llava_15_7b_config(image_token_id: int, eos_token_id=None, pad_token_id=None):
-    """The LLaVA-1.5-7B architecture: CLIP ViT-L/14 at 336 px and a Llama-2-7B (Vicuna)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    return LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=336,
-            patch_size=14,
-            projection_dim=768,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=32064,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=4096,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-        ),
-        image_token_id=image_token_id,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-
-
 # ---------------------------------------------------------------- saving random checkpoints
 
-
-def save_colpali(directory: Path) -> Path:
-    """Save a full-size ColPali (PaliGemma-3B-448) with random bfloat16 weights and the real
-    processor settings (448 px, 1024 image tokens), the tiny checkpoint's tokenizer.
-    """
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        ColPaliConfig,
-        ColPaliForRetrieval,
-        ColPaliProcessor,
-        SiglipImageProcessor,
-    )
-
-    from llama_index_vlm.testing import make_tiny_checkpoint
-
-    tokenizer = AutoTokenizer.from_pretrained(make_tiny_checkpoint("colpali", directory / "tiny"))
-    image_processor = SiglipImageProcessor(
-        size={"height": 448, "width": 448},
-        image_seq_length=1024,
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-    )
-    processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    config = ColPaliConfig(
-        vlm_config=paligemma_3b_448_config(processor.image_token_id), embedding_dim=128
-    )
-    torch.set_default_dtype(torch.bfloat16)
-    model = ColPaliForRetrieval(config)
-    path = directory / "colpali"
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-def save_llava(directory: Path) -> Path:
-    """Save a full-size LLaVA-1.5-7B with random bfloat16 weights, the real processor settings
-    (336 px, 576 image tokens) and the tiny checkpoint's tokenizer and chat template.
-    """
-    import torch
-    from transformers import AutoProcessor, CLIPImageProcessor, LlavaProcessor
-    from transformers import LlavaForConditionalGeneration as Llava
-
-    from llama_index_vlm.testing import make_tiny_checkpoint
-
-    tiny = AutoProcessor.from_pretrained(make_tiny_checkpoint("llava", directory / "tiny_llava"))
-    tokenizer = tiny.tokenizer
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
-        ),
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
-        chat_template=tiny.chat_template,
-    )
-    config = llava_15_7b_config(
-        tokenizer.convert_tokens_to_ids("<image>"),
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.set_default_dtype(torch.bfloat16)
-    model = Llava(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    path = directory / "llava"
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-SAVERS = {"colpali": save_colpali, "llava": save_llava}
+#: This script's models, by their names in ``architectures.py``.
+ARCHITECTURES = {"colpali": "colpali", "llava": "llava-1.5-7b"}
 LABELS = {"colpali": "ColPali v1.3 (PaliGemma-3B-448)", "llava": "LLaVA-1.5-7B"}
+
+
+def save(kind: str, directory: Path) -> Path:
+    """Save ``kind``'s full-size architecture with random bfloat16 weights (``architectures``),
+    under ``directory / kind``."""
+    from architectures import save_random
+
+    path = save_random(ARCHITECTURES[kind], directory)
+    return path.rename(directory / kind)
 
 
 # ---------------------------------------------------------------- measuring one row (a child)
@@ -278,6 +152,7 @@ LAYERS = [
 
 
 def _one_layer_model(kind: str):
+    from architectures import llava_15_7b_config, paligemma_3b_448_config
     from transformers import GemmaConfig, GemmaModel, LlamaConfig, LlamaModel
 
     if kind == "colpali":
@@ -370,12 +245,12 @@ def main() -> None:
     parser.add_argument(
         "--layers", action="store_true", help="time one decoder layer per dtype instead"
     )
-    parser.add_argument("--save", choices=sorted(SAVERS), help=argparse.SUPPRESS)
-    parser.add_argument("--measure", choices=sorted(SAVERS), help=argparse.SUPPRESS)
+    parser.add_argument("--save", choices=sorted(ARCHITECTURES), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=sorted(ARCHITECTURES), help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.save:  # a child: save one architecture, print its path
-        print(json.dumps({"path": str(SAVERS[args.save](args.workdir))}))
+        print(json.dumps({"path": str(save(args.save, args.workdir))}))
         return
     if args.measure:  # a child: measure one row
         row = measure(

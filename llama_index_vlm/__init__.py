@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.errors import (
     ContextWindowExceededError,
+    DamagedStoreError,
     EmptyInputError,
     InvalidCheckpointError,
     InvalidPageError,
@@ -51,6 +52,7 @@ __all__ = [
     "ColPaliEncoder",
     "ColPaliRetriever",
     "ContextWindowExceededError",
+    "DamagedStoreError",
     "EmptyInputError",
     "HuggingFaceVLM",
     "ImageSearchRetriever",

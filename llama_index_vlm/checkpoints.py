@@ -83,49 +83,66 @@ def load_model(
     device: Any = "auto",
     dtype: Any = "auto",
     revision: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    attn_implementation: str = "auto",
+    quantization: str | None = None,
     adapter: str | os.PathLike[str] | None = None,
     merge_adapter: bool = False,
     **model_kwargs: Any,
 ) -> LoadedCheckpoint:
     """Load the model and processor of a checkpoint that ``architectures`` accepts.
 
+    Weights load from safetensors files only: a checkpoint of pickled ``.bin`` weights, which
+    can run code when unpickled, is refused.
+
     Args:
         name_or_path: a hub id or a local directory in transformers' format.
         architectures: the model classes by ``model_type`` and the messages for the others.
-        device: ``"auto"`` picks cuda, then mps, then cpu (ignored with a ``device_map``,
-            where accelerate places the model).
+        device: ``"auto"`` picks cuda, then mps, then cpu (ignored with a ``device_map``, where
+            accelerate places the model).
         dtype: ``"auto"`` picks bfloat16 on cuda and float32 elsewhere.
         revision: a hub branch, tag or commit.
+        device_map: accelerate's placement of the model's layers (``"auto"`` spreads a model
+            over every GPU, then CPU memory); None puts the whole model on ``device``.
+        attn_implementation: ``"auto"`` (FlashAttention-2 on cuda in half precision when
+            flash-attn is installed and the model supports it, else ``"sdpa"``), ``"sdpa"``,
+            ``"flash_attention_2"`` or ``"eager"``.
+        quantization: None, ``"4bit"`` or ``"8bit"`` (bitsandbytes, CUDA), or ``"int8"``
+            (torchao int8 weights, CPU or CUDA); see :mod:`llama_index_vlm.quantization`.
         adapter: a LoRA adapter directory (as fine-tuning writes it) to put on the model.
         merge_adapter: merge the adapter into the weights (same outputs, faster).
         **model_kwargs: passed to the model's ``from_pretrained``; ``trust_remote_code`` is off
             unless given, and is passed to the processor's too.
 
     Raises:
-        InvalidCheckpointError: the path or id holds no checkpoint, or one of an architecture
-            ``architectures`` does not accept.
+        InvalidCheckpointError: the path or id holds no checkpoint, one of an architecture
+            ``architectures`` does not accept, or one without safetensors weights.
         MissingWeightsError: the checkpoint lacks weights transformers would initialise at
             random.
+        UnsupportedDeviceError: the device cannot run the quantisation or attention asked for.
 
     Example::
 
         loaded = load_model("vidore/colpali-v1.3-hf", RETRIEVERS, adapter="./my-adapter")
         loaded.model, loaded.processor, loaded.adapter.digest
     """
-    import transformers
-
     from llama_index_vlm.devices import resolve_device, resolve_dtype
 
     name_or_path = os.fspath(name_or_path)
     found_type = model_type(name_or_path, revision)
-    model_class = getattr(transformers, architectures.class_for(found_type, name_or_path))
+    model_class = _model_class(architectures.class_for(found_type, name_or_path), name_or_path)
     resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
     model_kwargs.setdefault("trust_remote_code", False)
-    model, loading_info = model_class.from_pretrained(
+    placement = _placement(
+        model_class, resolved_device, resolved_dtype, device_map, attn_implementation, quantization
+    )
+    model, loading_info = _from_pretrained(
+        model_class,
         name_or_path,
         revision=revision,
-        dtype=resolve_dtype(dtype, resolved_device),
-        output_loading_info=True,
+        dtype=resolved_dtype,
+        **placement,
         **model_kwargs,
     )
     raise_if_missing_weights(
@@ -134,8 +151,10 @@ def load_model(
         architectures.missing_weights_consequence,
         architectures.missing_weights_advice,
     )
-    processor = load_processor(name_or_path, revision, model_kwargs["trust_remote_code"])
-    if "device_map" not in model_kwargs:  # with a device_map, accelerate placed it already
+    processor = load_processor(
+        name_or_path, found_type, revision, model_kwargs["trust_remote_code"]
+    )
+    if "device_map" not in placement:  # with a device_map, accelerate placed it already
         model = model.to(resolved_device)
     info = None
     if adapter is not None:
@@ -143,15 +162,81 @@ def load_model(
     return LoadedCheckpoint(model.eval(), processor, found_type, info)
 
 
-def load_processor(
-    name_or_path: str, revision: str | None = None, trust_remote_code: bool = False
-) -> Any:
-    """A checkpoint's transformers processor (tokenizer and image processor together)."""
-    from transformers import AutoProcessor
+def _model_class(class_name: str, name_or_path: str) -> Any:
+    """The transformers class of that name; for an Auto class, the concrete class it picks."""
+    import transformers
 
-    return AutoProcessor.from_pretrained(
-        name_or_path, revision=revision, trust_remote_code=trust_remote_code
-    )
+    model_class = getattr(transformers, class_name)
+    if class_name.startswith("Auto"):
+        return model_class._model_mapping[type(load_config(name_or_path))]
+    return model_class
+
+
+def _placement(
+    model_class: Any,
+    device: Any,
+    dtype: Any,
+    device_map: str | dict[str, Any] | None,
+    attn_implementation: str,
+    quantization: str | None,
+) -> dict[str, Any]:
+    """``from_pretrained``'s placement arguments: attention kernel, quantisation, device map."""
+    from llama_index_vlm.devices import resolve_attn_implementation
+    from llama_index_vlm.quantization import quantization_config
+
+    placement: dict[str, Any] = {}
+    attention = resolve_attn_implementation(attn_implementation, model_class, device, dtype)
+    if attention is not None:
+        placement["attn_implementation"] = attention
+    if quantization is not None:
+        placement["quantization_config"] = quantization_config(quantization, device)
+        # Quantised weights cannot be moved after loading: they load where they will run.
+        if device_map is None:
+            device_map = {"": str(device)}
+    if device_map is not None:
+        placement["device_map"] = device_map
+    return placement
+
+
+def _from_pretrained(model_class: Any, name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
+    """``model_class.from_pretrained`` from safetensors weights only, with its loading info."""
+    try:
+        return model_class.from_pretrained(
+            name_or_path, use_safetensors=True, output_loading_info=True, **kwargs
+        )
+    except OSError as error:
+        if not _has_only_pickled_weights(name_or_path):
+            raise
+        raise InvalidCheckpointError(
+            f"{name_or_path!r} holds its weights only as pickled PyTorch files (.bin), which can "
+            "run code when loaded; llama-index-vlm loads safetensors weights only. Convert it "
+            "once where you trust it (load it with transformers, then save_pretrained(), which "
+            "writes model.safetensors), or use a revision of the checkpoint in safetensors"
+        ) from error
+
+
+def _has_only_pickled_weights(name_or_path: str) -> bool:
+    if not os.path.isdir(name_or_path):
+        return False
+    names = os.listdir(name_or_path)
+    has_safetensors = any(name.endswith(".safetensors") for name in names)
+    has_pickles = any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in names)
+    return has_pickles and not has_safetensors
+
+
+def load_processor(
+    name_or_path: str,
+    found_type: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """A checkpoint's transformers processor (tokenizer and image processor together); a
+    video-capable model's processor is built without its video part, which needs torchvision
+    (see :mod:`llama_index_vlm.processors`).
+    """
+    from llama_index_vlm import processors
+
+    return processors.load_processor(name_or_path, found_type, revision, trust_remote_code)
 
 
 def load_config(name_or_path: str, revision: str | None = None) -> Any:

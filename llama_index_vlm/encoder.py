@@ -1,9 +1,10 @@
 """ColPali-family multi-vector encoder: page images and queries to unit vectors.
 
-:class:`ColPaliEncoder` wraps transformers' native ``ColPaliForRetrieval`` and
-``ColQwen2ForRetrieval`` with their processors. A page becomes about a thousand 128-dimensional
-unit vectors (one per image patch, plus a few prompt tokens), a query a few dozen; the retriever
-scores them by late interaction (MaxSim).
+:class:`ColPaliEncoder` wraps transformers' native ``ColPaliForRetrieval``,
+``ColQwen2ForRetrieval`` (ColQwen2 and ColQwen2.5) and ``ColModernVBertForRetrieval`` with their
+processors. A page becomes hundreds to a thousand 128-dimensional unit vectors (one per image
+patch, plus a few prompt tokens), a query a few dozen; the retriever scores them by late
+interaction (MaxSim).
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ from tqdm.auto import tqdm
 from llama_index_vlm.adapters import AdapterInfo
 from llama_index_vlm.checkpoints import Architectures, load_model
 from llama_index_vlm.errors import ContextWindowExceededError, EmptyInputError
-from llama_index_vlm.images import to_rgb
+from llama_index_vlm.image_sizing import reduce_for_processor
+from llama_index_vlm.special_tokens import SpecialTokens
 
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
 
-#: The longest side of an image, over its shortest, that every supported processor accepts.
-MAX_ASPECT_RATIO = 200
-
 #: The checkpoints :meth:`ColPaliEncoder.from_pretrained` loads: transformers' native retrievers.
 RETRIEVERS = Architectures(
-    classes={"colpali": "ColPaliForRetrieval", "colqwen2": "ColQwen2ForRetrieval"},
+    # ColQwen2.5 is a ColQwen2ForRetrieval over a Qwen2.5-VL backbone (model_type "colqwen2").
+    classes={
+        "colpali": "ColPaliForRetrieval",
+        "colqwen2": "ColQwen2ForRetrieval",
+        "colmodernvbert": "ColModernVBertForRetrieval",
+    },
     description="a ColPali-family retriever",
-    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf"),
+    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf", "ModernVBERT/colmodernvbert"),
     missing_weights_consequence="embeddings would change on every load",
     missing_weights_advice="Use a complete checkpoint in transformers' format (an '-hf' "
     "checkpoint such as 'vidore/colpali-v1.3-hf').",
@@ -73,6 +77,7 @@ class ColPaliEncoder:
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._fingerprint: dict[str, Any] | None = None
+        self._special_tokens: SpecialTokens | None = None
 
     @classmethod
     def from_pretrained(
@@ -188,10 +193,9 @@ class ColPaliEncoder:
     ) -> list[np.ndarray]:
         """Embed page images; one ``(n_vectors_i, embedding_dim)`` float32 array per image.
 
-        Images may be in any Pillow mode (RGBA, P, L, CMYK, I;16, ...): they are converted to
-        RGB first, transparency onto white. An image more than 200 times longer than wide (a
-        strip, a one-pixel line), which Qwen2-VL's processor refuses, is padded with white to
-        that ratio.
+        Images may be in any Pillow mode (RGBA, P, L, CMYK, I;16, ...): each is prepared by
+        :meth:`prepare_image` (RGB, reduced to the processor's input size) before it joins a
+        batch, so a batch's memory does not grow with the pages' sizes.
 
         Raises:
             EmptyInputError: ``images`` is empty.
@@ -207,12 +211,24 @@ class ColPaliEncoder:
 
     def page_inputs(self, images: Sequence[Image.Image]) -> Any:
         """The model's inputs for a batch of page images, prepared as :meth:`embed_images`
-        prepares them (RGB, within the aspect ratio every processor accepts).
+        prepares them (:meth:`prepare_image`).
 
         Fine-tuning builds its batches with it, so training sees the pages search sees.
         """
-        pages = [_within_aspect_ratio(to_rgb(image)) for image in images]
-        return self.processor.process_images(images=pages)
+        return self.processor.process_images(images=[self.prepare_image(image) for image in images])
+
+    def prepare_image(self, image: Image.Image) -> Image.Image:
+        """``image`` as the model reads it: RGB (transparency onto white), no more than 200
+        times longer than wide (padded with white), and reduced to the size the processor
+        resizes it to (:func:`~llama_index_vlm.image_sizing.reduce_for_processor`).
+
+        :meth:`embed_images` calls it on every image; call it yourself to hold many decoded
+        pages in little memory (a 9400 x 9400 page becomes 448 x 448 for ColPali) with the
+        same embeddings.
+        """
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"image is a {type(image).__name__}, not a PIL image")
+        return reduce_for_processor(image, self.processor.image_processor)
 
     def embed_queries(
         self,
@@ -238,9 +254,7 @@ class ColPaliEncoder:
                 raise EmptyInputError(
                     f"query {position} is empty or only whitespace; ask a question in words"
                 )
-        # Lone surrogates (text decoded with errors="surrogateescape") make the tokenizer raise
-        # a TypeError; they become U+FFFD, as a decoder with errors="replace" would give.
-        queries = [q.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for q in queries]
+        queries = [self._as_text(query) for query in queries]
         return self._embed(
             queries,
             lambda batch: self.processor.process_queries(text=batch),
@@ -255,13 +269,13 @@ class ColPaliEncoder:
 
         Returns a float32 array of shape ``(rows, cols, embedding_dim)``: the grid comes from the
         processor (ColPali: a square grid of ``image_seq_length`` patches; ColQwen2: the
-        ``image_grid_thw`` of this page divided by the merge size), never from fixed numbers.
-        Row ``r``, column ``c`` covers the same fraction of the page in both families, since
-        both resize the whole page without cropping. Used for similarity maps.
+        ``image_grid_thw`` of this page divided by the merge size; ColModernVBERT: the square
+        grid of its global image, the whole page resized to one tile, which follows the page's
+        tiles), never from fixed numbers. Row ``r``, column ``c`` covers the same fraction of
+        the page in every family, since each resizes the whole page without cropping. Used for
+        similarity maps.
         """
-        if not isinstance(image, Image.Image):
-            raise TypeError(f"image is a {type(image).__name__}, not a PIL image")
-        inputs = self.processor.process_images(images=[to_rgb(image)]).to(self.device)
+        inputs = self.processor.process_images(images=[self.prepare_image(image)]).to(self.device)
         with torch.inference_mode():
             embeddings = self.model(**inputs).embeddings[0]
         is_patch = inputs["input_ids"][0] == self.processor.image_token_id
@@ -270,6 +284,10 @@ class ColPaliEncoder:
             _, height, width = inputs["image_grid_thw"][0].tolist()
             merge = int(self.processor.image_processor.merge_size)
             rows, cols = height // merge, width // merge
+        elif getattr(self.processor, "image_seq_len", None):
+            # Idefics3-style tiles: the last tile's tokens are the global image, row-major.
+            patches = patches[-int(self.processor.image_seq_len) :]
+            rows = cols = math.isqrt(patches.shape[0])
         else:
             rows = cols = math.isqrt(patches.shape[0])
         if rows * cols != patches.shape[0]:
@@ -284,8 +302,24 @@ class ColPaliEncoder:
         They include the processor's prefix (``"Question: "``) and the augmentation tokens
         ColPali appends, so ``labels[i]`` names the i-th row of ``embed_queries([query])[0]``.
         """
-        (vectors_ids,) = self.processor.process_queries(text=[query])["input_ids"].tolist()
+        inputs = self.processor.process_queries(text=[self._as_text(query)])
+        (vectors_ids,) = inputs["input_ids"].tolist()
         return self.processor.tokenizer.convert_ids_to_tokens(vectors_ids)
+
+    def _as_text(self, query: str) -> str:
+        """``query`` as the tokenizer must read it: as text only.
+
+        Lone surrogates (text decoded with errors="surrogateescape") make the tokenizer raise a
+        TypeError; they become U+FFFD, as a decoder with errors="replace" would give. A special
+        token spelled in the query (``<image>`` crashed the model) is read as text
+        (:class:`~llama_index_vlm.special_tokens.SpecialTokens`).
+        """
+        if self._special_tokens is None:
+            image_token = getattr(self.processor, "image_token", None)
+            extra = (image_token,) if isinstance(image_token, str) else ()
+            self._special_tokens = SpecialTokens(self.processor.tokenizer, extra)
+        text = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return self._special_tokens.escape(text)
 
     def _embed(
         self, items, process, batch_size, show_progress, description, max_tokens=None
@@ -316,20 +350,6 @@ class ColPaliEncoder:
                 embeddings.extend(_unpad(output, inputs["attention_mask"]))
                 progress.update(len(batch))
         return embeddings
-
-
-def _within_aspect_ratio(image: Image.Image) -> Image.Image:
-    """``image``, padded at the right or bottom with white paper if its long side is over
-    :data:`MAX_ASPECT_RATIO` times its short side: Qwen2-VL's processor raises a ValueError for
-    such an image, which would fail every page of the batch it is in.
-    """
-    width, height = image.size
-    if max(width, height) <= MAX_ASPECT_RATIO * min(width, height):
-        return image
-    short = math.ceil(max(width, height) / MAX_ASPECT_RATIO)
-    paper = Image.new("RGB", (max(width, short), max(height, short)), (255, 255, 255))
-    paper.paste(image, (0, 0))
-    return paper
 
 
 def _unpad(embeddings: torch.Tensor, attention_mask: torch.Tensor) -> list[np.ndarray]:
@@ -378,6 +398,8 @@ def _processor_settings(processor: Any) -> dict[str, Any]:
         "query_prefix": getattr(processor, "query_prefix", None),
         "visual_prompt_prefix": getattr(processor, "visual_prompt_prefix", None),
     }
+    if getattr(processor, "image_seq_len", None) is not None:  # ColModernVBERT's tile tokens
+        settings["image_seq_len"] = processor.image_seq_len
     for name in (
         "size",
         "image_seq_length",
@@ -385,6 +407,8 @@ def _processor_settings(processor: Any) -> dict[str, Any]:
         "max_pixels",
         "patch_size",
         "merge_size",
+        "max_image_size",
+        "do_image_splitting",
     ):
         value = getattr(image_processor, name, None)
         if value is not None:

@@ -65,6 +65,20 @@ class StoreError(VLMError):
     """The page store could not complete an operation; the last committed version is intact."""
 
 
+class DamagedStoreError(StoreError):
+    """Stored pages are damaged (their vectors are not finite numbers); re-ingest them.
+
+    Attributes:
+        page_ids: the damaged pages.
+        doc_ids: the documents they belong to: delete and index these again.
+    """
+
+    def __init__(self, message: str, page_ids: list[str], doc_ids: list[str]):
+        super().__init__(message)
+        self.page_ids = list(page_ids)
+        self.doc_ids = list(doc_ids)
+
+
 class ContextWindowExceededError(VLMError, ValueError):
     """A prompt (text plus image tokens) does not fit in the model's context window."""
 
@@ -96,6 +110,12 @@ class PageNotFoundError(VLMError, KeyError):
     def __str__(self) -> str:
         # KeyError shows its message quoted, as a key; this one is a sentence.
         return str(self.args[0])
+
+
+class UnsupportedDeviceError(VLMError, ValueError):
+    """The device a model loads on cannot do what was asked: a quantisation (bitsandbytes needs
+    a CUDA GPU), an attention kernel, a dtype. The message says what works there instead.
+    """
 
 
 class TrainingDataError(VLMError, ValueError):

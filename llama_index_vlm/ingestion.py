@@ -6,6 +6,7 @@ same for page documents already loaded (what ``VisualDocumentIndex.from_document
 Each batch of pages is one commit of the store, so a crash (even SIGKILL) at any moment leaves
 only whole pages behind, and running the same ingest again completes the job: pages already
 stored unchanged are recognised by their content hash and neither re-encoded nor rewritten.
+A file is stored whole or not at all, also when the store fails mid-file (a full disk).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from llama_index_vlm.errors import (
     EmptyInputError,
     InvalidPageError,
     InvalidRequestError,
+    StoreError,
     UnreadableDocumentError,
     VLMError,
 )
 from llama_index_vlm.fingerprint import POOL_FACTOR_KEY
 from llama_index_vlm.pages import doc_id_of, page_content_hash, page_image, source_of
 from llama_index_vlm.reader import SUPPORTED_EXTENSIONS, PDFPageReader
+from llama_index_vlm.reader.pdf_renderers import RendererNotInstalledError
 from llama_index_vlm.search.pooling import hierarchical_pool
 from llama_index_vlm.store import AddResult, LanceDBPageStore
 
@@ -121,6 +124,9 @@ class _PendingPage(NamedTuple):
     content_hash: str
 
 
+_Decoded = tuple[_PendingPage, "Image.Image"]  # a page, decoded and reduced for the model
+
+
 class _BatchWriter:
     """Buffers pages, encodes the ones the store lacks, and commits each batch at once."""
 
@@ -195,14 +201,16 @@ class _BatchWriter:
             if stored.get(page.node.node_id) == page.content_hash
         }
 
-    def _decode(self, pages: list[_PendingPage]) -> list[tuple[_PendingPage, Image.Image]]:
+    def _decode(self, pages: list[_PendingPage]) -> list[_Decoded]:
         """The images of ``pages``; a page that cannot be decoded fails its file."""
         decoded = []
         for page in pages:
             if page.source in self.failed_sources:
                 continue
             try:
-                decoded.append((page, page_image(page.node)))
+                # Reduced to the model's input size at once: a batch of pages at the pixel
+                # limit would otherwise hold gigabytes.
+                decoded.append((page, self.encoder.prepare_image(page_image(page.node))))
             except Exception as error:  # noqa: BLE001 - fails this page's file only
                 number = page.node.metadata.get("page_number") or page.node.node_id
                 self.fail(page.source, f"page {number}: image cannot be decoded: {error}")
@@ -214,28 +222,52 @@ class _BatchWriter:
                 self.report.pages_unchanged += 1
                 self.outcomes_by_source.setdefault(page.source, {})[page.node.node_id] = "unchanged"
 
-    def _embed_and_store(self, to_write: list[tuple[_PendingPage, Image.Image]]) -> bool:
-        """Encode (and pool) the pages and store them in one commit; False when that failed
-        and their files were failed.
+    def _embed_and_store(self, to_write: list[_Decoded]) -> bool:
+        """Encode (and pool) the pages and store them in one commit; False when files failed.
+        A failed batch is retried file by file; a store error takes its files back and stops.
         """
         try:
-            vectors = self.encoder.embed_images(
-                [image for _, image in to_write], show_progress=False
-            )
-            if self.pool_factor > 1:
-                vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
-            nodes = [page.node for page, _ in to_write]
-            result = self.store.upsert_pages(nodes, vectors, fingerprint=self.fingerprint)
-        except InvalidPageError as error:  # e.g. vectors that are not finite: their files fail
-            self._fail_files(to_write, error)
-            return False
-        except VLMError:
-            raise  # a model mismatch, bad configuration or unwritable store concerns all: stop
+            self._write(to_write)
+        except VLMError as error:
+            if isinstance(error, InvalidPageError):  # e.g. vectors that are not finite
+                return self._retry_by_file(to_write, error)
+            self._take_back(to_write, error)  # a mismatch or unwritable store concerns all
+            raise
         except Exception as error:  # noqa: BLE001 - reported per file, never swallowed silently
+            return self._retry_by_file(to_write, error)
+        return True
+
+    def _write(self, to_write: list[_Decoded]) -> None:
+        vectors = self.encoder.embed_images([image for _, image in to_write], show_progress=False)
+        if self.pool_factor > 1:
+            vectors = [hierarchical_pool(page, self.pool_factor) for page in vectors]
+        nodes = [page.node for page, _ in to_write]
+        result = self.store.upsert_pages(nodes, vectors, fingerprint=self.fingerprint)
+        self._record(result, [page for page, _ in to_write])
+
+    def _retry_by_file(self, to_write: list[_Decoded], error: Exception) -> bool:
+        """Store each file's pages of a failed batch alone; False when any file failed."""
+        by_source: dict[str, list[_Decoded]] = {}
+        for page, image in to_write:
+            by_source.setdefault(page.source, []).append((page, image))
+        if len(by_source) == 1:
             self._fail_files(to_write, error)
             return False
-        self._record(result, [page for page, _ in to_write])
-        return True
+        results = [self._embed_and_store(pages) for pages in by_source.values()]
+        return all(results)
+
+    def _take_back(self, to_write: list[_Decoded], error: VLMError) -> None:
+        """Fail the batch's files (deleting their earlier batches) or say which stay stored."""
+        try:
+            self._fail_files(to_write, error)
+        except VLMError as cleanup_error:
+            sources = sorted({page.source for page, _ in to_write})
+            raise StoreError(
+                f"{error}. Taking back the files of the failed batch failed too "
+                f"({cleanup_error}): pages of {', '.join(sources)} may stay stored from "
+                "earlier batches; run the same ingest again once the store can be written, "
+                "which completes them"
+            ) from error
 
     def _record(self, result: AddResult, written: list[_PendingPage]) -> None:
         self.report.pages_unchanged += len(result.unchanged)
@@ -250,9 +282,7 @@ class _BatchWriter:
             )
             self.outcomes_by_source.setdefault(page.source, {})[page_id] = outcome
 
-    def _fail_files(
-        self, to_write: list[tuple[_PendingPage, Image.Image]], error: Exception
-    ) -> None:
+    def _fail_files(self, to_write: list[_Decoded], error: Exception) -> None:
         # Nothing of this batch was committed: its upsert is a single commit. The files with
         # pages to write in it are not indexed; files whose pages here were all stored already
         # are not concerned.
@@ -344,9 +374,9 @@ def ingest(
         EmptyInputError: ``paths`` holds no supported file.
         ModelMismatchError: the store holds vectors of another encoder, or pooled by another
             ``pool_factor`` (nothing is written).
-        StoreError: the store could not be written (disk full, permission denied...). The
-            batches committed before stay; run the same ingest again once the cause is fixed
-            and it continues where it stopped.
+        StoreError: the store could not be written (disk full, permission denied...). Files
+            of earlier batches stay, those of the failed batch are taken back; run the same
+            ingest again once the cause is fixed and it continues where it stopped.
 
     Example::
 
@@ -384,6 +414,7 @@ def ingest(
         for path in readable:
             _read_into(writer, reader, path)
         writer.flush()
+    store.compact_if_needed()  # after a large ingest or many files taken back
     _update_fast_index(store, report)
     report.seconds = time.perf_counter() - started
     return report
@@ -399,9 +430,14 @@ def _count_pages(
         try:
             total_pages += reader.count_pages(path)
             readable.append(path)
-        except UnreadableDocumentError as error:
-            report.failed.append(FailedFile(str(path), error.reason))
-            logger.warning("not indexed: %s: %s", path, error.reason)
+        except RendererNotInstalledError:
+            raise  # the setup's problem, not this file's: every file would fail
+        except Exception as error:  # noqa: BLE001 - one file's failure never stops the run
+            reason = f"cannot be read ({type(error).__name__}: {error})"
+            if isinstance(error, UnreadableDocumentError):
+                reason = error.reason
+            report.failed.append(FailedFile(str(path), reason))
+            logger.warning("not indexed: %s: %s", path, reason)
     return readable, total_pages
 
 
@@ -414,6 +450,10 @@ def _read_into(writer: _BatchWriter, reader: PDFPageReader, path: Path) -> None:
                 break  # e.g. its batch failed to embed: render no more of it
     except UnreadableDocumentError as error:
         writer.fail(str(path), error.reason)
+    except (VLMError, RendererNotInstalledError):
+        raise  # the store or the setup failed (every file would): stop
+    except Exception as error:  # noqa: BLE001 - one file's failure never stops the run
+        writer.fail(str(path), f"cannot be read ({type(error).__name__}: {error})")
 
 
 def ingest_documents(
@@ -443,6 +483,7 @@ def ingest_documents(
             if source_of(document) not in writer.failed_sources:
                 writer.add(source_of(document), document)
         writer.flush()
+    store.compact_if_needed()  # after a large ingest or many files taken back
     _update_fast_index(store, report)
     report.seconds = time.perf_counter() - started
     return report

@@ -96,6 +96,31 @@ def seen(monkeypatch):
     return spy_on
 
 
+@pytest.fixture
+def loading_calls(monkeypatch) -> list[tuple[str, dict]]:
+    """Records the keyword arguments of every transformers ``from_pretrained`` call."""
+    import transformers
+
+    calls: list[tuple[str, dict]] = []
+    owners = [
+        transformers.PreTrainedModel,
+        transformers.ProcessorMixin,
+        transformers.AutoProcessor,
+        transformers.AutoConfig,
+        transformers.AutoTokenizer,
+        transformers.PretrainedConfig,
+    ]
+    for owner in owners:
+        real = owner.__dict__["from_pretrained"].__func__
+
+        def spy(cls, *args, _real=real, **kwargs):
+            calls.append((cls.__name__, kwargs))
+            return _real(cls, *args, **kwargs)
+
+        monkeypatch.setattr(owner, "from_pretrained", classmethod(spy))
+    return calls
+
+
 # ---------------------------------------------------------------------------------------------
 # Ingestion tests (tests/ingestion/, tests/stress/).
 

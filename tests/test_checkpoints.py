@@ -85,3 +85,25 @@ def test_a_vlm_checkpoint_missing_its_language_head_is_refused(checkpoint_withou
     with pytest.raises(MissingWeightsError, match="lm_head.weight") as caught:
         HuggingFaceVLM.from_pretrained(broken)
     assert [name.split(".")[-2] for name in caught.value.missing] == ["lm_head"]
+
+
+def test_a_checkpoint_of_pickled_weights_only_is_refused_clearly(tiny_checkpoint, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    path = tmp_path / "bin-only"
+    shutil.copytree(tiny_checkpoint("qwen2_vl"), path)
+    torch.save(load_file(path / "model.safetensors"), path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(InvalidCheckpointError, match="loads safetensors weights only") as refused:
+        HuggingFaceVLM.from_pretrained(path)
+    assert "weights_only" not in str(refused.value)
+
+
+def test_a_generic_family_loads_as_the_class_auto_model_for_image_text_to_text_picks(
+    tiny_checkpoint, loading_calls
+):
+    HuggingFaceVLM.from_pretrained(tiny_checkpoint("gemma3"))
+    assert [name for name, _ in loading_calls if "For" in name] == [
+        "Gemma3ForConditionalGeneration"
+    ]

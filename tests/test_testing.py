@@ -11,15 +11,39 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from llama_index_vlm.processors import load_processor
 from llama_index_vlm.testing import TINY_CHECKPOINT_KINDS, make_tiny_checkpoint
 
 EXPECTED_CLASSES = {
     "colpali": "ColPaliForRetrieval",
     "colqwen2": "ColQwen2ForRetrieval",
+    "colqwen2_5": "ColQwen2ForRetrieval",
+    "colmodernvbert": "ColModernVBertForRetrieval",
     "llava": "LlavaForConditionalGeneration",
     "llava_next": "LlavaNextForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
     "paligemma": "PaliGemmaForConditionalGeneration",
     "blip2": "Blip2ForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
+    "idefics3": "Idefics3ForConditionalGeneration",
+    "gemma3": "Gemma3ForConditionalGeneration",
+}
+#: The prompt each chat-template kind's template writes for one image and "Hi?", as the real
+#: checkpoint's does (its model card shows the same).
+CHAT_PROMPTS = {
+    "llava": "USER: <image>\nHi? ASSISTANT:",
+    "llava_next": "[INST] <image>\nHi? [/INST]",
+    "llava_onevision": "<|im_start|>user <image>\nHi?<|im_end|><|im_start|>assistant\n",
+    "qwen2_vl": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n<|im_start|>assistant\n",
+    "qwen3_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    "smolvlm": "<|im_start|>User:<image>Hi?<end_of_utterance>\nAssistant:",
+    "idefics3": "<|begin_of_text|>User:<image>Hi?<end_of_utterance>\nAssistant:",
+    "gemma3": "<bos><start_of_turn>user\n<start_of_image>Hi?<end_of_turn>\n<start_of_turn>model\n",
 }
 
 
@@ -45,18 +69,19 @@ def test_kind_reloads_through_from_pretrained_as_its_real_class(kind, tiny_check
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED_CLASSES))
 def test_kinds_locally_trained_tokenizer_round_trips_text(kind, tiny_checkpoint):
-    processor = AutoProcessor.from_pretrained(tiny_checkpoint(kind))
+    path = tiny_checkpoint(kind)
+    processor = load_processor(str(path), AutoConfig.from_pretrained(path).model_type)
     ids = processor.tokenizer("What was the 2023 revenue?", add_special_tokens=False)["input_ids"]
     assert processor.tokenizer.decode(ids) == "What was the 2023 revenue?"
 
 
-@pytest.mark.parametrize("kind", ["llava", "llava_next"])
-def test_llava_kinds_have_the_real_chat_template(kind, tiny_checkpoint):
-    processor = AutoProcessor.from_pretrained(tiny_checkpoint(kind))
+@pytest.mark.parametrize("kind", sorted(CHAT_PROMPTS))
+def test_chat_kinds_have_the_real_chat_template(kind, tiny_checkpoint):
+    path = tiny_checkpoint(kind)
+    processor = load_processor(str(path), AutoConfig.from_pretrained(path).model_type)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    expected = "USER: <image>\nHi? ASSISTANT:" if kind == "llava" else "[INST] <image>\nHi? [/INST]"
-    assert prompt == expected
+    assert prompt == CHAT_PROMPTS[kind]
 
 
 def test_generator_kinds_generate_text(tiny_checkpoint):

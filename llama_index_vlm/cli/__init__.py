@@ -1,4 +1,5 @@
-"""The ``llama-index-vlm`` command line: index, search, ask, maps, info, delete and serve.
+"""The ``llama-index-vlm`` command line: index, search, ask, maps, info, delete, serve and
+compact.
 
 ::
 
@@ -14,9 +15,10 @@
 - :mod:`~llama_index_vlm.cli.parser`: the arguments (standard library only, so ``--help`` is
   instant).
 - One module per command group, each running the public API: :mod:`~.indexing` (``index``),
-  :mod:`~.querying` (``search``, ``ask``), :mod:`~.maps` (``maps``) and :mod:`~.admin`
-  (``info``, ``delete``, which never import torch or transformers), and :mod:`~.serve`
-  (``serve``: the JSON API and web page of :mod:`llama_index_vlm.server`).
+  :mod:`~.querying` (``search``, ``ask``), :mod:`~.maps` (``maps``), :mod:`~.admin`
+  (``info``, ``delete``) and :mod:`~.compaction` (``compact``), which never import torch or
+  transformers, and :mod:`~.serve` (``serve``: the JSON API and web page of
+  :mod:`llama_index_vlm.server`).
 - :mod:`~.common` (opening the index, checking text, typing and checking ``--filter``),
   :mod:`~.models` (checking, placing and loading the models, with the command line's hints),
   :mod:`~.memory` (whether they fit), :mod:`~.copies` (files with the same bytes as a stored
@@ -43,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from llama_index_vlm.cli.admin import run_delete, run_info
+from llama_index_vlm.cli.compaction import run_compact
 from llama_index_vlm.cli.finetune import run_finetune, run_reindex
 from llama_index_vlm.cli.indexing import run_index
 from llama_index_vlm.cli.maps import run_maps
@@ -87,6 +90,7 @@ COMMANDS = {
     "serve": run_serve,
     "finetune": run_finetune,
     "reindex": run_reindex,
+    "compact": run_compact,
 }
 
 

@@ -43,7 +43,14 @@ def run_index(args: argparse.Namespace) -> int:
         return run_index_images(args)
     from llama_index_vlm.reader import PDFPageReader
 
-    reader = PDFPageReader(dpi=args.dpi, extract_text=args.text)
+    reader = PDFPageReader(
+        dpi=args.dpi,
+        extract_text=args.text,
+        render_timeout=args.render_timeout,
+        render_memory_limit=args.render_memory_limit,
+        max_pages=args.max_pages,
+        follow_symlinks=args.follow_symlinks,
+    )
     files = _listed_files(reader, args.paths, prune=args.prune)
     store = open_store(args.store, must_exist=False)
     doc_ids = _doc_ids(files)

@@ -19,6 +19,9 @@ from llama_index_vlm.errors import UsageError
 
 #: Bytes per element of the floating-point types a checkpoint's weights are cast to.
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+#: Bytes per weight of a quantised model (``--quantization``), counted for all its floats: the
+#: layers left unquantised (embeddings, norms) make the true size a little larger.
+QUANTIZED_BYTES = {"int8": 1, "8bit": 1, "4bit": 0.5}
 #: Bytes per element of the types safetensors headers name.
 _STORED_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -66,12 +69,13 @@ def weights_bytes(directory: Path, dtype: str) -> int | None:
     """
     tensors = sorted(directory.glob("*.safetensors"))
     if tensors:
-        return sum(_safetensors_bytes(path, DTYPE_BYTES[dtype]) for path in tensors)
+        float_bytes = DTYPE_BYTES.get(dtype) or QUANTIZED_BYTES[dtype]
+        return int(sum(_safetensors_bytes(path, float_bytes) for path in tensors))
     pickled = sorted(directory.glob("pytorch_model*.bin"))
     return sum(path.stat().st_size for path in pickled) if pickled else None
 
 
-def _safetensors_bytes(path: Path, float_bytes: int) -> int:
+def _safetensors_bytes(path: Path, float_bytes: float) -> float:
     with open(path, "rb") as file:
         (header_length,) = struct.unpack("<Q", file.read(8))
         header = json.loads(file.read(header_length))
@@ -88,7 +92,8 @@ def _safetensors_bytes(path: Path, float_bytes: int) -> int:
 
 
 def model_size(name: str, dtype: str) -> ModelSize | None:
-    """What checkpoint ``name`` needs in ``dtype``; None when that cannot be told offline."""
+    """What checkpoint ``name`` needs in ``dtype`` (or quantised: ``int8``, ``8bit``, ``4bit``);
+    None when that cannot be told offline."""
     directory = checkpoint_dir(name)
     size = None if directory is None else weights_bytes(directory, dtype)
     return None if size is None else ModelSize(name, dtype, size)

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.cli.memory import model_size, require_memory
 from llama_index_vlm.cli.output import escaped
-from llama_index_vlm.errors import InvalidCheckpointError, ModelMismatchError, UsageError
+from llama_index_vlm.errors import (
+    InvalidCheckpointError,
+    ModelMismatchError,
+    UnsupportedDeviceError,
+    UsageError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from llama_index_vlm.encoder import ColPaliEncoder
@@ -144,11 +149,14 @@ def resolve_local(name: str) -> str:
 # ------------------------------------------------------------------ placing (torch, no model)
 
 
-def place(names: list[str], device: str, dtype: str) -> Placement:
+def place(
+    names: list[str], device: str, dtype: str, *, quantized: dict[str, str] | None = None
+) -> Placement:
     """The device and dtype for loading the checkpoints ``names`` together, once they are known
     to fit in that device's free memory.
 
-    ``dtype="auto"`` is bfloat16 on a GPU and on a CPU (half float32's memory: a float32 7B
+    ``quantized`` maps a checkpoint loaded with ``--quantization`` to that scheme, counted at its
+    size. ``dtype="auto"`` is bfloat16 on a GPU and on a CPU (half float32's memory: a float32 7B
     model alone needs 28 GB), float16 on Apple's mps.
 
     Raises:
@@ -160,7 +168,8 @@ def place(names: list[str], device: str, dtype: str) -> Placement:
     resolved = resolve_device(device)
     if dtype == "auto":
         dtype = "float16" if resolved.type == "mps" else "bfloat16"
-    require_memory([model_size(name, dtype) for name in names], str(resolved))
+    quantized = quantized or {}
+    require_memory([model_size(name, quantized.get(name, dtype)) for name in names], str(resolved))
     return Placement(str(resolved), dtype)
 
 
@@ -225,11 +234,15 @@ def load_vlm(
     placement: Placement,
     max_new_tokens: int,
     *,
+    quantization: str | None = None,
     verbose: bool = False,
     adapter: str | None = None,
 ) -> HuggingFaceVLM:
     """Load the answering model ``name`` (from :func:`vlm_name`), with a LoRA ``adapter``, and
     with the CLI's hint when it cannot be loaded.
+
+    Raises:
+        UsageError: ``quantization`` that this device or the installed libraries cannot run.
     """
     from llama_index_vlm.vlm import HuggingFaceVLM
 
@@ -241,9 +254,12 @@ def load_vlm(
                 dtype=placement.dtype,
                 max_new_tokens=max_new_tokens,
                 adapter=adapter,
+                quantization=quantization,
             )
     except InvalidCheckpointError as error:
         raise InvalidCheckpointError(f"--vlm: {error}") from error
+    except (UnsupportedDeviceError, ImportError) as error:  # the device or a library lacks it
+        raise UsageError(f"--quantization {quantization}: {error}") from error
 
 
 def note_tiny_checkpoints(names: list[str]) -> None:

@@ -34,6 +34,7 @@ examples:
   llama-index-vlm info
   llama-index-vlm delete report.pdf
   llama-index-vlm index reports/ --prune     # also drop files deleted from reports/
+  llama-index-vlm compact
   llama-index-vlm index photos/ --images-only
   llama-index-vlm search "a red bicycle" --image-search
   llama-index-vlm finetune retriever --pairs pairs.jsonl --out ./my-adapter
@@ -91,6 +92,17 @@ def ray_address(text: str) -> str:
     )
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def filter_pair(text: str) -> tuple[str, str]:
     """argparse type: ``key=value`` -> ``(key, value)``; the value is typed later, per key."""
     key, separator, value = text.partition("=")
@@ -117,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands, _store_options())
     add_finetune_parser(commands)
     add_reindex_parser(commands)
+    _add_compact(commands)
     return parser
 
 
@@ -260,6 +273,38 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         "exist (a missing file is only reported without it)",
     )
     images.add_index_options(index)
+    _add_reader_limits(index)
+
+
+def _add_reader_limits(index: argparse.ArgumentParser) -> None:
+    """What one file may cost (PDFPageReader's limits), and whether links are followed."""
+    limits = index.add_argument_group("limits per file")
+    limits.add_argument(
+        "--render-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="stop a file whose opening or any one page takes longer (default: 30)",
+    )
+    limits.add_argument(
+        "--render-memory-limit",
+        type=positive_int,
+        default=2048,
+        metavar="MIB",
+        help="memory of the process rendering a file, in MiB (default: 2048)",
+    )
+    limits.add_argument(
+        "--max-pages",
+        type=positive_int,
+        default=10_000,
+        metavar="N",
+        help="refuse a file with more pages than this (default: 10000)",
+    )
+    limits.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links inside a folder that point outside it (default: skip them)",
+    )
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:
@@ -275,9 +320,10 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "--vlm",
         default=DEFAULT_VLM,
         metavar="CKPT",
-        help="LLaVA, LLaVA-NeXT, PaliGemma or BLIP-2: hub id or local directory "
-        f"(default: {DEFAULT_VLM})",
+        help="Qwen2-VL/2.5-VL/3-VL, SmolVLM, Idefics3, Gemma 3, LLaVA(-NeXT/-OneVision), "
+        f"PaliGemma or BLIP-2: hub id or local directory (default: {DEFAULT_VLM})",
     )
+    add_quantization_option(ask)
     ask.add_argument(
         "-k", type=positive_int, default=3, help="pages given to the model (default: 3)"
     )
@@ -297,6 +343,18 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "--vlm-adapter", metavar="DIR", help="a LoRA adapter from `finetune answerer` on --vlm"
     )
     images.add_ask_options(ask)
+
+
+def add_quantization_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--quantization``: the commands that load an answering model."""
+    parser.add_argument(
+        "--quantization",
+        choices=("4bit", "8bit", "int8"),
+        default=None,
+        help="load the answering model's weights quantised: 4bit or 8bit (bitsandbytes, CUDA "
+        "GPUs) or int8 (torchao, CPUs and GPUs); needs pip install "
+        "'llama-index-vlm[quantization]'",
+    )
 
 
 def _add_search(commands: argparse._SubParsersAction) -> None:
@@ -368,3 +426,33 @@ def _add_delete(commands: argparse._SubParsersAction) -> None:
         "document", metavar="DOC_ID", help="doc id (or its unique beginning), file name or path"
     )
     delete.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+
+
+def _add_compact(commands: argparse._SubParsersAction) -> None:
+    compact = commands.add_parser(
+        "compact",
+        parents=[_store_options()],
+        help="give the disk space of deleted pages back",
+        description="Rewrite the index's files without deleted and replaced pages, and remove "
+        "old versions, printing the space reclaimed. Safe while queries run: a version stays "
+        "readable for --grace minutes after a newer one replaced it.",
+    )
+    compact.add_argument(
+        "--grace",
+        type=_non_negative_minutes,
+        default=10.0,
+        metavar="MINUTES",
+        help="keep versions replaced less than this long ago (default: 10); 0 frees all the "
+        "space now, when nothing else uses the index",
+    )
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _non_negative_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value

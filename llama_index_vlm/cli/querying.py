@@ -82,10 +82,16 @@ def run_ask(args: argparse.Namespace) -> int:
     if not require_pages(store, filters):
         raise UsageError("no pages match the filters; nothing to answer from")
     retriever, answerer = encoder_name(args.model, store, args.adapter), vlm_name(args.vlm)
-    placement = _place(args, [retriever, answerer])
+    quantized = {answerer: args.quantization} if args.quantization else None
+    placement = _place(args, [retriever, answerer], quantized)
     encoder = _load_retriever(args, store, retriever, placement)
     vlm = load_vlm(
-        answerer, placement, args.max_new_tokens, verbose=args.verbose, adapter=args.vlm_adapter
+        answerer,
+        placement,
+        args.max_new_tokens,
+        quantization=args.quantization,
+        verbose=args.verbose,
+        adapter=args.vlm_adapter,
     )
     from llama_index_vlm.index import VisualDocumentIndex
 
@@ -110,9 +116,11 @@ def run_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _place(args: argparse.Namespace, names: list[str]) -> Placement:
+def _place(
+    args: argparse.Namespace, names: list[str], quantized: dict[str, str] | None = None
+) -> Placement:
     """Where the checkpoints ``names`` (checked) run together; says if they are tiny ones."""
-    placement = place(names, args.device, args.dtype)
+    placement = place(names, args.device, args.dtype, quantized=quantized)
     note_tiny_checkpoints(names)
     return placement
 

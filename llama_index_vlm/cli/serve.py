@@ -19,7 +19,13 @@ import socket
 import threading
 from typing import Any
 
-from llama_index_vlm.cli.parser import DEFAULT_STORE, DEFAULT_VLM, DTYPES, positive_int
+from llama_index_vlm.cli.parser import (
+    DEFAULT_STORE,
+    DEFAULT_VLM,
+    DTYPES,
+    add_quantization_option,
+    positive_int,
+)
 from llama_index_vlm.errors import UsageError
 
 #: The environment variable holding the server's token (safer than --token, which other users
@@ -60,12 +66,13 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
         "--vlm",
         default=DEFAULT_VLM,
         metavar="CKPT",
-        help="LLaVA, LLaVA-NeXT, PaliGemma or BLIP-2 for /ask: hub id or local directory "
-        f"(default: {DEFAULT_VLM})",
+        help="the answering model for /ask (Qwen-VL, SmolVLM, Gemma 3, LLaVA, PaliGemma, ...): "
+        f"hub id or local directory (default: {DEFAULT_VLM})",
     )
     answering.add_argument(
         "--no-vlm", action="store_true", help="load no answering model: search only"
     )
+    add_quantization_option(serve)
     serve.add_argument("--device", default="auto", help="torch device (default: auto)")
     serve.add_argument(
         "--dtype",
@@ -171,7 +178,10 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
     store = open_store(args.store, must_exist=False)
     retriever = encoder_name(args.model, store)
     answerer = None if args.no_vlm else vlm_name(args.vlm)
-    placement = place([retriever, *([answerer] if answerer else [])], args.device, args.dtype)
+    quantized = {answerer: args.quantization} if answerer and args.quantization else None
+    placement = place(
+        [retriever, *([answerer] if answerer else [])], args.device, args.dtype, quantized=quantized
+    )
 
     def load_models() -> Models:
         encoder = load_encoder(
@@ -185,7 +195,13 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
         )
         vlm = None
         if answerer is not None:
-            vlm = load_vlm(answerer, placement, args.max_new_tokens, verbose=args.verbose)
+            vlm = load_vlm(
+                answerer,
+                placement,
+                args.max_new_tokens,
+                quantization=args.quantization,
+                verbose=args.verbose,
+            )
         return Models(encoder=encoder, vlm=vlm)
 
     limits = ServerLimits(

@@ -95,7 +95,9 @@ class PageEncoder:
             if row["error"] or row["unchanged"]:
                 continue
             try:
-                to_encode.append((position, page_image(row_document(row))))
+                # Reduced to the model's input size at once, as a local ingest does.
+                image = self.encoder.prepare_image(page_image(row_document(row)))
+                to_encode.append((position, image))
             except Exception as error:  # noqa: BLE001 - fails this page's file only
                 page = row["page_id"]
                 rows[position] = _failed(row, f"page {page}: image cannot be decoded: {error}")

@@ -6,6 +6,12 @@ files and folders, files of other types, and anything that is not a regular file
 (named pipes, devices, sockets, dangling links), so a walk never blocks on a pipe or reads an
 endless device. A path given explicitly is kept whatever it is, so that :func:`check_file`
 reports it as a failure of that file.
+
+Symbolic links: a link met inside a folder being walked is followed only when its target
+(fully resolved) lies inside that same folder; a link out of it (to ``/etc``, a home folder, a
+network share) is skipped with a warning, unless ``follow_symlinks=True``. Indexing a folder
+someone else filled then reads only what is in that folder. A path given explicitly is
+followed wherever it points: the caller named it.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def check_file(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def list_files(path_or_paths: PathOrPaths) -> list[Path]:
+def list_files(path_or_paths: PathOrPaths, *, follow_symlinks: bool = False) -> list[Path]:
     """Expand folders (:func:`walk`) into the files to read, as absolute paths, in order.
 
     A file reached twice (listed and inside a listed folder, or through a symbolic link) is
@@ -68,7 +74,7 @@ def list_files(path_or_paths: PathOrPaths) -> list[Path]:
     seen_real: set[str] = set()
     for given in as_path_list(path_or_paths):
         path = Path(os.path.abspath(os.fspath(given)))
-        found = walk(path) if path.is_dir() else [path]
+        found = walk(path, follow_symlinks=follow_symlinks) if path.is_dir() else [path]
         for file in found:
             real = os.path.realpath(file)
             if real not in seen_real:
@@ -77,14 +83,16 @@ def list_files(path_or_paths: PathOrPaths) -> list[Path]:
     return files
 
 
-def walk(root: Path) -> list[Path]:
+def walk(root: Path, *, follow_symlinks: bool = False) -> list[Path]:
     """Supported files under ``root``, depth first in name order, without hidden entries.
 
     A folder reached twice through symbolic links is walked once, so link loops end; a folder
-    that cannot be listed is skipped with a warning.
+    that cannot be listed is skipped with a warning. A symbolic link whose target lies outside
+    ``root`` is skipped with a warning unless ``follow_symlinks``.
     """
     files: list[Path] = []
     visited: set[tuple[int, int]] = set()
+    inside = None if follow_symlinks else os.path.realpath(root)
     # An explicit stack (not recursion) so a very deep tree cannot hit the recursion limit.
     stack: list[Path] = [root]
     while stack:
@@ -94,7 +102,7 @@ def walk(root: Path) -> list[Path]:
             continue
         entries = _new_folder_entries(path, visited)
         if entries is not None:
-            stack.extend(reversed(_walkable(entries)))
+            stack.extend(reversed(_walkable(entries, inside)))
     return files
 
 
@@ -115,13 +123,17 @@ def _new_folder_entries(folder: Path, visited: set[tuple[int, int]]) -> list[os.
     return entries
 
 
-def _walkable(entries: list[os.DirEntry]) -> list[Path]:
-    """The folders and supported regular files among ``entries``, skipping hidden ones."""
+def _walkable(entries: list[os.DirEntry], inside: str | None) -> list[Path]:
+    """The folders and supported regular files among ``entries``, skipping hidden ones and,
+    unless ``inside`` is None, symbolic links to anywhere outside the folder ``inside``.
+    """
     children = []
     for entry in entries:
         if entry.name.startswith("."):
             continue
         child = Path(entry.path)
+        if inside is not None and entry.is_symlink() and not _links_inside(child, inside):
+            continue
         try:
             is_dir = entry.is_dir()
             is_file = entry.is_file()
@@ -134,6 +146,23 @@ def _walkable(entries: list[os.DirEntry]) -> list[Path]:
         elif entry.is_symlink() and not child.exists():
             logger.warning("skipping dangling symbolic link %s", child)
     return children
+
+
+def _links_inside(link: Path, folder: str) -> bool:
+    """Whether the symbolic link ``link`` resolves to somewhere inside ``folder`` (a real
+    path); a warning names a link that does not.
+    """
+    target = os.path.realpath(link)
+    if os.path.commonpath([target, folder]) == folder:
+        return True
+    logger.warning(
+        "skipping symbolic link %s: it points outside %s (to %s); follow_symlinks=True "
+        "(`index --follow-symlinks`) follows such links",
+        link,
+        folder,
+        target,
+    )
+    return False
 
 
 def as_path_list(path_or_paths: PathOrPaths) -> list[str | os.PathLike[str]]:

@@ -3,7 +3,8 @@
 Each frame of a multi-frame TIFF is a page; any other file is one page. A photo's EXIF rotation
 is applied, so a page photographed in portrait is stored upright. An image over Pillow's
 decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused, checked from the header
-before any pixel is decoded, and again for each TIFF frame.
+before any pixel is decoded, and again for each TIFF frame. A TIFF with more frames to read
+than the page limit is refused after reading at most that many frame headers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from llama_index_vlm.errors import UnreadableDocumentError
 from llama_index_vlm.images import to_rgb
 from llama_index_vlm.pages import os_reason
-from llama_index_vlm.reader.rendered import RenderedPage, pixel_budget
+from llama_index_vlm.reader.rendered import RenderedPage, check_page_limit, pixel_budget
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 
@@ -43,6 +44,10 @@ def open_image(path: Path) -> Image.Image:
         ) from error
     except OSError as error:
         raise UnreadableDocumentError(str(path), os_reason(error)) from error
+    except Exception as error:  # noqa: BLE001 - Pillow's plugins raise anything on bad headers
+        raise UnreadableDocumentError(
+            str(path), f"not a valid image ({type(error).__name__}: {error})"
+        ) from error
     try:
         _check_bomb(path, image)
     except UnreadableDocumentError:
@@ -60,25 +65,63 @@ def frame_count(image: Image.Image) -> int:
     return 1
 
 
-def count_image_pages(path: Path, *, first_page: int = 1, last_page: int | None = None) -> int:
-    """How many pages of the image file lie in the range, reading only its header."""
+def count_image_pages(
+    path: Path,
+    *,
+    first_page: int = 1,
+    last_page: int | None = None,
+    max_pages: int | None = None,
+) -> int:
+    """How many pages of the image file lie in the range, reading only its headers.
+
+    Raises :class:`UnreadableDocumentError` for more than ``max_pages`` pages in the range.
+    """
     with open_image(path) as image:
+        _check_frame_limit(path, image, first_page, last_page, max_pages)
         return len(_page_range(frame_count(image), first_page, last_page))
 
 
 def image_pages(
-    path: Path, *, first_page: int = 1, last_page: int | None = None
+    path: Path,
+    *,
+    first_page: int = 1,
+    last_page: int | None = None,
+    max_pages: int | None = None,
 ) -> Iterator[RenderedPage]:
     """The pages (frames) of an image file in the range, each upright and in ``RGB``.
 
-    Raises :class:`UnreadableDocumentError` for a file :func:`open_image` refuses, a frame over
-    the pixel budget, or pixel data that is truncated or corrupted (naming the page in a
-    multi-page TIFF). The file is closed when the generator finishes or is closed.
+    Raises :class:`UnreadableDocumentError` for a file :func:`open_image` refuses, more than
+    ``max_pages`` pages in the range, a frame over the pixel budget, or pixel data that is
+    truncated or corrupted (naming the page in a multi-page TIFF). The file is closed when the
+    generator finishes or is closed.
     """
     with open_image(path) as image:
+        _check_frame_limit(path, image, first_page, last_page, max_pages)
         page_count = frame_count(image)
         for page_number in _page_range(page_count, first_page, last_page):
             yield _frame_page(path, image, page_number, page_count)
+
+
+def _check_frame_limit(
+    path: Path, image: Image.Image, first_page: int, last_page: int | None, max_pages: int | None
+) -> None:
+    """Refuse a TIFF with more than ``max_pages`` frames in the range, without counting them
+    all: Pillow walks every frame header to count, which takes seconds per ten thousand.
+    """
+    if max_pages is None or image.format != "TIFF":
+        return
+    if last_page is not None and last_page - first_page + 1 <= max_pages:
+        return
+    # One frame at a time: seeking far past the end makes Pillow record a wrong frame count.
+    beyond = first_page - 1 + max_pages  # the first frame over the limit
+    try:
+        for frame in range(1, beyond + 1):
+            image.seek(frame)
+    except EOFError:
+        return  # within the limit
+    finally:
+        image.seek(0)
+    check_page_limit(path, max_pages, more=True)
 
 
 def _page_range(page_count: int, first_page: int, last_page: int | None) -> range:
@@ -98,7 +141,7 @@ def _frame_page(path: Path, image: Image.Image, page_number: int, page_count: in
         rgb = to_rgb(frame)
     except UnreadableDocumentError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except Exception as error:  # noqa: BLE001 - Pillow raises TypeError, KeyError... on bad data
         where = f"page {page_number} of {page_count}: " if page_count > 1 else ""
         raise UnreadableDocumentError(
             str(path), f"{where}truncated or corrupted image ({error})"

@@ -25,13 +25,13 @@ from llama_index.core.readers.base import BasePydanticReader
 from llama_index.core.schema import ImageDocument
 
 from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
-from llama_index_vlm.pages import doc_id_for_file, os_reason
+from llama_index_vlm.pages import doc_id_for_file
 from llama_index_vlm.reader import files
 from llama_index_vlm.reader.documents import page_document
-from llama_index_vlm.reader.image_files import count_image_pages, image_pages
-from llama_index_vlm.reader.pdf import PDF_EXTENSIONS, count_pdf_pages
-from llama_index_vlm.reader.pdf_renderers import render_pdfium, render_poppler
-from llama_index_vlm.reader.rendered import RenderedPage
+from llama_index_vlm.reader.encoded import EncodedPage
+from llama_index_vlm.reader.render_workers import RenderLimits, count_in_worker, pages_in_worker
+from llama_index_vlm.reader.rendered import DEFAULT_MAX_PAGES
+from llama_index_vlm.reader.sources import ReadSettings, count_file_pages, encoded_pages
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,24 @@ class PDFPageReader(BasePydanticReader):
             except UnreadableDocumentError as error:
                 print("failed:", error.path, error.reason)
 
-    Limits: an image file over Pillow's decompression-bomb limit
-    (``PIL.Image.MAX_IMAGE_PIXELS``) is refused; a PDF page that would render over it is
-    rendered at the highest dpi that fits (its ``dpi`` metadata says which) with a warning.
+    Limits, so that no file costs more than a bounded memory and time:
+
+    - pixels: an image file over Pillow's decompression-bomb limit
+      (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 megapixels) is refused; a PDF page that would
+      render over it is rendered at the highest dpi that fits (its ``dpi`` metadata says
+      which) with a warning. A page wider or taller than JPEG allows (65,500 px) is stored as
+      PNG.
+    - pages: a file with more than ``max_pages`` pages to read (default 10,000) is refused.
+    - rendering: each file is opened, counted and rendered in a worker process whose memory
+      is capped at ``render_memory_limit`` MiB, and which is stopped when opening the file or
+      rendering one page takes longer than ``render_timeout`` seconds; the file then fails
+      with the reason, and the next file gets a fresh worker. Set both to ``None`` to render
+      in this process without limits (and without the worker's few milliseconds a page).
+    - folders: a symbolic link inside a folder is followed only when its target lies inside
+      that folder, unless ``follow_symlinks=True`` (see :meth:`list_files`).
+
+    Any exception while reading a file (Pillow raises ``TypeError``, ``KeyError``,
+    ``ValueError`` on malformed images) is that file's :class:`UnreadableDocumentError`.
     """
 
     dpi: int = Field(default=144, gt=0, description="Resolution PDF pages are rendered at.")
@@ -106,6 +121,29 @@ class PDFPageReader(BasePydanticReader):
         default=8,
         ge=1,
         description="Pages rendered per pdftoppm call with renderer='pdf2image'.",
+    )
+    max_pages: int | None = Field(
+        default=DEFAULT_MAX_PAGES,
+        ge=1,
+        description="Most pages read from one file (in its page range); a file with more is "
+        "refused. None: no limit.",
+    )
+    render_timeout: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a render worker may take to open a file and count its pages, or "
+        "to render one page, before it is stopped and the file fails. None: no time limit.",
+    )
+    render_memory_limit: int | None = Field(
+        default=2048,
+        ge=256,
+        le=1 << 24,
+        description="Address space of a render worker, in MiB; a file needing more fails. "
+        "None: no cap. With both limits None, files are read in this process.",
+    )
+    follow_symlinks: bool = Field(
+        default=False,
+        description="Follow symbolic links inside a folder that point outside it.",
     )
 
     @field_validator("image_format", mode="before")
@@ -225,9 +263,11 @@ class PDFPageReader(BasePydanticReader):
         twice through symbolic links is walked once, so link loops end. Paths given explicitly
         are kept whatever they are (missing, hidden, unsupported type) so that
         :meth:`read_file` reports each one as a failure of that file. A file reached twice
-        (e.g. listed and inside a listed folder) is kept once, at its first place.
+        (e.g. listed and inside a listed folder) is kept once, at its first place. A symbolic
+        link inside a folder that points outside it is skipped with a warning unless
+        ``follow_symlinks=True``.
         """
-        return files.list_files(path_or_paths)
+        return files.list_files(path_or_paths, follow_symlinks=self.follow_symlinks)
 
     def count_pages(self, path: str | os.PathLike[str]) -> int:
         """How many documents :meth:`read_file` would yield for ``path``, without rendering.
@@ -237,10 +277,10 @@ class PDFPageReader(BasePydanticReader):
         a PDF's page tree and an image's header, so it suits a progress bar's total.
         """
         path = files.check_file(path)
-        page_range = dict(first_page=self.first_page, last_page=self.last_page)
-        if path.suffix.lower() in PDF_EXTENSIONS:
-            return count_pdf_pages(path, dpi=self.dpi, **page_range)
-        return count_image_pages(path, **page_range)
+        limits = self._render_limits()
+        if limits is None:
+            return count_file_pages(path, self._read_settings())
+        return count_in_worker(path, self._read_settings(), limits)
 
     def read_file(
         self,
@@ -264,7 +304,7 @@ class PDFPageReader(BasePydanticReader):
         if doc_id is not None and (not isinstance(doc_id, str) or not doc_id):
             raise ValueError(f"doc_id must be a non-empty string, not {doc_id!r}")
         path = files.check_file(path)
-        pages = self._rendered_pages(path)
+        pages = self._encoded_pages(path)
         try:
             # The first page (and so the file's validation) comes before hashing, so a bad
             # file fails before being read a second time.
@@ -283,34 +323,36 @@ class PDFPageReader(BasePydanticReader):
 
     # ---------------------------------------------------------------------------- internals
 
-    def _rendered_pages(self, path: Path) -> Iterator[RenderedPage]:
-        if path.suffix.lower() in PDF_EXTENSIONS:
-            return self._pdf_pages(path)
-        return image_pages(path, first_page=self.first_page, last_page=self.last_page)
+    def _encoded_pages(self, path: Path) -> Iterator[EncodedPage]:
+        limits = self._render_limits()
+        if limits is None:
+            return encoded_pages(path, self._read_settings())
+        return pages_in_worker(path, self._read_settings(), limits)
 
-    def _pdf_pages(self, path: Path) -> Iterator[RenderedPage]:
-        options = dict(
+    def _render_limits(self) -> RenderLimits | None:
+        """The render worker's limits, or None to read in this process."""
+        if self.render_timeout is None and self.render_memory_limit is None:
+            return None
+        if os.name != "posix":  # no RLIMIT_AS, no select() on pipes
+            logger.warning("render limits need a POSIX system; reading files in this process")
+            return None
+        return RenderLimits(self.render_timeout, self.render_memory_limit)
+
+    def _read_settings(self) -> ReadSettings:
+        return ReadSettings(
             dpi=self.dpi,
+            renderer=self.renderer,
+            image_format=self.image_format,
+            image_quality=self.image_quality,
             first_page=self.first_page,
             last_page=self.last_page,
             extract_text=self.extract_text,
+            pdf2image_window=self.pdf2image_window,
+            max_pages=self.max_pages,
         )
-        try:
-            if self.renderer == "pdf2image":
-                yield from render_poppler(path, window=self.pdf2image_window, **options)
-            else:
-                yield from render_pdfium(path, **options)
-        except OSError as error:  # the file vanished or became unreadable mid-way
-            raise UnreadableDocumentError(str(path), os_reason(error)) from error
 
+    @staticmethod
     def _document(
-        self, page: RenderedPage, path: Path, doc_id: str, extra_info: dict[str, Any] | None
+        page: EncodedPage, path: Path, doc_id: str, extra_info: dict[str, Any] | None
     ) -> ImageDocument:
-        return page_document(
-            page,
-            path,
-            doc_id,
-            extra_info,
-            image_format=self.image_format,
-            image_quality=self.image_quality,
-        )
+        return page_document(page, path, doc_id, extra_info)

@@ -26,7 +26,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from llama_index_vlm.errors import UnreadableDocumentError
-from llama_index_vlm.reader.rendered import pixel_budget
+from llama_index_vlm.reader.rendered import check_page_limit, pixel_budget
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +136,13 @@ def plan_pdf(
     dpi: int,
     first_page: int = 1,
     last_page: int | None = None,
+    max_pages: int | None = None,
 ) -> PdfLayout:
     """Check every page in the range without rendering it, and choose each page's dpi.
 
-    Raises :class:`UnreadableDocumentError` for a PDF with no pages, a page whose object is
-    missing or damaged, an empty page box, or a page too large even at 1 dpi.
+    Raises :class:`UnreadableDocumentError` for a PDF with no pages, more than ``max_pages``
+    pages in the range (checked before any page is looked at), a page whose object is missing
+    or damaged, an empty page box, or a page too large even at 1 dpi.
     """
     with PDFIUM_LOCK:
         page_count = len(pdf)
@@ -148,6 +150,7 @@ def plan_pdf(
         raise UnreadableDocumentError(str(path), "the PDF has no pages")
     first = max(1, first_page)
     last = page_count if last_page is None else min(last_page, page_count)
+    check_page_limit(path, max_pages, last - first + 1)
     budget = pixel_budget()
     page_dpis = [
         _page_dpi(pdf, path, page_number, page_count, dpi=dpi, budget=budget)
@@ -201,7 +204,12 @@ def _page_dpi(
 
 @contextmanager
 def planned_pdf(
-    path: Path, *, dpi: int, first_page: int = 1, last_page: int | None = None
+    path: Path,
+    *,
+    dpi: int,
+    first_page: int = 1,
+    last_page: int | None = None,
+    max_pages: int | None = None,
 ) -> Iterator[tuple[pdfium.PdfDocument, PdfLayout]]:
     """``with planned_pdf(path, dpi=...) as (pdf, layout):`` an open, checked PDF and its plan.
 
@@ -210,17 +218,28 @@ def planned_pdf(
     """
     pdf = open_pdf(path)
     try:
-        yield pdf, plan_pdf(pdf, path, dpi=dpi, first_page=first_page, last_page=last_page)
+        yield (
+            pdf,
+            plan_pdf(
+                pdf, path, dpi=dpi, first_page=first_page, last_page=last_page, max_pages=max_pages
+            ),
+        )
     finally:
         with PDFIUM_LOCK:
             pdf.close()
 
 
 def count_pdf_pages(
-    path: Path, *, dpi: int, first_page: int = 1, last_page: int | None = None
+    path: Path,
+    *,
+    dpi: int,
+    first_page: int = 1,
+    last_page: int | None = None,
+    max_pages: int | None = None,
 ) -> int:
     """How many pages of ``path`` lie in the range, after the checks rendering would make."""
-    with planned_pdf(path, dpi=dpi, first_page=first_page, last_page=last_page) as (_, layout):
+    page_range = dict(first_page=first_page, last_page=last_page, max_pages=max_pages)
+    with planned_pdf(path, dpi=dpi, **page_range) as (_, layout):
         return len(layout.page_numbers())
 
 

@@ -28,6 +28,10 @@ from llama_index_vlm.reader.pdf import (
 from llama_index_vlm.reader.rendered import RenderedPage
 
 
+class RendererNotInstalledError(RuntimeError):
+    """The renderer asked for is not installed: a problem of the setup, not of any file."""
+
+
 def render_pdfium(
     path: Path,
     *,
@@ -35,6 +39,7 @@ def render_pdfium(
     first_page: int = 1,
     last_page: int | None = None,
     extract_text: bool = False,
+    max_pages: int | None = None,
 ) -> Iterator[RenderedPage]:
     """Render a PDF's pages with pypdfium2, one page at a time.
 
@@ -42,9 +47,11 @@ def render_pdfium(
     page is yielded; a page that still fails to render raises :class:`UnreadableDocumentError`
     naming that page, after the earlier pages were yielded. Each page's bitmap and page handle
     are closed before the next page is rendered, and the document when the generator finishes
-    or is closed.
+    or is closed. More than ``max_pages`` pages in the range fail the file before any is
+    rendered.
     """
-    with planned_pdf(path, dpi=dpi, first_page=first_page, last_page=last_page) as plan:
+    page_range = dict(first_page=first_page, last_page=last_page, max_pages=max_pages)
+    with planned_pdf(path, dpi=dpi, **page_range) as plan:
         pdf, layout = plan
         for page_number, page_dpi in zip(layout.page_numbers(), layout.page_dpis, strict=True):
             image = _render_pdfium_page(pdf, path, page_number, layout.page_count, page_dpi)
@@ -90,6 +97,7 @@ def render_poppler(
     last_page: int | None = None,
     extract_text: bool = False,
     window: int = 8,
+    max_pages: int | None = None,
 ) -> Iterator[RenderedPage]:
     """Render a PDF's pages with pdf2image (poppler's ``pdftoppm``), ``window`` pages per call.
 
@@ -98,7 +106,8 @@ def render_poppler(
     """
     if window < 1:
         raise ValueError(f"window must be at least 1, not {window}")
-    with planned_pdf(path, dpi=dpi, first_page=first_page, last_page=last_page) as plan:
+    page_range = dict(first_page=first_page, last_page=last_page, max_pages=max_pages)
+    with planned_pdf(path, dpi=dpi, **page_range) as plan:
         pdf, layout = plan
         for start, stop, window_dpi in _windows(layout, window):
             images = _render_poppler_window(path, start, stop, window_dpi)
@@ -120,7 +129,7 @@ def _render_poppler_window(path: Path, start: int, stop: int, dpi: int) -> list[
             str(path), dpi=dpi, first_page=start, last_page=stop, use_cropbox=True
         )
     except (PDFInfoNotInstalledError, FileNotFoundError) as error:
-        raise RuntimeError(
+        raise RendererNotInstalledError(
             "renderer='pdf2image' needs poppler's pdftoppm and pdfinfo on PATH "
             "(apt-get install poppler-utils, brew install poppler), or use the default "
             "renderer='pypdfium2'"

@@ -1,4 +1,4 @@
-"""A page as pixels, what every page source yields, and the pixel budget they all obey.
+"""A page as pixels, what every page source yields, and the pixel and page limits they all obey.
 
 The PDF renderers (:mod:`~llama_index_vlm.reader.pdf_renderers`) and the image files
 (:mod:`~llama_index_vlm.reader.image_files`) both yield :class:`RenderedPage` objects;
@@ -8,8 +8,15 @@ The PDF renderers (:mod:`~llama_index_vlm.reader.pdf_renderers`) and the image f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
+
+from llama_index_vlm.errors import UnreadableDocumentError
+
+#: Pages read from one file at most, by default: a PDF listing one page a million times, or a
+#: TIFF of 20,000 frames, is refused instead of costing hours.
+DEFAULT_MAX_PAGES = 10_000
 
 
 @dataclass
@@ -42,3 +49,23 @@ def pixel_budget() -> int | None:
     """
     budget = Image.MAX_IMAGE_PIXELS
     return None if budget is None else int(budget)
+
+
+def check_page_limit(
+    path: Path, max_pages: int | None, n_pages: int | None = None, *, more: bool = False
+) -> None:
+    """Refuse a file with ``n_pages`` pages to read (``more``: more than ``max_pages``, known
+    without counting them all) when that is over ``max_pages`` (``None``: no limit).
+
+    Raises:
+        UnreadableDocumentError: the file has too many pages to read.
+    """
+    if max_pages is None or (not more and (n_pages is None or n_pages <= max_pages)):
+        return
+    how_many = f"more than {max_pages:,}" if more else f"{n_pages:,}"
+    raise UnreadableDocumentError(
+        str(path),
+        f"{how_many} pages to read, over the limit of {max_pages:,} pages per file; raise it "
+        "(PDFPageReader(max_pages=...), `index --max-pages N`) or read a page range "
+        "(first_page/last_page)",
+    )

@@ -18,10 +18,10 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
-from PIL import Image
 
 from llama_index_vlm.encoder import ColPaliEncoder
-from llama_index_vlm.errors import EmptyInputError, UnreadableDocumentError
+from llama_index_vlm.errors import EmptyInputError
+from llama_index_vlm.reader.query_images import load_query_image
 from llama_index_vlm.retriever.page_caches import (
     ExactPageCache,
     FastPageCache,
@@ -206,12 +206,8 @@ class ColPaliRetriever(BaseRetriever):
 
     def _query_vectors(self, query_bundle: QueryBundle) -> np.ndarray:
         if query_bundle.image_path:
-            try:
-                with Image.open(query_bundle.image_path) as image:
-                    image.load()
-                    return self.encoder.embed_images([image], show_progress=False)[0]
-            except (OSError, Image.DecompressionBombError) as error:
-                raise UnreadableDocumentError(query_bundle.image_path, str(error)) from error
+            image = load_query_image(query_bundle.image_path)
+            return self.encoder.embed_images([image], show_progress=False)[0]
         if not query_bundle.query_str or not query_bundle.query_str.strip():
             raise EmptyInputError("the query is empty; ask a question in words, or give an image")
         return self.encoder.embed_queries([query_bundle.query_str], show_progress=False)[0]

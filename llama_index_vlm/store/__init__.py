@@ -51,6 +51,8 @@ The modules, in the order a page takes:
   reached or refuses the credentials, reported as one :class:`~llama_index_vlm.errors.StoreError`.
 - :mod:`~llama_index_vlm.store.index_struct`: how a page index is recorded in (and loaded back
   from) a persisted LlamaIndex ``StorageContext``.
+- :mod:`~llama_index_vlm.store.compaction`: giving the space of deleted pages back
+  (:meth:`LanceDBPageStore.compact`), safe while queries run.
 
 Searching is the ColPali retriever's job: it keeps the page vectors in memory and, when the
 table version changes, reloads only the pages whose content hash changed
@@ -62,8 +64,16 @@ Importing this package loads LanceDB, Arrow and LlamaIndex's core, never torch o
 """
 
 from llama_index_vlm.store import index_struct as _index_struct  # noqa: F401 (registers it)
+from llama_index_vlm.store.compaction import CompactionReport
 from llama_index_vlm.store.page_store import LanceDBPageStore
 from llama_index_vlm.store.results import AddResult, StoredDocument
 from llama_index_vlm.store.schema import VECTOR_COLUMN, page_schema
 
-__all__ = ["VECTOR_COLUMN", "AddResult", "LanceDBPageStore", "StoredDocument", "page_schema"]
+__all__ = [
+    "VECTOR_COLUMN",
+    "AddResult",
+    "CompactionReport",
+    "LanceDBPageStore",
+    "StoredDocument",
+    "page_schema",
+]

@@ -25,6 +25,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index_vlm.errors import InvalidRequestError
 from llama_index_vlm.fingerprint import pool_factor_of
 from llama_index_vlm.store import carried, queries
+from llama_index_vlm.store.compaction import CompactingStore
 from llama_index_vlm.store.filters import page_where, quote_literal
 from llama_index_vlm.store.object_storage import reports_storage_errors, storage_errors
 from llama_index_vlm.store.results import AddResult, StoredDocument, stored_documents
@@ -45,7 +46,7 @@ from llama_index_vlm.store.schema import (
 from llama_index_vlm.store.table import PageTable
 
 
-class LanceDBPageStore(BasePydanticVectorStore):
+class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
     """LlamaIndex vector store of document pages (image + ColPali multi-vector) in LanceDB.
 
     Opening a store never overwrites anything: an existing table is reopened as it is, and a
@@ -59,6 +60,8 @@ class LanceDBPageStore(BasePydanticVectorStore):
         storage_options: object-store options passed to LanceDB (credentials, region, ...).
         read_consistency_interval: seconds between checks for versions committed by other
             processes; 0 (the default) always reads the latest, None never checks.
+        auto_compact: compact after large deletes and ingests (:meth:`compact_if_needed`);
+            :meth:`compact` gives the space of deleted pages back on demand.
 
     Example:
         >>> store = LanceDBPageStore(uri="./vlm_index")                   # doctest: +SKIP
@@ -85,6 +88,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
         description="Seconds between checks for other processes' commits; 0 always reads the "
         "latest version, None never checks.",
     )
+    auto_compact: bool = Field(default=True, description="Compact after large deletes/ingests.")
 
     _connection: Any = PrivateAttr(default=None)
     _pages: PageTable = PrivateAttr(default=None)
@@ -120,6 +124,7 @@ class LanceDBPageStore(BasePydanticVectorStore):
                 )
         self._connection = connection
         self._pages = PageTable(connection, table_name, self.uri, vector_dtype)
+        self._pages.after_delete = self.compact_if_needed
         self._pages.open()
 
     @classmethod
@@ -320,17 +325,6 @@ class LanceDBPageStore(BasePydanticVectorStore):
     async def aclear(self) -> None:
         """:meth:`clear` in a worker thread."""
         await asyncio.to_thread(self.clear)
-
-    def optimize(self, cleanup_older_than: timedelta | None = None) -> None:
-        """Compact small files and drop versions older than ``cleanup_older_than``.
-
-        Each add leaves its own files and every version stays readable; run this now and then
-        on a long-lived index. Do not run it while another process is adding.
-        """
-        table = self._pages.open()
-        if table is not None:
-            with self._pages.writing():
-                table.optimize(cleanup_older_than=cleanup_older_than)
 
     # ------------------------------------------------------------------ reading
 

@@ -19,9 +19,14 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 
-from llama_index_vlm.errors import InvalidRequestError, ModelMismatchError, PageNotFoundError
+from llama_index_vlm.errors import (
+    DamagedStoreError,
+    InvalidRequestError,
+    ModelMismatchError,
+    PageNotFoundError,
+)
 from llama_index_vlm.store.filters import page_where
-from llama_index_vlm.store.rows import row_to_node, vectors_from_arrow
+from llama_index_vlm.store.rows import nonfinite_rows, row_to_node, vectors_from_arrow
 from llama_index_vlm.store.schema import NODE_COLUMNS, VECTOR_COLUMN, schema_dim, schema_fingerprint
 
 # Page ids per `page_id IN (...)` clause: keeps the SQL text small for big lookups.
@@ -81,7 +86,7 @@ def iter_vectors(
     for batch in query.to_batches(batch_size):
         if batch.num_rows:
             page_ids = batch.column("page_id").to_pylist()
-            yield page_ids, vectors_from_arrow(batch.column(VECTOR_COLUMN), dtype)
+            yield page_ids, checked_vectors(table, page_ids, batch.column(VECTOR_COLUMN), dtype)
 
 
 def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.ndarray]:
@@ -93,8 +98,9 @@ def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.
     found: dict[str, np.ndarray] = {}
     if table is not None and page_ids:
         rows = select_pages(table, ["page_id", VECTOR_COLUMN], page_ids=page_ids)
-        vectors = vectors_from_arrow(rows.column(VECTOR_COLUMN), dtype)
-        found = dict(zip(rows.column("page_id").to_pylist(), vectors, strict=True))
+        row_ids = rows.column("page_id").to_pylist()
+        vectors = checked_vectors(table, row_ids, rows.column(VECTOR_COLUMN), dtype)
+        found = dict(zip(row_ids, vectors, strict=True))
     missing = [page_id for page_id in page_ids if page_id not in found]
     if missing:
         raise PageNotFoundError(
@@ -102,6 +108,38 @@ def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.
             missing,
         )
     return [found[page_id] for page_id in page_ids]
+
+
+def checked_vectors(
+    table: Any, page_ids: list[str], column: pa.ChunkedArray | pa.Array, dtype: Any
+) -> list[np.ndarray]:
+    """The vectors of a column read for ``page_ids`` (:func:`vectors_from_arrow`), once they
+    are known to be finite: a NaN in a page's vectors made a search crash or silently drop it.
+
+    Raises:
+        DamagedStoreError: some pages' vectors hold NaN or infinity; names their documents.
+    """
+    damaged = nonfinite_rows(column)
+    if damaged:
+        raise damaged_vectors_error(table, [page_ids[row] for row in damaged])
+    return vectors_from_arrow(column, dtype)
+
+
+def damaged_vectors_error(table: Any, page_ids: list[str]) -> DamagedStoreError:
+    """The error for pages whose stored vectors are not finite: which documents, and how to
+    repair them (delete them and index their files again).
+    """
+    rows = select_pages(table, ["page_id", "doc_id", "file_path"], page_ids=page_ids).to_pylist()
+    files = {row["doc_id"]: row["file_path"] or row["doc_id"] for row in rows}
+    listing = "; ".join(f"{file} (doc id {doc_id})" for doc_id, file in sorted(files.items()))
+    return DamagedStoreError(
+        f"the page store is damaged: the stored vectors of {len(page_ids)} page(s) are not "
+        f"finite numbers (NaN or infinity), so they cannot be ranked. Damaged documents: "
+        f"{listing}. Repair: delete them (`llama-index-vlm delete DOC_ID`, or "
+        "store.delete(doc_id)) and index their files again",
+        page_ids,
+        sorted(files),
+    )
 
 
 def query_vectors(query: VectorStoreQuery) -> np.ndarray:
@@ -165,6 +203,13 @@ def multivector_search(
     if where is not None:
         search = search.where(where, prefilter=True)
     rows = search.to_arrow().to_pylist()
+    damaged = [row["page_id"] for row in rows if not np.isfinite(row["_distance"])]
+    if damaged:
+        raise damaged_vectors_error(table, damaged)
+    if len(rows) < min(query.similarity_top_k, table.count_rows(where)):
+        # LanceDB leaves out pages whose vectors are NaN: find them, and say so.
+        for _ in iter_vectors(table, where, 256, None):
+            pass
     nodes = [row_to_node(row) for row in rows]
     return VectorStoreQueryResult(
         nodes=nodes,

@@ -262,6 +262,23 @@ def vectors_from_arrow(column: pa.ChunkedArray | pa.Array, dtype: Any) -> list[n
     return [values[offsets[i] - start : offsets[i + 1] - start] for i in range(len(column))]
 
 
+def nonfinite_rows(column: pa.ChunkedArray | pa.Array) -> list[int]:
+    """The rows of a vectors column holding a NaN or an infinity (empty for a sound column).
+
+    One pass over the values, as fast as a copy, so every read of vectors can afford it.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = pa.concat_arrays(column.chunks) if column.num_chunks != 1 else column.chunk(0)
+    dim = column.type.value_type.list_size
+    values = column.flatten().flatten().to_numpy(zero_copy_only=False)
+    if np.isfinite(values).all():
+        return []
+    bad_vectors = np.flatnonzero(~np.isfinite(values.reshape(-1, dim)).all(axis=1))
+    offsets = column.offsets.to_numpy()
+    rows = np.searchsorted(offsets - offsets[0], bad_vectors, side="right") - 1
+    return sorted({int(row) for row in rows})
+
+
 def row_to_node(row: dict[str, Any]) -> ImageNode:
     """A stored row (its node columns) as the ``ImageNode`` it was made from."""
     metadata: dict[str, Any] = {}

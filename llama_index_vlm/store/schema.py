@@ -92,10 +92,11 @@ def schema_fingerprint(schema: pa.Schema) -> dict[str, Any] | None:
 
 
 def check_page_table(schema: pa.Schema, table_name: str, uri: str) -> None:
-    """Refuse a table that is not a page table of this schema version (never overwrite it).
+    """Refuse a table that is not a page table of this schema version (never overwrite it),
+    or a page table whose columns were dropped or changed.
 
     Raises:
-        StoreError: the table at ``uri`` named ``table_name`` is someone else's.
+        StoreError: the table at ``uri`` named ``table_name`` is someone else's, or damaged.
     """
     version = (schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode())
     if version != SCHEMA_VERSION.encode() or VECTOR_COLUMN not in schema.names:
@@ -103,3 +104,43 @@ def check_page_table(schema: pa.Schema, table_name: str, uri: str) -> None:
             f"table {table_name!r} at {uri!r} is not a llama-index-vlm page table (schema "
             f"version {version!r}); choose another table_name"
         )
+    damage = schema_damage(schema)
+    if damage:
+        raise StoreError(
+            f"the page table {table_name!r} at {uri!r} is damaged: {'; '.join(damage)}. Its "
+            "pages cannot be read as pages. Index your files again into a new store (another "
+            "directory, or this one once deleted); the files themselves are not affected"
+        )
+
+
+def schema_damage(schema: pa.Schema) -> list[str]:
+    """What is wrong with a page table's columns: each missing column, and each column whose
+    type is not the one :func:`page_schema` declares (empty when nothing is).
+
+    >>> schema_damage(page_schema(128).remove(1))
+    ["column 'doc_id' is missing"]
+    """
+    vectors = schema.field(VECTOR_COLUMN).type
+    if not (
+        pa.types.is_list(vectors)
+        and pa.types.is_fixed_size_list(vectors.value_type)
+        and vectors.value_type.value_type in _VALUE_TYPES.values()
+    ):
+        return [f"column {VECTOR_COLUMN!r} is {vectors}, not a list of float vectors"]
+    expected = page_schema(schema_dim(schema), schema_dtype(schema))
+    damage = []
+    for field in expected:
+        if field.name not in schema.names:
+            damage.append(f"column {field.name!r} is missing")
+        elif not _same_type(field.type, schema.field(field.name).type):
+            damage.append(
+                f"column {field.name!r} is {schema.field(field.name).type}, not {field.type}"
+            )
+    return damage
+
+
+def _same_type(declared: pa.DataType, stored: pa.DataType) -> bool:
+    # Lance stores Arrow's JSON type as JSONB, which reads back as large binary.
+    if isinstance(declared, pa.BaseExtensionType):
+        return stored.equals(declared) or stored.equals(pa.large_binary())
+    return stored.equals(declared)

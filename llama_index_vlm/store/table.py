@@ -10,7 +10,7 @@ against it, and commits each write (new and changed pages, minus the stale ones)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +48,12 @@ class PageTable:
         self.vector_dtype = vector_dtype
         self._table: Any | None = None
         self._lock = threading.RLock()
+        #: Rows this object deleted or replaced, and rows it wrote, since it last compacted
+        #: the table: what makes an automatic compaction worth its cost.
+        self.rows_deleted = 0
+        self.rows_written = 0
+        #: Called after each delete that removed rows (the store's automatic compaction).
+        self.after_delete: Callable[[], Any] | None = None
 
     def open(self) -> Any | None:
         """The LanceDB table, or None while it does not exist.
@@ -155,7 +161,10 @@ class PageTable:
         if not to_write and stale_where is None:
             return removed, int(table.version)
         self._adopt_fingerprint(table, fingerprint)
-        return removed, self._write(table, to_write, stale_where)
+        version = self._write(table, to_write, stale_where)
+        self.rows_written += len(to_write)
+        self.rows_deleted += len(removed)
+        return removed, version
 
     def delete_where(self, where: str) -> None:
         """Delete the rows matching the SQL ``where`` in one commit (none if none match)."""
@@ -165,9 +174,13 @@ class PageTable:
         with self.writing():
             # Deleting nothing would still commit an empty version and make every retriever
             # cache look stale, so count first.
-            if table.count_rows(where) == 0:
+            count = table.count_rows(where)
+            if count == 0:
                 return
             table.delete(where)
+            self.rows_deleted += count
+        if self.after_delete is not None:
+            self.after_delete()
 
     @staticmethod
     def _stale_pages(table: Any, pages: list[PreparedPage]) -> tuple[list[str], str | None]:

@@ -10,9 +10,13 @@ the same public ``from_pretrained`` path as a hub checkpoint, so a test exercise
 
 The answers and rankings of such models are meaningless; their shapes, prompts, token counts
 and code paths are the real ones. One module per family group builds its kinds
-(:mod:`~llama_index_vlm.testing.paligemma`: PaliGemma and ColPali, :mod:`.qwen2_vl`: ColQwen2,
-:mod:`.llava`: LLaVA and LLaVA-NeXT, :mod:`.blip2`: BLIP-2, :mod:`.image_text`: BLIP-2's
-image-text retrieval model and SigLIP) from the shared :mod:`.parts`.
+(:mod:`~llama_index_vlm.testing.paligemma`: PaliGemma and ColPali; :mod:`.qwen_vl`: Qwen2-VL,
+Qwen2.5-VL, Qwen3-VL, ColQwen2 and ColQwen2.5; :mod:`.llava`: LLaVA, LLaVA-NeXT and
+LLaVA-OneVision; :mod:`.idefics3`: SmolVLM, Idefics3 and ColModernVBERT; :mod:`.gemma3`:
+Gemma 3; :mod:`.blip2`: BLIP-2; :mod:`.image_text`: BLIP-2's image-text
+retrieval model and SigLIP) from the shared :mod:`.parts`, with the real checkpoints' chat
+templates (:mod:`.chat_templates`). The processors of video-capable families are saved without
+their video processor, which needs torchvision (see :mod:`llama_index_vlm.processors`).
 
 Example::
 
@@ -31,24 +35,44 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llama_index_vlm.testing.blip2 import build_blip2
+from llama_index_vlm.testing.gemma3 import build_gemma3
+from llama_index_vlm.testing.idefics3 import build_colmodernvbert, build_idefics3, build_smolvlm
 from llama_index_vlm.testing.image_text import build_blip2_itm, build_siglip
-from llama_index_vlm.testing.llava import build_llava, build_llava_next
+from llama_index_vlm.testing.llava import build_llava, build_llava_next, build_llava_onevision
 from llama_index_vlm.testing.paligemma import build_colpali, build_paligemma
-from llama_index_vlm.testing.qwen2_vl import build_colqwen2
+from llama_index_vlm.testing.qwen_vl import (
+    build_colqwen2,
+    build_colqwen2_5,
+    build_qwen2_5_vl,
+    build_qwen2_vl,
+    build_qwen3_vl,
+)
 
 __all__ = ["TINY_CHECKPOINT_KINDS", "is_tiny_checkpoint", "make_tiny_checkpoint"]
 
 # Bumped whenever what a kind builds changes, so a cached checkpoint of an old recipe is rebuilt.
-_RECIPE_VERSION = 2
+_RECIPE_VERSION = 3
 _MARKER = "llama_index_vlm_tiny.json"
 
 _BUILDERS: dict[str, Callable[[Path], None]] = {
+    # Retrievers
     "colpali": build_colpali,
     "colqwen2": build_colqwen2,
+    "colqwen2_5": build_colqwen2_5,
+    "colmodernvbert": build_colmodernvbert,
+    # Answerers
     "llava": build_llava,
     "llava_next": build_llava_next,
+    "llava_onevision": build_llava_onevision,
     "paligemma": build_paligemma,
     "blip2": build_blip2,
+    "qwen2_vl": build_qwen2_vl,
+    "qwen2_5_vl": build_qwen2_5_vl,
+    "qwen3_vl": build_qwen3_vl,
+    "smolvlm": build_smolvlm,
+    "idefics3": build_idefics3,
+    "gemma3": build_gemma3,
+    # Image search (single-vector image-text models)
     "blip2_itm": build_blip2_itm,
     "siglip": build_siglip,
 }
@@ -61,10 +85,14 @@ def make_tiny_checkpoint(kind: str, path: str | os.PathLike[str], seed: int = 0)
     """Build (or reuse) a tiny random checkpoint of a real architecture at ``path``.
 
     Args:
-        kind: one of :data:`TINY_CHECKPOINT_KINDS`: ``"colpali"`` (``ColPaliForRetrieval`` over a
-            PaliGemma backbone), ``"colqwen2"`` (``ColQwen2ForRetrieval``), ``"llava"``,
-            ``"llava_next"``, ``"paligemma"``, ``"blip2"``, ``"blip2_itm"``
-            (``Blip2ForImageTextRetrieval``, for image search) or ``"siglip"`` (``SiglipModel``).
+        kind: one of :data:`TINY_CHECKPOINT_KINDS`. Retrievers: ``"colpali"``
+            (``ColPaliForRetrieval`` over a PaliGemma backbone), ``"colqwen2"`` and
+            ``"colqwen2_5"`` (``ColQwen2ForRetrieval`` over Qwen2-VL, Qwen2.5-VL),
+            ``"colmodernvbert"``. Answerers: ``"llava"``, ``"llava_next"``,
+            ``"llava_onevision"``, ``"paligemma"``, ``"blip2"``, ``"qwen2_vl"``,
+            ``"qwen2_5_vl"``, ``"qwen3_vl"``, ``"smolvlm"``, ``"idefics3"``, ``"gemma3"``.
+            Image search: ``"blip2_itm"`` (``Blip2ForImageTextRetrieval``), ``"siglip"``
+            (``SiglipModel``).
         path: the directory to write. If it already holds a checkpoint of the same kind, seed
             and recipe (made earlier by this function), it is reused as it is, so a test suite
             can cache checkpoints across tests and runs.

@@ -1,10 +1,12 @@
-"""Tiny LLaVA-1.5 and LLaVA-NeXT checkpoints: CLIP vision, a Llama language model."""
+"""Tiny LLaVA checkpoints: LLaVA-1.5 and LLaVA-NeXT (CLIP vision, a Llama language model), and
+LLaVA-OneVision (SigLIP vision, a Qwen2 language model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from llama_index_vlm.testing import chat_templates
 from llama_index_vlm.testing.parts import (
     HIDDEN,
     IMAGE_SIZE,
@@ -13,32 +15,6 @@ from llama_index_vlm.testing.parts import (
     VISION_SIZES,
     fast_tokenizer,
     save_generator,
-)
-
-_LLAVA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
-    "{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ content['text'] + ' ' }}{% endfor %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-
-_LLAVA_NEXT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}"
-    "{{ '<<SYS>>\n' + message['content'][0]['text'] + '\n<</SYS>>\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '[INST] ' }}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
-    "{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ content['text'] }}{% endfor %}{{ ' [/INST]' }}"
-    "{% elif message['role'] == 'assistant' %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ ' ' + content['text'] }}{% endfor %}{{ '</s>' }}"
-    "{% endif %}{% endfor %}"
 )
 
 # What LLaVA-1.5 and LLaVA-NeXT processors and configs share: CLIP patches without the CLS
@@ -96,7 +72,7 @@ def build_llava(path: Path) -> None:
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=_LLAVA_CHAT_TEMPLATE,
+        chat_template=chat_templates.LLAVA,
         **_LLAVA_PROCESSOR_KWARGS,
     )
     config = LlavaConfig(**_llava_config_kwargs(tokenizer))
@@ -124,8 +100,59 @@ def build_llava_next(path: Path) -> None:
     processor = LlavaNextProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=_LLAVA_NEXT_CHAT_TEMPLATE,
+        chat_template=chat_templates.LLAVA_NEXT,
         **_LLAVA_PROCESSOR_KWARGS,
     )
     config = LlavaNextConfig(image_grid_pinpoints=pinpoints, **_llava_config_kwargs(tokenizer))
     save_generator(LlavaNextForConditionalGeneration(config), tokenizer, processor, path)
+
+
+def build_llava_onevision(path: Path) -> None:
+    """``LlavaOnevisionForConditionalGeneration`` with any-resolution tiles of up to 2x2 cells,
+    ``LlavaOnevisionProcessor`` and LLaVA-OneVision's (Qwen2 chat) prompts.
+    """
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    from llama_index_vlm.processors import image_only
+
+    tokenizer = fast_tokenizer(
+        {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+    )
+    pinpoints = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE], [2 * IMAGE_SIZE] * 2]
+    processor = image_only(LlavaOnevisionProcessor)(
+        image_processor=LlavaOnevisionImageProcessorPil(
+            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+            image_grid_pinpoints=pinpoints,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        ),
+        tokenizer=tokenizer,
+        video_processor=None,
+        num_image_tokens=(IMAGE_SIZE // PATCH) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=chat_templates.LLAVA_ONEVISION,
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(**VISION_SIZES),
+        text_config=Qwen2Config(
+            **LANGUAGE_MODEL_SIZES,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=4096,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
+    save_generator(LlavaOnevisionForConditionalGeneration(config), tokenizer, processor, path)

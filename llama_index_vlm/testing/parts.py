@@ -60,15 +60,22 @@ def _train_tokenizer(special_tokens: list[str], vocab_size: int = 600) -> Any:
     return tokenizer
 
 
-def fast_tokenizer(special_tokens: dict[str, str], extra_special: list[str] = ()) -> Any:
-    """A trained tokenizer in transformers' tokenizer class, with named special tokens."""
+def fast_tokenizer(
+    special_tokens: dict[str, str],
+    extra_special: list[str] = (),
+    named: dict[str, str] | None = None,
+) -> Any:
+    """A trained tokenizer in transformers' tokenizer class, with named special tokens.
+
+    ``named`` gives extra special tokens attribute names (Gemma 3's ``tokenizer.boi_token``).
+    """
     from transformers import PreTrainedTokenizerFast
 
     ordered = list(dict.fromkeys([*special_tokens.values(), *extra_special]))
     return PreTrainedTokenizerFast(
         tokenizer_object=_train_tokenizer(ordered),
         **special_tokens,
-        extra_special_tokens=list(extra_special) or None,
+        extra_special_tokens=named or list(extra_special) or None,
     )
 
 

@@ -1,11 +1,12 @@
 """The context window: what a prompt of page images costs in tokens, and making it fit.
 
 A vision-language model attends to its prompt, the prompt's image tokens (LLaVA-1.5: 576 a
-page, PaliGemma-448: 1024, BLIP-2: 32 query tokens, LLaVA-NeXT: more for larger pages) and its
-answer, all within its context window. Every model call is tokenised before generation
-(:class:`Request`) and checked against the window: a call that does not fit raises
-:class:`~llama_index_vlm.errors.ContextWindowExceededError` with the numbers, or, when allowed,
-loses its last (lowest-ranked) pages until it fits.
+page, PaliGemma-448: 1024, BLIP-2: 32 query tokens, Gemma 3: 256, SmolVLM-256M: 64 per tile of
+up to 17, LLaVA-NeXT and LLaVA-OneVision: more for larger pages, Qwen-VL: one per 28x28 or 32x32
+pixels within the image budget) and its answer, all within its context window. Every model
+call is tokenised before generation (:class:`Request`) and checked against the window: a call
+that does not fit raises :class:`~llama_index_vlm.errors.ContextWindowExceededError` with the
+numbers, or, when allowed, loses its last (lowest-ranked) pages until it fits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import Image
 
 from llama_index_vlm.errors import ContextWindowExceededError
 from llama_index_vlm.images import encode_image
-from llama_index_vlm.vlm.families import Family, PromptSpec
+from llama_index_vlm.vlm.families import Family, PromptOptions, PromptSpec
 from llama_index_vlm.vlm.messages import PageImage, Turn
 
 # pages_prompt_helper(): the page a default is sized for, the real tokens kept for the system
@@ -83,14 +84,9 @@ def image_token_id(config: Any, processor: Any) -> int | None:
     return processor.tokenizer.convert_tokens_to_ids(str(token))
 
 
-def tokenise(spec: PromptSpec, processor: Any, image_token: int | None) -> Request:
-    """Run the processor on one call's prompt and images, and count what it costs."""
-    options: dict[str, Any] = {"return_tensors": "pt"}
-    if spec.add_special_tokens is not None:
-        options["add_special_tokens"] = spec.add_special_tokens
-    inputs = processor(images=spec.images or None, text=spec.text, **options)
-    # PaliGemma's processor adds training labels; generate must not get them.
-    inputs.pop("labels", None)
+def tokenise(family: Family, spec: PromptSpec, processor: Any, image_token: int | None) -> Request:
+    """Run the family's processor on one call's prompt and images, and count what it costs."""
+    inputs = family.encode(spec, processor)
     input_ids = inputs["input_ids"]
     image_tokens = 0 if image_token is None else int((input_ids == image_token).sum())
     return Request(
@@ -165,7 +161,7 @@ def _drop_last_image(turns: list[Turn]) -> str:
     # Retrievers list pages best first, so the last image of the conversation is the weakest.
     for turn in reversed(turns):
         if turn.images:
-            return turn.images.pop().label
+            return turn.drop_last_image().label
     raise AssertionError("no image to drop")  # callers check there is more than one
 
 
@@ -175,15 +171,17 @@ def default_pages_per_call(
     image_token: int | None,
     context_window: int,
     max_new_tokens: int,
+    options: PromptOptions,
 ) -> int:
     """Pages per call for a family: as many A4 pages as fit the window next to the answer and
-    the instructions when one prompt holds several images, else 16 (one page per generation).
+    the instructions when one prompt holds several images (each page costing what it costs under
+    ``options``' image budget), else 16 (one page per generation).
     """
     if not family.multi_image:
         return _SINGLE_IMAGE_PAGES_PER_CALL
     page = Image.new("RGB", _A4_AT_150_DPI, "white")
-    specs = family.prompts([Turn("user", "?", [PageImage(page, "")])], processor)
-    per_page = max(1, tokenise(specs[0], processor, image_token).image_tokens)
+    specs = family.prompts([Turn("user", [PageImage(page, ""), "?"])], processor, options)
+    per_page = max(1, tokenise(family, specs[0], processor, image_token).image_tokens)
     room = context_window - max_new_tokens - _INSTRUCTIONS_ROOM
     return max(1, room // per_page)
 
@@ -191,8 +189,13 @@ def default_pages_per_call(
 def pages_prompt_helper(pages_per_call: int, max_new_tokens: int) -> ChatPromptHelper:
     """A LlamaIndex ``ChatPromptHelper`` that packs ``pages_per_call`` pages into each call.
 
-    It counts in LlamaIndex's own estimate of an image (whatever the model), so it packs by
-    page count, each page's metadata text with its image.
+    LlamaIndex's multimodal synthesizers pack pages into calls with a ``ChatPromptHelper`` that
+    counts every image as 2125 tokens whatever the model (LLaVA-1.5 spends 576, PaliGemma-448
+    1024, BLIP-2 32). Packed by the model's real context window, a LLaVA-1.5 call would get one
+    page at a time (the others through refine calls), and a model with less than about 2500
+    tokens of context (BLIP-2) a page's text and its image in separate calls. This helper counts
+    in LlamaIndex's own estimate of an image, so it packs by page count, each page's metadata
+    text with its image; the model's real limit is enforced on the actual prompt (:func:`fit`).
     """
     if pages_per_call < 1:
         raise ValueError(f"pages_per_call must be at least 1, not {pages_per_call}")

@@ -26,15 +26,11 @@ from llama_index.core.indices.prompt_helper import ChatPromptHelper
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 
-from llama_index_vlm.checkpoints import load_model, load_processor
 from llama_index_vlm.vlm import context, generation, responses
 from llama_index_vlm.vlm.context import Request
-from llama_index_vlm.vlm.families import (
-    FAMILIES,
-    VISION_LANGUAGE_MODELS,
-    Family,
-    MultiImageStrategy,
-)
+from llama_index_vlm.vlm.control_tokens import neutralise
+from llama_index_vlm.vlm.families import Family, MultiImageStrategy, PromptOptions
+from llama_index_vlm.vlm.loading import LoadedVLM, load_vlm
 from llama_index_vlm.vlm.messages import Turn, images_to_blocks, to_turns
 from llama_index_vlm.vlm.structured import StructuredOutputMixin
 
@@ -44,16 +40,18 @@ DEFAULT_VLM = "llava-hf/llava-1.5-7b-hf"
 class HuggingFaceVLM(StructuredOutputMixin, LLM):
     """A local Hugging Face vision-language model as a LlamaIndex chat LLM.
 
-    Supports LLaVA 1.5, LLaVA-NeXT, PaliGemma and BLIP-2 checkpoints in transformers' format;
-    the family is read from the checkpoint's config. Messages are ``ChatMessage`` s of
+    Supports Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM, Idefics3, Gemma 3, LLaVA 1.5, LLaVA-NeXT,
+    LLaVA-OneVision, PaliGemma and BLIP-2 checkpoints in transformers' format; the family is
+    read from the checkpoint's config. Messages are ``ChatMessage`` s of
     ``TextBlock`` s and ``ImageBlock`` s, which is what LlamaIndex's multimodal synthesizers send
     for retrieved ``ImageNode`` pages, so it works as the ``llm`` of
     ``RetrieverQueryEngine.from_args(retriever, llm=vlm, multimodal=True)`` and of
     ``CitationQueryEngine``, streaming and async included.
 
-    Prompts follow each family's own format (see :mod:`llama_index_vlm.vlm.families`).
-    LLaVA families see every page in one prompt; PaliGemma and BLIP-2 see one image per prompt,
-    and ``multi_image_strategy`` decides what happens with several pages.
+    Prompts are each checkpoint's own chat template (PaliGemma's task prefixes and BLIP-2's
+    ``Question: ... Answer:``; see :mod:`llama_index_vlm.vlm.families`), and every page goes
+    into one prompt; PaliGemma and BLIP-2 see one image per prompt, and ``multi_image_strategy``
+    decides what happens with several pages.
 
     Structured answers (``structured_predict``, ``as_structured_llm``, query engines with
     ``output_cls``) are generated under the output class's JSON schema, so they always parse
@@ -63,7 +61,7 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
 
         from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
 
-        vlm = HuggingFaceVLM.from_pretrained("llava-hf/llava-1.5-7b-hf", max_new_tokens=128)
+        vlm = HuggingFaceVLM.from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct", max_new_tokens=128)
         answer = vlm.chat([ChatMessage(role="user", blocks=[
             ImageBlock(path="page_3.png"), TextBlock(text="What was the 2023 revenue?")])])
         print(answer.message.content)
@@ -86,6 +84,31 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         description="Weights' dtype ('float32', 'bfloat16', ...); 'auto' is bfloat16 on cuda, "
         "float32 elsewhere.",
     )
+    device_map: str | dict[str, Any] | None = Field(
+        default=None,
+        description="accelerate's placement of the model's layers ('auto' spreads a large model "
+        "over every GPU, then CPU memory); None puts it whole on `device`.",
+    )
+    attn_implementation: str = Field(
+        default="auto",
+        description="Attention kernel: 'auto' (FlashAttention-2 on cuda in half precision when "
+        "flash-attn is installed and the model supports it, else 'sdpa'), 'sdpa', "
+        "'flash_attention_2' or 'eager'.",
+    )
+    quantization: str | None = Field(
+        default=None,
+        description="Quantised weights: '4bit' or '8bit' (bitsandbytes, CUDA GPUs), 'int8' "
+        "(torchao int8 weights, CPUs and CUDA GPUs), or None.",
+    )
+    min_pixels: int | None = Field(
+        default=None, gt=0, description="Qwen-VL: the fewest pixels a page is resized to."
+    )
+    max_pixels: int | None = Field(
+        default=None,
+        gt=0,
+        description="Qwen-VL: the most pixels a page is resized to (a page costs max_pixels / "
+        "28**2 image tokens, 32**2 for Qwen3-VL). None: 1280 tokens, or the checkpoint's max.",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="Allow code shipped with the checkpoint to run. Off: the supported "
@@ -100,9 +123,7 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         default=False, description="Merge the adapter into the weights (same answers, faster)."
     )
     model_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra keyword arguments of the model's from_pretrained "
-        "(attn_implementation, device_map, quantization_config, ...).",
+        default_factory=dict, description="Other keyword arguments of the model's from_pretrained."
     )
     max_new_tokens: int = Field(
         default=256, gt=0, description="The most tokens an answer may have."
@@ -136,7 +157,7 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         default="per_page",
         description="For single-image families (PaliGemma, BLIP-2) asked about several pages: "
         "'per_page' asks each page and combines the answers, each prefixed by the page's label; "
-        "'tile' tiles the pages into one grid image. LLaVA families ignore it: they see all "
+        "'tile' tiles the pages into one grid image. Other families ignore it: they see all "
         "pages in one prompt.",
     )
     drop_pages_to_fit: bool = Field(
@@ -152,7 +173,7 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
     _model: Any = PrivateAttr(default=None)
     _processor: Any = PrivateAttr(default=None)
     _family: Family = PrivateAttr(default=None)
-    _image_token_id: int | None = PrivateAttr(default=None)
+    _loaded: LoadedVLM = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
@@ -167,30 +188,13 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         Prefer :meth:`from_pretrained`, which sorts generation settings from other arguments.
         """
         super().__init__(name_or_path=os.fspath(name_or_path), **kwargs)
-        if model is None:
-            model, processor, model_type, _ = load_model(
-                self.name_or_path,
-                VISION_LANGUAGE_MODELS,
-                device=self.device,
-                dtype=self.dtype,
-                revision=self.revision,
-                adapter=self.adapter,
-                merge_adapter=self.merge_adapter,
-                **{"trust_remote_code": self.trust_remote_code, **self.model_kwargs},
-            )
-        else:
-            model_type = str(getattr(model.config, "model_type", ""))
-            VISION_LANGUAGE_MODELS.class_for(model_type, self.name_or_path)
-            if processor is None:
-                processor = load_processor(self.name_or_path, self.revision, self.trust_remote_code)
-        family = FAMILIES[model_type]
-        family.check_processor(processor, self.name_or_path)
-        self._model = model.eval()
-        self._processor = processor
-        self._family = family
-        self._image_token_id = context.image_token_id(model.config, processor)
+        loaded = load_vlm(self, model, processor)
+        self._model = loaded.model
+        self._processor = loaded.processor
+        self._family = loaded.family
+        self._loaded = loaded
         self.context_window = context.usable_context_window(
-            self.context_window, model.config, self.name_or_path
+            self.context_window, loaded.model.config, self.name_or_path
         )
 
     @classmethod
@@ -199,31 +203,39 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         name_or_path: str | os.PathLike[str] = DEFAULT_VLM,
         device: str = "auto",
         dtype: str = "auto",
+        quantization: str | None = None,
         **kwargs: Any,
     ) -> HuggingFaceVLM:
-        """Load a LLaVA, LLaVA-NeXT, PaliGemma or BLIP-2 checkpoint from the hub or a directory.
+        """Load a supported vision-language checkpoint from the hub or a directory.
 
         Args:
-            name_or_path: a hub id (``"llava-hf/llava-1.5-7b-hf"``,
-                ``"llava-hf/llava-v1.6-mistral-7b-hf"``, ``"google/paligemma-3b-mix-448"``,
-                ``"Salesforce/blip2-opt-2.7b"``) or a local directory in transformers' format.
+            name_or_path: a hub id (``"Qwen/Qwen2.5-VL-7B-Instruct"``,
+                ``"HuggingFaceTB/SmolVLM-256M-Instruct"``, ``"google/gemma-3-4b-it"``,
+                ``"llava-hf/llava-onevision-qwen2-0.5b-ov-hf"``, ``"llava-hf/llava-1.5-7b-hf"``,
+                ``"google/paligemma-3b-mix-448"``, ...) or a local directory in transformers'
+                format.
             device: ``"auto"`` picks cuda, then mps, then cpu.
             dtype: ``"auto"`` picks bfloat16 on cuda and float32 elsewhere.
+            quantization: ``"4bit"`` or ``"8bit"`` (bitsandbytes, CUDA GPUs), ``"int8"``
+                (torchao int8 weights, CPUs and CUDA GPUs), or None.
             **kwargs: fields of this class (``adapter``: a LoRA adapter directory from
-                :func:`~llama_index_vlm.finetune.finetune_answerer`; ``max_new_tokens``,
-                ``temperature``, ``multi_image_strategy``, ``system_prompt``, ...); anything
-                else is passed to ``model.generate`` (``repetition_penalty=1.1``, ...).
+                :func:`~llama_index_vlm.finetune.finetune_answerer`; ``device_map``,
+                ``attn_implementation``,
+                ``max_pixels``, ``max_new_tokens``, ``temperature``, ``system_prompt``, ...);
+                anything else is passed to ``model.generate`` (``repetition_penalty=1.1``, ...).
 
         Raises:
-            InvalidCheckpointError: the path or id holds no checkpoint, or one of an unsupported
-                architecture (a ColPali retriever, a text-only model, ...).
+            InvalidCheckpointError: the path or id holds no checkpoint, one of an unsupported
+                architecture (a ColPali retriever, a text-only model, ...), or one whose weights
+                are not in safetensors files.
             MissingWeightsError: the checkpoint lacks weights transformers would initialise at
                 random.
+            UnsupportedDeviceError: the device cannot run the quantisation asked for.
 
         Example::
 
-            vlm = HuggingFaceVLM.from_pretrained("google/paligemma-3b-mix-448",
-                                                 max_new_tokens=64, multi_image_strategy="tile")
+            vlm = HuggingFaceVLM.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct", dtype="bfloat16",
+                                                 device_map="auto", max_new_tokens=128)
             tuned = HuggingFaceVLM.from_pretrained("google/paligemma-3b-mix-448",
                                                    adapter="./my-answer-adapter")
         """
@@ -231,7 +243,9 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         own = {key: value for key, value in kwargs.items() if key in fields}
         extra = {key: value for key, value in kwargs.items() if key not in fields}
         own["generate_kwargs"] = {**own.get("generate_kwargs", {}), **extra}
-        return cls(name_or_path=name_or_path, device=device, dtype=dtype, **own)
+        return cls(
+            name_or_path=name_or_path, device=device, dtype=dtype, quantization=quantization, **own
+        )
 
     @field_validator("adapter", mode="before")
     @classmethod
@@ -272,27 +286,22 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
 
     @property
     def family(self) -> str:
-        """The model family: ``"LLaVA"``, ``"LLaVA-NeXT"``, ``"PaliGemma"`` or ``"BLIP-2"``."""
+        """The model family: ``"Qwen2.5-VL"``, ``"SmolVLM"``, ``"Gemma 3"``, ``"PaliGemma"``..."""
         return self._family.name
 
     def chat_prompt_helper(self, pages_per_call: int | None = None) -> ChatPromptHelper:
         """A ``ChatPromptHelper`` that lets LlamaIndex's synthesizers send ``pages_per_call``
         retrieved pages to each model call, each page's metadata text next to its image.
 
-        LlamaIndex's multimodal synthesizers pack pages into calls with a ``ChatPromptHelper``
-        that counts every image as 2125 tokens whatever the model (LLaVA-1.5 spends 576,
-        PaliGemma-448 1024, BLIP-2 32). Packed by the model's real context window, a LLaVA-1.5
-        call gets one page at a time (the others come through refine calls), and a model with
-        less than about 2500 tokens of context (BLIP-2) gets a page's text and its image in
-        separate calls. This helper packs by page count instead; the real limit is still
-        enforced by this LLM on the actual prompt (``ContextWindowExceededError``, or
-        ``drop_pages_to_fit``).
+        LlamaIndex counts every image as 2125 tokens whatever the model; this helper packs by
+        page count instead (see :func:`~llama_index_vlm.vlm.context.pages_prompt_helper`), and
+        this LLM still enforces the real limit on the actual prompt.
 
         Args:
-            pages_per_call: pages per model call. Default: for LLaVA families, as many A4 pages
-                as fit in the context window next to ``max_new_tokens`` and 512 tokens of
-                instructions; for PaliGemma and BLIP-2 (which see one page per generation
-                anyway, see ``multi_image_strategy``) 16.
+            pages_per_call: pages per model call. Default: as many A4 pages as fit in the
+                context window next to ``max_new_tokens`` and 512 tokens of instructions (under
+                the image budget); for PaliGemma and BLIP-2 (one page per generation anyway,
+                see ``multi_image_strategy``) 16.
 
         Example::
 
@@ -305,9 +314,10 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
             pages_per_call = context.default_pages_per_call(
                 self._family,
                 self._processor,
-                self._image_token_id,
+                self._loaded.image_token_id,
                 self.context_window,
                 self.max_new_tokens,
+                self._prompt_options(),
             )
         return context.pages_prompt_helper(pages_per_call, self.max_new_tokens)
 
@@ -481,14 +491,25 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         )
         return requests, generate_kwargs
 
-    def _requests(self, turns: list[Turn]) -> list[Request]:
-        specs = self._family.prompts(
-            turns,
-            self._processor,
+    def _prompt_options(self) -> PromptOptions:
+        return PromptOptions(
             multi_image_strategy=self.multi_image_strategy,
             language=self.task_language,
+            images_kwargs=self._loaded.images_kwargs,
         )
-        return [context.tokenise(spec, self._processor, self._image_token_id) for spec in specs]
+
+    def _requests(self, turns: list[Turn]) -> list[Request]:
+        # User text (questions, page labels, metadata) never reaches the model as its control
+        # tokens: a file named "<image>.pdf" must not add an image placeholder to the prompt.
+        safe_turns = [turn.with_text(self._neutralise) for turn in turns]
+        specs = self._family.prompts(safe_turns, self._processor, self._prompt_options())
+        return [
+            context.tokenise(self._family, spec, self._processor, self._loaded.image_token_id)
+            for spec in specs
+        ]
+
+    def _neutralise(self, text: str) -> str:
+        return neutralise(text, self._loaded.control_tokens)
 
     def _on_device(self, inputs: Any) -> dict[str, Any]:
         parameter = next(self._model.parameters())

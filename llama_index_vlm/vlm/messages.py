@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,14 +72,46 @@ class PageImage:
 
 @dataclass
 class Turn:
-    """One speaker's contiguous part of a conversation: its text and the images it showed."""
+    """One speaker's contiguous part of a conversation: its text and images, in their order."""
 
     role: str  # "system", "user" or "assistant"
-    text: str
-    images: list[PageImage] = field(default_factory=list)
-    #: The text after the turn's last image (all its text if it has none): where a question
-    #: follows the pages it is about, the text before them labels the pages.
-    trailing_text: str = ""
+    #: The turn's pieces of text (stripped, never empty) and its images, in the order given.
+    parts: list[str | PageImage] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """All the turn's text, one piece per line."""
+        return _join(part for part in self.parts if isinstance(part, str))
+
+    @property
+    def images(self) -> list[PageImage]:
+        """The turn's images, in order."""
+        return [part for part in self.parts if isinstance(part, PageImage)]
+
+    @property
+    def trailing_text(self) -> str:
+        """The text after the turn's last image (all its text if it has none): where a
+        question follows the pages it is about, the text before them labels the pages."""
+        tail: list[str] = []
+        for part in reversed(self.parts):
+            if isinstance(part, PageImage):
+                break
+            tail.insert(0, part)
+        return _join(tail)
+
+    def drop_last_image(self) -> PageImage:
+        """Remove the turn's last image (and nothing else) and return it."""
+        for position in range(len(self.parts) - 1, -1, -1):
+            if isinstance(self.parts[position], PageImage):
+                return self.parts.pop(position)
+        raise ValueError(f"the {self.role} turn holds no image")
+
+    def with_text(self, transform: Callable[[str], str]) -> Turn:
+        """A copy whose every piece of text is ``transform(text)``, images unchanged."""
+        return Turn(
+            self.role,
+            [transform(part) if isinstance(part, str) else part for part in self.parts],
+        )
 
 
 def to_turns(messages: Sequence[Any]) -> list[Turn]:
@@ -120,7 +152,7 @@ def to_turns(messages: Sequence[Any]) -> list[Turn]:
             _append(turns, turn)
     _check_ends_with_a_question(turns)
     if system_texts:
-        turns.insert(0, Turn(role="system", text="\n\n".join(system_texts)))
+        turns.insert(0, Turn(role="system", parts=["\n\n".join(system_texts)]))
     warn_if_pages_without_images(turns)
     return turns
 
@@ -141,35 +173,32 @@ def warn_if_pages_without_images(turns: list[Turn]) -> None:
 
 
 def _read_message(message: Any, position: int, n_images_before: int) -> Turn:
-    """One message as a turn: its text, and its images labelled by the text before each."""
+    """One message as a turn: its text and images in order, each image labelled by the text
+    before it."""
     role = _ROLES.get(str(getattr(message.role, "value", message.role)), "user")
-    texts: list[str] = []
-    images: list[PageImage] = []
+    parts: list[str | PageImage] = []
     since_image: list[str] = []
     for block, title in _flatten(getattr(message, "blocks", []), position):
         if isinstance(block, str):
-            texts.append(block)
-            since_image.append(block)
+            if block.strip():
+                parts.append(block.strip())
+                since_image.append(block)
             continue
-        where = f"message {position}, image {len(images) + 1}"
-        number = n_images_before + len(images) + 1
+        n_images = sum(isinstance(part, PageImage) for part in parts)
+        where = f"message {position}, image {n_images + 1}"
+        number = n_images_before + n_images + 1
         label = title or label_from_prompt_text("\n".join(since_image), number)
-        images.append(PageImage(image=image_from_block(block, where), label=label))
+        parts.append(PageImage(image=image_from_block(block, where), label=label))
         since_image = []
-    return Turn(role=role, text=_join(texts), images=images, trailing_text=_join(since_image))
+    return Turn(role=role, parts=parts)
 
 
 def _append(turns: list[Turn], turn: Turn) -> None:
     """Append ``turn``, merged into the last turn when the same role speaks again."""
-    if not turns or turns[-1].role != turn.role:
+    if turns and turns[-1].role == turn.role:
+        turns[-1].parts.extend(turn.parts)
+    else:
         turns.append(turn)
-        return
-    merged = turns[-1]
-    merged.text = _join([merged.text, turn.text])
-    merged.trailing_text = (
-        turn.trailing_text if turn.images else _join([merged.trailing_text, turn.text])
-    )
-    merged.images.extend(turn.images)
 
 
 def _check_ends_with_a_question(turns: list[Turn]) -> None:

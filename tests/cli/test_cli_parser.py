@@ -7,7 +7,7 @@ from cli_runner import run_cli
 
 from llama_index_vlm.cli.parser import DEFAULT_ENCODER, DEFAULT_STORE, DEFAULT_VLM, build_parser
 
-COMMANDS = ["index", "ask", "search", "maps", "info", "delete"]
+COMMANDS = ["index", "ask", "search", "maps", "info", "delete", "compact"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

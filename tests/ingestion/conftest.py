@@ -13,8 +13,11 @@ DPI = 36
 
 @pytest.fixture(scope="session")
 def reader() -> PDFPageReader:
-    """A PDF reader rendering at :data:`DPI`."""
-    return PDFPageReader(dpi=DPI)
+    """A PDF reader rendering at :data:`DPI`, in this process: :func:`fail_render_call`
+    patches this process's pypdfium2 (the render workers have their own tests, in
+    tests/hostile/).
+    """
+    return PDFPageReader(dpi=DPI, render_timeout=None, render_memory_limit=None)
 
 
 @pytest.fixture

@@ -20,14 +20,19 @@ def _abc(folder: Path, counts=(3, 3, 3)) -> list[Path]:
     ]
 
 
-def _raise_on_call(monkeypatch, encoder, failing_call: int, error: BaseException) -> list[int]:
-    """Make ``encoder.embed_images`` raise ``error`` on its ``failing_call``-th call."""
+def _raise_on_call(
+    monkeypatch, encoder, failing_call: int | set[int], error: BaseException
+) -> list[int]:
+    """Make ``encoder.embed_images`` raise ``error`` on its ``failing_call``-th call (or on
+    each of a set of calls).
+    """
     calls: list[int] = []
     real = encoder.embed_images
+    failing = {failing_call} if isinstance(failing_call, int) else failing_call
 
     def flaky(images, *args, **kwargs):
         calls.append(len(images))
-        if len(calls) == failing_call:
+        if len(calls) in failing:
             raise error
         return real(images, *args, **kwargs)
 
@@ -44,17 +49,18 @@ class EncoderFailure:
     of the failed batch, and the image counts of every call made.
     """
 
-    failing_call: int
+    failing_call: int | set[int]
     failed_files: set[str]
     failed_batch: list[tuple[str, int]]
     calls: list[int]
 
 
 # Batches of 2 over a.pdf, b.pdf, c.pdf (3 pages each): [a1 a2] [a3 b1] [b2 b3] [c1 c2] [c3].
+# A failed batch of two files is tried again file by file: [a3] fails again, [b1] is stored.
 # The failed files' later pages are neither encoded nor stored: c.pdf's batches follow.
 @pytest.fixture(
     params=[
-        EncoderFailure(2, {"a.pdf", "b.pdf"}, [("a", 3), ("b", 1)], [2, 2, 2, 1]),
+        EncoderFailure({2, 3}, {"a.pdf"}, [("a", 3)], [2, 2, 1, 1, 2, 2, 1]),
         EncoderFailure(3, {"b.pdf"}, [("b", 2), ("b", 3)], [2, 2, 2, 2, 1]),
     ],
     ids=["a-batch-spanning-two-files", "the-rest-of-a-file-half-stored"],

@@ -22,6 +22,7 @@ def test_importing_the_reader_imports_neither_torch_nor_transformers():
 
 def test_the_reader_exports_what_its_users_import():
     assert set(reader.__all__) == {
+        "DEFAULT_MAX_PAGES",
         "IMAGE_EXTENSIONS",
         "PDF_EXTENSIONS",
         "SUPPORTED_EXTENSIONS",

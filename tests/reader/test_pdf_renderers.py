@@ -98,6 +98,10 @@ def test_a_page_range_starting_past_the_last_page_reads_nothing(five_pages, rend
 # -------------------------------------------------------------------------------- streaming
 
 
+# The spies below patch this process's pypdfium2 and pdf2image: read in this process.
+IN_PROCESS = dict(render_timeout=None, render_memory_limit=None)
+
+
 @pytest.fixture
 def long_pdf(tmp_path):
     return write_text_pdf(tmp_path / "long.pdf", [f"page {n}" for n in range(1, 21)])
@@ -126,7 +130,7 @@ def pdfium_calls(monkeypatch):
 # The first page comes out before the other 19 are rendered, its page handle already closed.
 @pytest.mark.parametrize("call", ["render", "close page"])
 def test_pypdfium2_renders_and_closes_one_page_per_page_yielded(long_pdf, pdfium_calls, call):
-    pages = PDFPageReader(dpi=10).lazy_load_data(long_pdf)
+    pages = PDFPageReader(**IN_PROCESS, dpi=10).lazy_load_data(long_pdf)
     assert next(pages).metadata["page_number"] == 1
     assert pdfium_calls[call] == 1
     next(pages)
@@ -134,7 +138,7 @@ def test_pypdfium2_renders_and_closes_one_page_per_page_yielded(long_pdf, pdfium
 
 
 def test_stopping_early_closes_the_pdf_at_once(long_pdf, pdfium_calls):
-    pages = PDFPageReader(dpi=10).lazy_load_data(long_pdf)
+    pages = PDFPageReader(**IN_PROCESS, dpi=10).lazy_load_data(long_pdf)
     next(pages)
     assert pdfium_calls["close document"] == 0
     pages.close()  # the caller stops early: the document is closed now, not at collection
@@ -152,7 +156,7 @@ def test_a_page_failing_mid_render_names_the_page(five_pages, monkeypatch):
         return real_render(page, *args, **kwargs)
 
     monkeypatch.setattr(pdfium.PdfPage, "render", render_until_page_4)
-    pages = PDFPageReader(dpi=10).lazy_load_data(five_pages)
+    pages = PDFPageReader(**IN_PROCESS, dpi=10).lazy_load_data(five_pages)
     assert [next(pages).metadata["page_number"] for _ in range(3)] == [1, 2, 3]
     with pytest.raises(UnreadableDocumentError, match="page 4 of 5 could not be rendered"):
         next(pages)
@@ -173,19 +177,21 @@ def poppler_windows(monkeypatch):
 
 
 def test_pdf2image_renders_only_the_first_window_for_the_first_page(long_pdf, poppler_windows):
-    pages = PDFPageReader(renderer="pdf2image", dpi=10).lazy_load_data(long_pdf)
+    pages = PDFPageReader(**IN_PROCESS, renderer="pdf2image", dpi=10).lazy_load_data(long_pdf)
     assert next(pages).metadata["page_number"] == 1
     assert poppler_windows == [(1, 8)]
 
 
 def test_pdf2image_renders_a_long_pdf_in_windows_of_8_pages(long_pdf, poppler_windows):
-    docs = PDFPageReader(renderer="pdf2image", dpi=10).load_data(long_pdf)
+    docs = PDFPageReader(**IN_PROCESS, renderer="pdf2image", dpi=10).load_data(long_pdf)
     assert [doc.metadata["page_number"] for doc in docs] == list(range(1, 21))
     assert poppler_windows == [(1, 8), (9, 16), (17, 20)]
 
 
 def test_pdf2image_windows_follow_the_window_size_and_page_range(long_pdf, poppler_windows):
-    reader = PDFPageReader(renderer="pdf2image", dpi=10, pdf2image_window=3, first_page=5)
+    reader = PDFPageReader(
+        **IN_PROCESS, renderer="pdf2image", dpi=10, pdf2image_window=3, first_page=5
+    )
     reader.load_data(long_pdf)
     assert poppler_windows == [(5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 20)]
 

@@ -28,7 +28,7 @@ from pdfs import page_ids_of, write_encrypted_pdf, write_numbered_pdf
 
 from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.reader import PDFPageReader
-from llama_index_vlm.reader import page_reader as reader_module
+from llama_index_vlm.reader import sources as reader_module
 from llama_index_vlm.store import LanceDBPageStore
 
 ZYGOTE = r'''
@@ -44,7 +44,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from llama_index_vlm.reader import page_reader as reader_module
+from llama_index_vlm.reader import sources as reader_module
 from llama_index_vlm.errors import UnreadableDocumentError
 
 # Batches of 2: [a1 a2] [a3 b1] [b2 b3] [c1 c2] then c_bad.pdf's page 3 fails and its first
@@ -52,6 +52,8 @@ from llama_index_vlm.errors import UnreadableDocumentError
 FOLDER_FILES = {"a": 3, "b": 3, "c_bad": 3, "d": 3, "e": 3}
 BAD_FILE, BAD_PAGE = "c_bad.pdf", 3
 BATCH_SIZE, DPI = 2, 36
+# The patched renderer runs in this process: no render worker.
+IN_PROCESS = dict(render_timeout=None, render_memory_limit=None)
 _real_render = reader_module.render_pdfium
 
 
@@ -107,7 +109,7 @@ def serve(checkpoint, folder):
                 store = LanceDBPageStore(uri=uri)
                 say("ready")
                 report = ingest(
-                    folder, encoder, store, reader=PDFPageReader(dpi=DPI),
+                    folder, encoder, store, reader=PDFPageReader(dpi=DPI, **IN_PROCESS),
                     batch_size=BATCH_SIZE, show_progress=False,
                 )
                 say("done", report.pages_added, report.pages_unchanged)
@@ -231,7 +233,7 @@ def test_sigkill_at_random_points_leaves_whole_pages_and_a_rerun_completes(
             folder,
             colpali_encoder,
             store,
-            reader=PDFPageReader(dpi=plan["DPI"]),
+            reader=PDFPageReader(dpi=plan["DPI"], **plan["IN_PROCESS"]),
             batch_size=plan["BATCH_SIZE"],
             show_progress=False,
         )

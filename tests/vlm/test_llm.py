@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from chats import KINDS, MULTI_IMAGE_KINDS, question, variant
+from chats import INTERFACE_KINDS, KINDS, MULTI_IMAGE_KINDS, question, variant
 from llama_index.core import Settings
 from llama_index.core.base.llms.types import MessageRole
 from llama_index.core.instrumentation import get_dispatcher
@@ -22,12 +22,26 @@ from llama_index_vlm.vlm import HuggingFaceVLM
 FAMILY_NAMES = {
     "llava": "LLaVA",
     "llava_next": "LLaVA-NeXT",
+    "llava_onevision": "LLaVA-OneVision",
+    "qwen2_vl": "Qwen2-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen3_vl": "Qwen3-VL",
+    "smolvlm": "SmolVLM",
+    "idefics3": "Idefics3",
+    "gemma3": "Gemma 3",
     "paligemma": "PaliGemma",
     "blip2": "BLIP-2",
 }
 MODEL_CLASSES = {
     "llava": "LlavaForConditionalGeneration",
     "llava_next": "LlavaNextForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
+    "idefics3": "Idefics3ForConditionalGeneration",
+    "gemma3": "Gemma3ForConditionalGeneration",
     "paligemma": "PaliGemmaForConditionalGeneration",
     "blip2": "Blip2ForConditionalGeneration",
 }
@@ -105,14 +119,14 @@ def test_greedy_stream_complete_joins_to_the_completion(kind, vlms):
 # -- async -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", INTERFACE_KINDS)
 def test_achat_gives_the_chat_answer(kind, vlms):
     vlm = vlms(kind)
     answer = vlm.chat(question(2)).message.content
     assert asyncio.run(vlm.achat(question(2))).message.content == answer
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", INTERFACE_KINDS)
 def test_astream_chat_joins_to_the_chat_answer(kind, vlms):
     vlm = vlms(kind)
     answer = vlm.chat(question(2)).message.content
@@ -123,14 +137,14 @@ def test_astream_chat_joins_to_the_chat_answer(kind, vlms):
     assert "".join(chunk.delta for chunk in asyncio.run(run())) == answer
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", INTERFACE_KINDS)
 def test_acomplete_gives_the_completion(kind, vlms):
     vlm = vlms(kind)
     completion = vlm.complete("What is it?", image_documents=[PAGE]).text
     assert asyncio.run(vlm.acomplete("What is it?", image_documents=[PAGE])).text == completion
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", INTERFACE_KINDS)
 def test_astream_complete_joins_to_the_completion(kind, vlms):
     vlm = vlms(kind)
     completion = vlm.complete("What is it?", image_documents=[PAGE]).text
@@ -142,7 +156,7 @@ def test_astream_complete_joins_to_the_completion(kind, vlms):
     assert "".join(piece.delta for piece in asyncio.run(run())) == completion
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", INTERFACE_KINDS)
 def test_async_calls_leave_the_event_loop_free(kind, vlms, monkeypatch):
     vlm = vlms(kind)
     original = vlm.model.generate
