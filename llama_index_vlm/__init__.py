@@ -25,6 +25,7 @@ from llama_index_vlm.errors import (
     ModelMismatchError,
     PageNotFoundError,
     StoreError,
+    TrainingDataError,
     UnreadableDocumentError,
     UnsupportedFilterError,
     UsageError,
@@ -43,6 +44,8 @@ _EXPORTS = {
     "PageVectorTransform": "llama_index_vlm.transform",
     "HuggingFaceVLM": "llama_index_vlm.vlm",
     "VisualDocumentIndex": "llama_index_vlm.index",
+    "ImageTextEncoder": "llama_index_vlm.image_search.encoder",
+    "ImageSearchRetriever": "llama_index_vlm.image_search.retriever",
 }
 
 __all__ = [
@@ -52,6 +55,8 @@ __all__ = [
     "DamagedStoreError",
     "EmptyInputError",
     "HuggingFaceVLM",
+    "ImageSearchRetriever",
+    "ImageTextEncoder",
     "IngestReport",
     "InvalidCheckpointError",
     "InvalidPageError",
@@ -63,6 +68,7 @@ __all__ = [
     "PageNotFoundError",
     "PageVectorTransform",
     "StoreError",
+    "TrainingDataError",
     "UnreadableDocumentError",
     "UnsupportedFilterError",
     "UsageError",
@@ -74,6 +80,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from llama_index_vlm.encoder import ColPaliEncoder
+    from llama_index_vlm.image_search.encoder import ImageTextEncoder
+    from llama_index_vlm.image_search.retriever import ImageSearchRetriever
     from llama_index_vlm.index import VisualDocumentIndex
     from llama_index_vlm.ingestion import IngestReport, ingest
     from llama_index_vlm.reader import PDFPageReader

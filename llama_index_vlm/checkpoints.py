@@ -4,7 +4,8 @@ One path for every model loader (the ColPali encoder, the answering VLM): the mo
 from the ``model_type`` in the checkpoint's config, never from its name; a bad path, an offline
 hub id, a checkpoint of another architecture or one with missing weights fails the same way
 everywhere, with a message that says what to do; code shipped with a checkpoint runs only when
-the caller turns ``trust_remote_code`` on.
+the caller turns ``trust_remote_code`` on. A fine-tuned LoRA adapter goes on the model here too
+(:mod:`llama_index_vlm.adapters`), so every loader takes ``adapter=`` the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from llama_index_vlm.adapters import AdapterInfo, attach_adapter
 from llama_index_vlm.errors import InvalidCheckpointError, MissingWeightsError
 
 
@@ -64,11 +66,14 @@ class Architectures:
 
 
 class LoadedCheckpoint(NamedTuple):
-    """A checkpoint's model (in eval mode, on its device), processor and ``model_type``."""
+    """A checkpoint's model (in eval mode, on its device), processor and ``model_type``, and
+    the LoRA adapter put on the model (None without one).
+    """
 
     model: Any
     processor: Any
     model_type: str
+    adapter: AdapterInfo | None = None
 
 
 def load_model(
@@ -81,6 +86,8 @@ def load_model(
     device_map: str | dict[str, Any] | None = None,
     attn_implementation: str = "auto",
     quantization: str | None = None,
+    adapter: str | os.PathLike[str] | None = None,
+    merge_adapter: bool = False,
     **model_kwargs: Any,
 ) -> LoadedCheckpoint:
     """Load the model and processor of a checkpoint that ``architectures`` accepts.
@@ -102,6 +109,8 @@ def load_model(
             ``"flash_attention_2"`` or ``"eager"``.
         quantization: None, ``"4bit"`` or ``"8bit"`` (bitsandbytes, CUDA), or ``"int8"``
             (torchao int8 weights, CPU or CUDA); see :mod:`llama_index_vlm.quantization`.
+        adapter: a LoRA adapter directory (as fine-tuning writes it) to put on the model.
+        merge_adapter: merge the adapter into the weights (same outputs, faster).
         **model_kwargs: passed to the model's ``from_pretrained``; ``trust_remote_code`` is off
             unless given, and is passed to the processor's too.
 
@@ -114,7 +123,8 @@ def load_model(
 
     Example::
 
-        model, processor, model_type = load_model("vidore/colpali-v1.3-hf", RETRIEVERS)
+        loaded = load_model("vidore/colpali-v1.3-hf", RETRIEVERS, adapter="./my-adapter")
+        loaded.model, loaded.processor, loaded.adapter.digest
     """
     from llama_index_vlm.devices import resolve_device, resolve_dtype
 
@@ -146,7 +156,10 @@ def load_model(
     )
     if "device_map" not in placement:  # with a device_map, accelerate placed it already
         model = model.to(resolved_device)
-    return LoadedCheckpoint(model.eval(), processor, found_type)
+    info = None
+    if adapter is not None:
+        model, info = attach_adapter(model, adapter, merge=merge_adapter)
+    return LoadedCheckpoint(model.eval(), processor, found_type, info)
 
 
 def _model_class(class_name: str, name_or_path: str) -> Any:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from llama_index_vlm.adapters import AdapterInfo
 from llama_index_vlm.checkpoints import Architectures, load_model
 from llama_index_vlm.errors import ContextWindowExceededError, EmptyInputError
 from llama_index_vlm.image_sizing import reduce_for_processor
@@ -66,11 +67,13 @@ class ColPaliEncoder:
         revision: str | None = None,
         batch_size: int = 4,
         show_progress: bool = True,
+        adapter: AdapterInfo | None = None,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.name_or_path = name_or_path
         self.revision = revision
+        self.adapter = adapter
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._fingerprint: dict[str, Any] | None = None
@@ -85,6 +88,8 @@ class ColPaliEncoder:
         revision: str | None = None,
         batch_size: int = 4,
         show_progress: bool = True,
+        adapter: str | os.PathLike[str] | None = None,
+        merge_adapter: bool = False,
         **model_kwargs: Any,
     ) -> ColPaliEncoder:
         """Load a ColPali-family checkpoint from the hub or a local directory.
@@ -97,23 +102,41 @@ class ColPaliEncoder:
             revision: a hub branch, tag or commit; recorded in the fingerprint.
             batch_size: default batch size of :meth:`embed_images` and :meth:`embed_queries`.
             show_progress: show a progress bar when there is more than one batch.
+            adapter: a LoRA adapter directory from
+                :func:`~llama_index_vlm.finetune.finetune_retriever` (or peft) to put on the
+                model; recorded in the fingerprint, so its vectors never mix with the base
+                model's.
+            merge_adapter: merge the adapter into the weights (same vectors, faster).
             **model_kwargs: passed to the model's ``from_pretrained`` (``attn_implementation``...).
+
+        Example::
+
+            encoder = ColPaliEncoder.from_pretrained("vidore/colpali-v1.3-hf",
+                                                     adapter="./my-adapter")
 
         Raises:
             InvalidCheckpointError: the path or id holds no checkpoint, or one of another family.
             MissingWeightsError: the checkpoint lacks weights (such as the projection head) that
                 transformers would otherwise initialise at random, giving inconsistent scores.
         """
-        model, processor, _ = load_model(
-            name_or_path, RETRIEVERS, device=device, dtype=dtype, revision=revision, **model_kwargs
+        loaded = load_model(
+            name_or_path,
+            RETRIEVERS,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            adapter=adapter,
+            merge_adapter=merge_adapter,
+            **model_kwargs,
         )
         return cls(
-            model,
-            processor,
+            loaded.model,
+            loaded.processor,
             name_or_path=os.fspath(name_or_path),
             revision=revision,
             batch_size=batch_size,
             show_progress=show_progress,
+            adapter=loaded.adapter,
         )
 
     @property
@@ -143,17 +166,22 @@ class ColPaliEncoder:
         A JSON-able dict: ``model`` and ``revision`` (for people), ``model_class``,
         ``embedding_dim``, ``weights_digest`` (a hash of the projection head, which differs
         between every released ColPali version and fine-tune) and ``processor`` (the settings
-        that change what the model sees). Two encoders may share an index when the fields named
-        in :data:`~llama_index_vlm.fingerprint.FINGERPRINT_IDENTITY_KEYS` are equal.
+        that change what the model sees), and ``adapter`` (a LoRA adapter's directory, for people
+        and for reloading it) and ``adapter_digest`` (a hash of its weights), None without. Two
+        encoders may share an index when the fields named in
+        :data:`~llama_index_vlm.fingerprint.FINGERPRINT_IDENTITY_KEYS` are equal.
         """
         if self._fingerprint is None:
             self._fingerprint = {
                 "model": self.name_or_path,
                 "revision": self.revision,
-                "model_class": type(self.model).__name__,
+                "model_class": _base_class_name(self.model),
                 "embedding_dim": self.embedding_dim,
                 "weights_digest": _projection_digest(self.model),
                 "processor": _processor_settings(self.processor),
+                "adapter": None,
+                "adapter_digest": None,
+                **(self.adapter.fingerprint_fields() if self.adapter is not None else {}),
             }
         return dict(self._fingerprint)
 
@@ -179,14 +207,15 @@ class ColPaliEncoder:
         for position, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise TypeError(f"images[{position}] is a {type(image).__name__}, not a PIL image")
-        prepared = [self.prepare_image(image) for image in images]
-        return self._embed(
-            prepared,
-            lambda batch: self.processor.process_images(images=batch),
-            batch_size,
-            show_progress,
-            "Embedding pages",
-        )
+        return self._embed(images, self.page_inputs, batch_size, show_progress, "Embedding pages")
+
+    def page_inputs(self, images: Sequence[Image.Image]) -> Any:
+        """The model's inputs for a batch of page images, prepared as :meth:`embed_images`
+        prepares them (:meth:`prepare_image`).
+
+        Fine-tuning builds its batches with it, so training sees the pages search sees.
+        """
+        return self.processor.process_images(images=[self.prepare_image(image) for image in images])
 
     def prepare_image(self, image: Image.Image) -> Image.Image:
         """``image`` as the model reads it: RGB (transparency onto white), no more than 200
@@ -339,8 +368,27 @@ def _unpad(embeddings: torch.Tensor, attention_mask: torch.Tensor) -> list[np.nd
 def _projection_digest(model: torch.nn.Module) -> str:
     # Rounded to bfloat16 first: a float32 checkpoint loaded in bf16 on a GPU and in fp32 on a CPU
     # must give the same digest, since it holds the same model.
-    weight = model.embedding_proj_layer.weight.detach().to("cpu", torch.bfloat16).float()
+    weight = _projection_weight(model).detach().to("cpu", torch.bfloat16).float()
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
+
+
+def _projection_weight(model: torch.nn.Module) -> torch.Tensor:
+    """The projection head's weight as the model applies it: with a LoRA adapter's change
+    added, so an adapter merged into the weights and the same one kept apart give one digest.
+    """
+    layer = model.embedding_proj_layer
+    weight = layer.weight  # a LoRA layer's own weight is its base layer's
+    if hasattr(layer, "get_delta_weight") and not getattr(layer, "merged", False):
+        for name in layer.active_adapters:
+            if name in layer.lora_A:
+                weight = weight + layer.get_delta_weight(name)
+    return weight
+
+
+def _base_class_name(model: torch.nn.Module) -> str:
+    """The transformers class under a peft wrapper (or the model's own class)."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return type(get_base_model() if get_base_model is not None else model).__name__
 
 
 def _processor_settings(processor: Any) -> dict[str, Any]:

@@ -116,3 +116,9 @@ class UnsupportedDeviceError(VLMError, ValueError):
     """The device a model loads on cannot do what was asked: a quantisation (bitsandbytes needs
     a CUDA GPU), an attention kernel, a dtype. The message says what works there instead.
     """
+
+
+class TrainingDataError(VLMError, ValueError):
+    """Fine-tuning data is unusable: a malformed line of a pairs or QA file, a page the store
+    does not hold, an image that cannot be read, or too few examples to train and evaluate.
+    """

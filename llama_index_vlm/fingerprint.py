@@ -15,8 +15,15 @@ from llama_index_vlm.pages import canonical_json
 
 #: The fingerprint fields that decide whether two encoders' vectors may share an index. The
 #: checkpoint's name or path is recorded too, but only for people: the same weights copied to
-#: another directory are the same model.
-FINGERPRINT_IDENTITY_KEYS = ("model_class", "embedding_dim", "weights_digest", "processor")
+#: another directory are the same model. ``adapter_digest`` is a fine-tuned LoRA adapter's
+#: (absent, so None, for a base model): an adapted model's vectors never mix with the base's.
+FINGERPRINT_IDENTITY_KEYS = (
+    "model_class",
+    "embedding_dim",
+    "weights_digest",
+    "processor",
+    "adapter_digest",
+)
 
 #: Fingerprint key of the token pool factor the stored page vectors were shrunk by (1: none).
 POOL_FACTOR_KEY = "pool_factor"

@@ -46,6 +46,7 @@ from contextlib import contextmanager
 
 from llama_index_vlm.cli.admin import run_delete, run_info
 from llama_index_vlm.cli.compaction import run_compact
+from llama_index_vlm.cli.finetune import run_finetune, run_reindex
 from llama_index_vlm.cli.indexing import run_index
 from llama_index_vlm.cli.maps import run_maps
 from llama_index_vlm.cli.output import escaped
@@ -57,6 +58,7 @@ from llama_index_vlm.errors import (
     EmptyInputError,
     InvalidCheckpointError,
     ModelMismatchError,
+    TrainingDataError,
     UnsupportedFilterError,
     UsageError,
     VLMError,
@@ -72,6 +74,7 @@ USAGE_ERRORS = (
     EmptyInputError,
     InvalidCheckpointError,
     ModelMismatchError,
+    TrainingDataError,  # a pairs or QA file that cannot be trained on
     UnsupportedFilterError,
 )
 
@@ -85,6 +88,8 @@ COMMANDS = {
     "info": run_info,
     "delete": run_delete,
     "serve": run_serve,
+    "finetune": run_finetune,
+    "reindex": run_reindex,
     "compact": run_compact,
 }
 

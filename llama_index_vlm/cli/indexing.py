@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from llama_index_vlm.cli.common import is_complete, open_store, quantity
 from llama_index_vlm.cli.copies import FileCopies
-from llama_index_vlm.cli.models import encoder_name, load_encoder, place
+from llama_index_vlm.cli.images import run_index_images
+from llama_index_vlm.cli.models import encoder_name, load_encoder, place, retriever_adapter
 from llama_index_vlm.cli.output import escaped
 from llama_index_vlm.errors import EmptyInputError, UsageError
 
@@ -38,6 +39,8 @@ class Copy:
 
 def run_index(args: argparse.Namespace) -> int:
     """``index PATH...``: ingest files and folders; 1 when any file failed."""
+    if args.images_only:
+        return run_index_images(args)
     from llama_index_vlm.reader import PDFPageReader
 
     reader = PDFPageReader(
@@ -52,10 +55,15 @@ def run_index(args: argparse.Namespace) -> int:
     store = open_store(args.store, must_exist=False)
     doc_ids = _doc_ids(files)
     copies = find_copies(files, doc_ids, store.documents())
-    retriever = encoder_name(args.model, store)
+    retriever = encoder_name(args.model, store, args.adapter)
     placement = place([retriever], args.device, args.dtype)
     encoder = load_encoder(
-        retriever, store, placement, model_given=args.model is not None, verbose=args.verbose
+        retriever,
+        store,
+        placement,
+        model_given=args.model is not None,
+        verbose=args.verbose,
+        adapter=retriever_adapter(args.model, args.adapter, store),
     )
     pages_before = store.count()
     try:

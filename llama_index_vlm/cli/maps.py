@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.cli.common import open_store, require_text
-from llama_index_vlm.cli.models import encoder_name, load_encoder, note_tiny_checkpoints, place
+from llama_index_vlm.cli.models import (
+    encoder_name,
+    load_encoder,
+    note_tiny_checkpoints,
+    place,
+    retriever_adapter,
+)
 from llama_index_vlm.cli.output import escaped, page_name
 from llama_index_vlm.errors import UsageError
 from llama_index_vlm.pages import page_image
@@ -45,11 +51,16 @@ def run_maps(args: argparse.Namespace) -> int:
     _require_out_folder(args.out)
     store = open_store(args.store, must_exist=True)
     page = find_page(store, args.page)
-    retriever = encoder_name(args.model, store)
+    retriever = encoder_name(args.model, store, args.adapter)
     placement = place([retriever], args.device, args.dtype)
     note_tiny_checkpoints([retriever])
     encoder = load_encoder(
-        retriever, store, placement, model_given=args.model is not None, verbose=args.verbose
+        retriever,
+        store,
+        placement,
+        model_given=args.model is not None,
+        verbose=args.verbose,
+        adapter=retriever_adapter(args.model, args.adapter, store),
     )
     image = page_image(page)
     token_maps = _token_maps(encoder, query, image)

@@ -48,25 +48,53 @@ class Placement:
 # ------------------------------------------------------------------ naming (nothing loaded)
 
 
-def encoder_name(model: str | None, store: LanceDBPageStore) -> str:
+def encoder_name(model: str | None, store: LanceDBPageStore, adapter: str | None = None) -> str:
     """The retriever checkpoint a command uses, checked: ``--model``, else the one recorded in
-    the store, else the default (a new store).
+    the store, else the base ``adapter`` was trained on, else the default (a new store).
     """
     from llama_index_vlm.cli.parser import DEFAULT_ENCODER
 
     recorded = (store.fingerprint or {}).get("model")
-    name = model or recorded or DEFAULT_ENCODER
+    name = model or recorded or _adapter_base(adapter) or DEFAULT_ENCODER
     if model is None and recorded:
         check_checkpoint(name, "the index's model", f" (pass --model with a copy of {name!r})")
     else:
         check_checkpoint(name, "--model")
-    return _resolve_local(name)
+    return resolve_local(name)
+
+
+def retriever_adapter(
+    model: str | None, adapter: str | None, store: LanceDBPageStore
+) -> str | None:
+    """The LoRA adapter on the retriever: ``--adapter``, else the store's own when the store's
+    own model is used (no ``--model``), else none.
+    """
+    if adapter is not None or model is not None:
+        return adapter
+    return (store.fingerprint or {}).get("adapter")
+
+
+def _adapter_base(adapter: str | None) -> str | None:
+    """The base checkpoint an adapter directory says it was trained on (None if unknown).
+
+    Raises:
+        InvalidCheckpointError: ``adapter`` is not an adapter directory (named as --adapter).
+    """
+    if adapter is None:
+        return None
+    from llama_index_vlm.adapters import read_adapter
+
+    try:
+        _, config = read_adapter(adapter)
+    except InvalidCheckpointError as error:
+        raise InvalidCheckpointError(f"--adapter: {error}") from error
+    return config.get("base_model_name_or_path")
 
 
 def vlm_name(vlm: str) -> str:
     """The answering checkpoint ``--vlm`` names, checked."""
     check_checkpoint(vlm, "--vlm")
-    return _resolve_local(vlm)
+    return resolve_local(vlm)
 
 
 def check_checkpoint(name: str, option: str, hint: str = "") -> None:
@@ -111,7 +139,8 @@ def _downloaded(repo_id: str) -> bool:
     return checkpoint_dir(repo_id) is not None
 
 
-def _resolve_local(name: str) -> str:
+def resolve_local(name: str) -> str:
+    """A local directory as its absolute path; a hub id as it is."""
     # A local directory is recorded by its absolute path in the store's fingerprint, so later
     # commands find it again from any working directory.
     return os.path.abspath(name) if os.path.isdir(name) else name
@@ -172,9 +201,10 @@ def load_encoder(
     *,
     model_given: bool,
     verbose: bool = False,
+    adapter: str | None = None,
 ) -> ColPaliEncoder:
-    """Load the retriever ``name`` (from :func:`encoder_name`) and check it matches the vectors
-    already in ``store``.
+    """Load the retriever ``name`` (from :func:`encoder_name`), with its LoRA ``adapter`` (from
+    :func:`retriever_adapter`), and check it matches the vectors already in ``store``.
     """
     from llama_index_vlm.encoder import ColPaliEncoder
 
@@ -182,7 +212,11 @@ def load_encoder(
     try:
         with quiet_transformers(verbose):
             encoder = ColPaliEncoder.from_pretrained(
-                name, device=placement.device, dtype=placement.dtype, show_progress=False
+                name,
+                device=placement.device,
+                dtype=placement.dtype,
+                show_progress=False,
+                adapter=adapter,
             )
     except InvalidCheckpointError as error:
         if not model_given and recorded:
@@ -202,9 +236,10 @@ def load_vlm(
     *,
     quantization: str | None = None,
     verbose: bool = False,
+    adapter: str | None = None,
 ) -> HuggingFaceVLM:
-    """Load the answering model ``name`` (from :func:`vlm_name`), with the CLI's hint when it
-    cannot be loaded.
+    """Load the answering model ``name`` (from :func:`vlm_name`), with a LoRA ``adapter``, and
+    with the CLI's hint when it cannot be loaded.
 
     Raises:
         UsageError: ``quantization`` that this device or the installed libraries cannot run.
@@ -218,6 +253,7 @@ def load_vlm(
                 device=placement.device,
                 dtype=placement.dtype,
                 max_new_tokens=max_new_tokens,
+                adapter=adapter,
                 quantization=quantization,
             )
     except InvalidCheckpointError as error:
@@ -285,6 +321,8 @@ def _check_matches_store(
 def _describe_model(fingerprint: dict[str, Any]) -> str:
     name = escaped(fingerprint.get("model") or "an unknown model")
     details = [
-        str(fingerprint[key]) for key in ("model_class", "weights_digest") if key in fingerprint
+        str(fingerprint[key])
+        for key in ("model_class", "weights_digest", "adapter")
+        if fingerprint.get(key) is not None
     ]
     return f"{name} ({', '.join(details)})" if details else str(name)

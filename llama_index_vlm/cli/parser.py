@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import re
 
+from llama_index_vlm.cli import images
+from llama_index_vlm.cli.finetune import add_finetune_parser, add_reindex_parser
+
 # The same values as llama_index_vlm.encoder.DEFAULT_ENCODER and llama_index_vlm.vlm.DEFAULT_VLM
 # (a test checks): written out here because importing those modules means importing torch.
 DEFAULT_ENCODER = "vidore/colpali-v1.3-hf"
@@ -32,6 +35,9 @@ examples:
   llama-index-vlm delete report.pdf
   llama-index-vlm index reports/ --prune     # also drop files deleted from reports/
   llama-index-vlm compact
+  llama-index-vlm index photos/ --images-only
+  llama-index-vlm search "a red bicycle" --image-search
+  llama-index-vlm finetune retriever --pairs pairs.jsonl --out ./my-adapter
 
 Models are hub ids or local directories. Querying commands use the retriever the index was
 built with (recorded in the store) unless --model names another copy of it. Offline, pass
@@ -121,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     from llama_index_vlm.cli.serve import add_serve_parser  # its own module; imports this one
 
     add_serve_parser(commands, _store_options())
+    add_finetune_parser(commands)
+    add_reindex_parser(commands)
     _add_compact(commands)
     return parser
 
@@ -168,6 +176,12 @@ def _encoder_options(new_store_default: bool) -> argparse.ArgumentParser:
         "--model",
         metavar="CKPT",
         help=f"ColPali/ColQwen2 retriever: hub id or local directory (default: {default})",
+    )
+    options.add_argument(
+        "--adapter",
+        metavar="DIR",
+        help="a LoRA adapter from `finetune retriever` on the retriever (default: the index's "
+        "own, if it was built with one)",
     )
     options.add_argument(
         "--device",
@@ -258,6 +272,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
         help="also delete from the index the documents under PATH... whose files no longer "
         "exist (a missing file is only reported without it)",
     )
+    images.add_index_options(index)
     _add_reader_limits(index)
 
 
@@ -324,6 +339,10 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="longest answer in tokens (default: 256)",
     )
+    ask.add_argument(
+        "--vlm-adapter", metavar="DIR", help="a LoRA adapter from `finetune answerer` on --vlm"
+    )
+    images.add_ask_options(ask)
 
 
 def add_quantization_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -346,9 +365,12 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         description="Rank the indexed pages by late-interaction (MaxSim) score against a query. "
         "Prints each page's page id, which `maps --page` takes.",
     )
-    search.add_argument("query", help="the query, in words")
+    search.add_argument(
+        "query", nargs="?", default="", help="the query, in words (none with --image)"
+    )
     search.add_argument("-k", type=positive_int, default=5, help="pages to list (default: 5)")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
+    images.add_search_options(search)
 
 
 def _add_maps(commands: argparse._SubParsersAction) -> None:

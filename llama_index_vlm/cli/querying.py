@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.cli.common import metadata_filters, open_store, require_pages, require_text
+from llama_index_vlm.cli.images import run_ask_images, run_image_search
 from llama_index_vlm.cli.models import (
     Placement,
     encoder_name,
@@ -17,6 +18,7 @@ from llama_index_vlm.cli.models import (
     load_vlm,
     note_tiny_checkpoints,
     place,
+    retriever_adapter,
     vlm_name,
 )
 from llama_index_vlm.cli.output import escaped, page_name, shared_file_names
@@ -38,13 +40,15 @@ def run_search(args: argparse.Namespace) -> int:
     """``search QUERY``: the best pages by MaxSim score (fused with BM25 with ``--hybrid``),
     without a language model.
     """
+    if args.image_search:
+        return run_image_search(args)
     query = require_text(args.query, "query")
     store = open_store(args.store, must_exist=True)
     filters = metadata_filters(args.filters, store)
     if not require_pages(store, filters):
         print("[]" if args.json else "no pages match the filters")
         return 0
-    retriever = encoder_name(args.model, store)
+    retriever = encoder_name(args.model, store, args.adapter)
     encoder = _load_retriever(args, store, retriever, _place(args, [retriever]))
     from llama_index_vlm.retriever import ColPaliRetriever
 
@@ -70,12 +74,14 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_ask(args: argparse.Namespace) -> int:
     """``ask QUESTION``: retrieve pages, have the VLM answer, print the answer and its pages."""
+    if args.image_search:
+        return run_ask_images(args)
     question = require_text(args.question, "question")
     store = open_store(args.store, must_exist=True)
     filters = metadata_filters(args.filters, store)
     if not require_pages(store, filters):
         raise UsageError("no pages match the filters; nothing to answer from")
-    retriever, answerer = encoder_name(args.model, store), vlm_name(args.vlm)
+    retriever, answerer = encoder_name(args.model, store, args.adapter), vlm_name(args.vlm)
     quantized = {answerer: args.quantization} if args.quantization else None
     placement = _place(args, [retriever, answerer], quantized)
     encoder = _load_retriever(args, store, retriever, placement)
@@ -85,6 +91,7 @@ def run_ask(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         quantization=args.quantization,
         verbose=args.verbose,
+        adapter=args.vlm_adapter,
     )
     from llama_index_vlm.index import VisualDocumentIndex
 
@@ -122,7 +129,12 @@ def _load_retriever(
     args: argparse.Namespace, store: LanceDBPageStore, name: str, placement: Placement
 ) -> ColPaliEncoder:
     return load_encoder(
-        name, store, placement, model_given=args.model is not None, verbose=args.verbose
+        name,
+        store,
+        placement,
+        model_given=args.model is not None,
+        verbose=args.verbose,
+        adapter=retriever_adapter(args.model, args.adapter, store),
     )
 
 

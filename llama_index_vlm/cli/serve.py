@@ -166,7 +166,14 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
             "pip install 'llama-index-vlm[server]'"
         ) from None
     from llama_index_vlm.cli.common import open_store
-    from llama_index_vlm.cli.models import encoder_name, load_encoder, load_vlm, place, vlm_name
+    from llama_index_vlm.cli.models import (
+        encoder_name,
+        load_encoder,
+        load_vlm,
+        place,
+        retriever_adapter,
+        vlm_name,
+    )
 
     store = open_store(args.store, must_exist=False)
     retriever = encoder_name(args.model, store)
@@ -178,7 +185,13 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
 
     def load_models() -> Models:
         encoder = load_encoder(
-            retriever, store, placement, model_given=args.model is not None, verbose=args.verbose
+            retriever,
+            store,
+            placement,
+            model_given=args.model is not None,
+            verbose=args.verbose,
+            # A store built with a fine-tuned adapter is served with it.
+            adapter=retriever_adapter(args.model, None, store),
         )
         vlm = None
         if answerer is not None:

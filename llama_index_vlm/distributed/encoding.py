@@ -30,6 +30,8 @@ class EncoderSpec:
         batch_size: pages per forward pass.
         fingerprint: the driver's encoder fingerprint; the actor's must have the same identity.
         pool_factor: token pooling applied to each page's vectors (1: none).
+        adapter: the LoRA adapter directory on the driver's encoder, or None (every node must
+            reach it too).
     """
 
     name_or_path: str
@@ -38,6 +40,7 @@ class EncoderSpec:
     batch_size: int
     fingerprint: dict[str, Any]
     pool_factor: float
+    adapter: str | None = None
 
     @classmethod
     def of(
@@ -52,6 +55,7 @@ class EncoderSpec:
             batch_size=encoder.batch_size,
             fingerprint=fingerprint,
             pool_factor=pool_factor,
+            adapter=encoder.adapter.path if getattr(encoder, "adapter", None) else None,
         )
 
 
@@ -72,6 +76,7 @@ class PageEncoder:
             dtype=spec.dtype,
             batch_size=spec.batch_size,
             show_progress=False,
+            adapter=spec.adapter,
         )
         if identity(self.encoder.fingerprint) != identity(spec.fingerprint):
             raise ModelMismatchError(

@@ -82,14 +82,19 @@ class PageQueryService:
             storage_options=config.storage_options,
             read_consistency_interval=config.read_consistency_interval,
         )
-        recorded = (self.store.fingerprint or {}).get("model")
+        fingerprint = self.store.fingerprint or {}
+        recorded = fingerprint.get("model")
         name = config.encoder or recorded
         if name is None:
             raise ValueError(
                 f"the store at {config.store_uri!r} holds no pages yet, so it names no model: "
                 "set QueryServiceConfig(encoder=...)"
             )
-        encoder = ColPaliEncoder.from_pretrained(name, device=config.device, show_progress=False)
+        # The store's own model comes with its own fine-tuned adapter, if it was built with one.
+        adapter = None if config.encoder else fingerprint.get("adapter")
+        encoder = ColPaliEncoder.from_pretrained(
+            name, device=config.device, show_progress=False, adapter=adapter
+        )
         self.index = VisualDocumentIndex.from_store(self.store, encoder)
         self.vlm = None
         if config.vlm is not None:

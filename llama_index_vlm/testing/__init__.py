@@ -13,7 +13,8 @@ and code paths are the real ones. One module per family group builds its kinds
 (:mod:`~llama_index_vlm.testing.paligemma`: PaliGemma and ColPali; :mod:`.qwen_vl`: Qwen2-VL,
 Qwen2.5-VL, Qwen3-VL, ColQwen2 and ColQwen2.5; :mod:`.llava`: LLaVA, LLaVA-NeXT and
 LLaVA-OneVision; :mod:`.idefics3`: SmolVLM, Idefics3 and ColModernVBERT; :mod:`.gemma3`:
-Gemma 3; :mod:`.blip2`: BLIP-2) from the shared :mod:`.parts`, with the real checkpoints' chat
+Gemma 3; :mod:`.blip2`: BLIP-2; :mod:`.image_text`: BLIP-2's image-text
+retrieval model and SigLIP) from the shared :mod:`.parts`, with the real checkpoints' chat
 templates (:mod:`.chat_templates`). The processors of video-capable families are saved without
 their video processor, which needs torchvision (see :mod:`llama_index_vlm.processors`).
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from llama_index_vlm.testing.blip2 import build_blip2
 from llama_index_vlm.testing.gemma3 import build_gemma3
 from llama_index_vlm.testing.idefics3 import build_colmodernvbert, build_idefics3, build_smolvlm
+from llama_index_vlm.testing.image_text import build_blip2_itm, build_siglip
 from llama_index_vlm.testing.llava import build_llava, build_llava_next, build_llava_onevision
 from llama_index_vlm.testing.paligemma import build_colpali, build_paligemma
 from llama_index_vlm.testing.qwen_vl import (
@@ -70,6 +72,9 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "smolvlm": build_smolvlm,
     "idefics3": build_idefics3,
     "gemma3": build_gemma3,
+    # Image search (single-vector image-text models)
+    "blip2_itm": build_blip2_itm,
+    "siglip": build_siglip,
 }
 
 #: The kinds :func:`make_tiny_checkpoint` builds.
@@ -86,6 +91,8 @@ def make_tiny_checkpoint(kind: str, path: str | os.PathLike[str], seed: int = 0)
             ``"colmodernvbert"``. Answerers: ``"llava"``, ``"llava_next"``,
             ``"llava_onevision"``, ``"paligemma"``, ``"blip2"``, ``"qwen2_vl"``,
             ``"qwen2_5_vl"``, ``"qwen3_vl"``, ``"smolvlm"``, ``"idefics3"``, ``"gemma3"``.
+            Image search: ``"blip2_itm"`` (``Blip2ForImageTextRetrieval``), ``"siglip"``
+            (``SiglipModel``).
         path: the directory to write. If it already holds a checkpoint of the same kind, seed
             and recipe (made earlier by this function), it is reused as it is, so a test suite
             can cache checkpoints across tests and runs.

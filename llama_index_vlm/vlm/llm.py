@@ -114,6 +114,14 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         description="Allow code shipped with the checkpoint to run. Off: the supported "
         "families are all in transformers itself.",
     )
+    adapter: str | None = Field(
+        default=None,
+        description="A LoRA adapter directory (from `llama-index-vlm finetune answerer`) put on "
+        "the model when it loads.",
+    )
+    merge_adapter: bool = Field(
+        default=False, description="Merge the adapter into the weights (same answers, faster)."
+    )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other keyword arguments of the model's from_pretrained."
     )
@@ -210,7 +218,9 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
             dtype: ``"auto"`` picks bfloat16 on cuda and float32 elsewhere.
             quantization: ``"4bit"`` or ``"8bit"`` (bitsandbytes, CUDA GPUs), ``"int8"``
                 (torchao int8 weights, CPUs and CUDA GPUs), or None.
-            **kwargs: fields of this class (``device_map``, ``attn_implementation``,
+            **kwargs: fields of this class (``adapter``: a LoRA adapter directory from
+                :func:`~llama_index_vlm.finetune.finetune_answerer`; ``device_map``,
+                ``attn_implementation``,
                 ``max_pixels``, ``max_new_tokens``, ``temperature``, ``system_prompt``, ...);
                 anything else is passed to ``model.generate`` (``repetition_penalty=1.1``, ...).
 
@@ -226,6 +236,8 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
 
             vlm = HuggingFaceVLM.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct", dtype="bfloat16",
                                                  device_map="auto", max_new_tokens=128)
+            tuned = HuggingFaceVLM.from_pretrained("google/paligemma-3b-mix-448",
+                                                   adapter="./my-answer-adapter")
         """
         fields = set(cls.model_fields) | {"model", "processor", "callback_manager"}
         own = {key: value for key, value in kwargs.items() if key in fields}
@@ -234,6 +246,11 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         return cls(
             name_or_path=name_or_path, device=device, dtype=dtype, quantization=quantization, **own
         )
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _path_to_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("device", "dtype", mode="before")
     @classmethod

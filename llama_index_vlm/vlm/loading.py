@@ -35,7 +35,7 @@ def load_vlm(settings: Any, model: Any | None = None, processor: Any | None = No
         ValueError: an image budget is set for a family without one.
     """
     if model is None:
-        model, processor, model_type = load_model(
+        model, processor, model_type, _ = load_model(
             settings.name_or_path,
             VISION_LANGUAGE_MODELS,
             device=settings.device,
@@ -44,6 +44,8 @@ def load_vlm(settings: Any, model: Any | None = None, processor: Any | None = No
             device_map=settings.device_map,
             attn_implementation=settings.attn_implementation,
             quantization=settings.quantization,
+            adapter=settings.adapter,
+            merge_adapter=settings.merge_adapter,
             **{"trust_remote_code": settings.trust_remote_code, **settings.model_kwargs},
         )
     else:
