@@ -31,3 +31,19 @@ def test_the_package_ships_its_type_marker():
     # PEP 561: type checkers read the package's annotations only when py.typed is installed.
     marker = importlib.resources.files("llama_index_vlm") / "py.typed"
     assert marker.is_file()
+
+
+def test_every_error_class_is_importable_from_the_package_root():
+    import inspect
+
+    from llama_index_vlm import errors
+
+    classes = {
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value) and issubclass(value, errors.VLMError)
+    }
+    assert classes <= set(llama_index_vlm.__all__), classes - set(llama_index_vlm.__all__)
+    assert {name: getattr(llama_index_vlm, name) for name in classes} == {
+        name: getattr(errors, name) for name in classes
+    }

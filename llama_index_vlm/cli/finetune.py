@@ -68,7 +68,7 @@ def add_finetune_parser(commands: argparse._SubParsersAction) -> None:
     answerer.add_argument("--eval-data", metavar="FILE", help="held-out examples (JSONL)")
     answerer.add_argument(
         "--base", default=_DEFAULT_ANSWERER, metavar="CKPT",
-        help=f"PaliGemma, LLaVA, LLaVA-NeXT or BLIP-2 checkpoint (default: {_DEFAULT_ANSWERER})",
+        help=f"answering checkpoint of any supported family (default: {_DEFAULT_ANSWERER})",
     )  # fmt: skip
     answerer.add_argument(
         "--train-vision-tower", action="store_true", help="adapt the vision tower too"

@@ -166,44 +166,9 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
             "pip install 'llama-index-vlm[server]'"
         ) from None
     from llama_index_vlm.cli.common import open_store
-    from llama_index_vlm.cli.models import (
-        encoder_name,
-        load_encoder,
-        load_vlm,
-        place,
-        retriever_adapter,
-        vlm_name,
-    )
 
     store = open_store(args.store, must_exist=False)
-    retriever = encoder_name(args.model, store)
-    answerer = None if args.no_vlm else vlm_name(args.vlm)
-    quantized = {answerer: args.quantization} if answerer and args.quantization else None
-    placement = place(
-        [retriever, *([answerer] if answerer else [])], args.device, args.dtype, quantized=quantized
-    )
-
-    def load_models() -> Models:
-        encoder = load_encoder(
-            retriever,
-            store,
-            placement,
-            model_given=args.model is not None,
-            verbose=args.verbose,
-            # A store built with a fine-tuned adapter is served with it.
-            adapter=retriever_adapter(args.model, None, store),
-        )
-        vlm = None
-        if answerer is not None:
-            vlm = load_vlm(
-                answerer,
-                placement,
-                args.max_new_tokens,
-                quantization=args.quantization,
-                verbose=args.verbose,
-            )
-        return Models(encoder=encoder, vlm=vlm)
-
+    load_models = _model_loader(args, store, Models)
     limits = ServerLimits(
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         max_pages_per_file=args.max_pages,
@@ -237,6 +202,49 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
         raise state.load_error
     print("llama-index-vlm: stopped", flush=True)
     return 0
+
+
+def _model_loader(args: argparse.Namespace, store: Any, models: type) -> Any:
+    """The server's model loader (run once it listens), with the checkpoints checked and
+    placed now, so a missing checkpoint or a lack of memory is an error before it listens."""
+    from llama_index_vlm.cli.models import (
+        encoder_name,
+        load_encoder,
+        load_vlm,
+        place,
+        retriever_adapter,
+        vlm_name,
+    )
+
+    retriever = encoder_name(args.model, store)
+    answerer = None if args.no_vlm else vlm_name(args.vlm)
+    quantized = {answerer: args.quantization} if answerer and args.quantization else None
+    placement = place(
+        [retriever, *([answerer] if answerer else [])], args.device, args.dtype, quantized=quantized
+    )
+
+    def load_models() -> Any:
+        encoder = load_encoder(
+            retriever,
+            store,
+            placement,
+            model_given=args.model is not None,
+            verbose=args.verbose,
+            # A store built with a fine-tuned adapter is served with it.
+            adapter=retriever_adapter(args.model, None, store),
+        )
+        vlm = None
+        if answerer is not None:
+            vlm = load_vlm(
+                answerer,
+                placement,
+                args.max_new_tokens,
+                quantization=args.quantization,
+                verbose=args.verbose,
+            )
+        return models(encoder=encoder, vlm=vlm)
+
+    return load_models
 
 
 def bind(host: str, port: int) -> socket.socket:

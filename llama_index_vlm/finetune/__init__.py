@@ -4,7 +4,7 @@
   and loaded against a store; synthetic pairs drafted by an answering model.
 - :mod:`~llama_index_vlm.finetune.losses`: colpali-engine's late-interaction losses.
 - :mod:`~llama_index_vlm.finetune.retriever`: :func:`finetune_retriever` (ColPali, ColQwen2).
-- :mod:`~llama_index_vlm.finetune.answerer`: :func:`finetune_answerer` (PaliGemma, LLaVA...).
+- :mod:`~llama_index_vlm.finetune.answerer`: :func:`finetune_answerer` (PaliGemma, Qwen-VL...).
 - :mod:`~llama_index_vlm.finetune.evaluation`: nDCG@5, recall@k, MRR, exact match, ANLS, and
   the before/after table.
 - :mod:`~llama_index_vlm.finetune.training`: the settings and LoRA set-up both share.

@@ -1,5 +1,5 @@
-"""LoRA fine-tuning of the answering model (PaliGemma, LLaVA, LLaVA-NeXT, BLIP-2) on
-(page image, question, answer) triples.
+"""LoRA fine-tuning of the answering model (any family :class:`~llama_index_vlm.vlm.HuggingFaceVLM`
+loads: PaliGemma, Qwen-VL, SmolVLM, LLaVA, BLIP-2...) on (page image, question, answer) triples.
 
 A QA file is JSON Lines, one example per line, the page named as in a pairs file::
 
@@ -10,7 +10,7 @@ A QA file is JSON Lines, one example per line, the page named as in a pairs file
 ``answers`` counts as right in the evaluation (exact match and ANLS).
 
 Each example is prompted exactly as :class:`~llama_index_vlm.vlm.HuggingFaceVLM` prompts that
-family at question time (PaliGemma's ``answer en ...`` task prompt, LLaVA's chat template,
+family at question time (PaliGemma's ``answer en ...`` task prompt, the processor's chat template,
 BLIP-2's ``Question: ... Answer:``), followed by the answer and the end-of-sequence token. The
 loss covers only the answer's tokens: prompt, image and padding tokens are masked with -100.
 Following PaliGemma's fine-tuning recipe, the vision tower is frozen by default: the adapter
@@ -43,6 +43,9 @@ from llama_index_vlm.finetune.training import (
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from llama_index_vlm.store import LanceDBPageStore
 
+#: Names of the language models of the supported families (SmolVLM's and Idefics3's is
+#: ``text_model``), which the adapter covers.
+LANGUAGE_MODELS = ("language_model", "text_model")
 #: Names of the vision towers of the supported families, adapted with ``train_vision_tower``.
 VISION_TOWERS = ("vision_tower", "vision_model", "visual")
 
@@ -113,7 +116,7 @@ def finetune_answerer(
         examples: the examples, or a JSON Lines file of them.
         output_dir: where the adapter, ``metrics.json``, the adapter record and the
             ``checkpoints/`` folder are written.
-        base: the checkpoint to adapt (PaliGemma, LLaVA, LLaVA-NeXT or BLIP-2).
+        base: the checkpoint to adapt (any family :class:`HuggingFaceVLM` loads).
         store: the page store the examples' ``page_id`` s refer to.
         eval_examples: the held-out examples; default: ``eval_fraction`` of ``examples``.
         eval_fraction: the share held out when ``eval_examples`` is not given.
@@ -135,7 +138,7 @@ def finetune_answerer(
     )
     vlm = HuggingFaceVLM.from_pretrained(base, device=device, max_new_tokens=max_new_tokens)
     before = _evaluate(vlm, held_out, images)
-    parts = ["language_model", *(VISION_TOWERS if train_vision_tower else ())]
+    parts = [*LANGUAGE_MODELS, *(VISION_TOWERS if train_vision_tower else ())]
     model = add_lora(vlm.model, settings, linear_layer_pattern(vlm.model, parts))
     trainer = _trainer_class()(
         model=model,
@@ -177,11 +180,11 @@ class AnswerCollator:
 
         self.processor = vlm.processor
         self.family = FAMILIES[vlm.model.config.model_type]
-        self.language = vlm.task_language
+        self.options = vlm._prompt_options()
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         specs = [self._prompt(item) for item in items]
-        texts = [spec.text for spec in specs]
+        texts = [self._text(spec) for spec in specs]
         images = [spec.images[0] for spec in specs]
         answers = [item["answer"] for item in items]
         if self.family.model_type == "paligemma":
@@ -189,27 +192,37 @@ class AnswerCollator:
                 text=texts, images=images, suffix=answers, padding=True, return_tensors="pt"
             )
             return dict(batch)
-        return self._masked_batch(specs, texts, images, answers)
+        if specs[0].conversation is not None:  # chat-template processors: images per sample
+            images = [[image] for image in images]
+        return self._masked_batch(specs[0].images_kwargs, texts, images, answers)
 
     def _prompt(self, item: dict[str, Any]) -> Any:
         from llama_index_vlm.vlm.messages import PageImage, Turn
 
-        question = item["question"]
-        turn = Turn("user", question, [PageImage(item["image"], "page")], trailing_text=question)
-        (spec,) = self.family.prompts([turn], self.processor, language=self.language)
+        turn = Turn("user", [PageImage(item["image"], "page"), item["question"]])
+        (spec,) = self.family.prompts([turn], self.processor, self.options)
         return spec
 
-    def _masked_batch(self, specs, texts, images, answers) -> dict[str, Any]:
+    def _text(self, spec: Any) -> str:
+        """The prompt as text: a task prompt as it is, a conversation through the processor's
+        chat template, ending where the answer begins."""
+        if spec.text is not None:
+            return spec.text
+        return self.processor.apply_chat_template(
+            spec.conversation, add_generation_prompt=True, tokenize=False
+        )
+
+    def _masked_batch(self, images_kwargs, texts, images, answers) -> dict[str, Any]:
         tokenizer = self.processor.tokenizer
-        options = {"return_tensors": "pt"}
-        if specs[0].add_special_tokens is not None:
-            options["add_special_tokens"] = specs[0].add_special_tokens
+        options: dict[str, Any] = {"return_tensors": "pt", **images_kwargs}
+        if tokenizer.bos_token and texts[0].startswith(tokenizer.bos_token):
+            options["add_special_tokens"] = False  # the chat template wrote it already
         prompt_lengths = [
             int(self.processor(text=[text], images=[image], **options)["input_ids"].shape[1])
             for text, image in zip(texts, images, strict=True)
         ]
         full = [
-            f"{text} {answer}{tokenizer.eos_token or ''}"
+            f"{text}{'' if text[-1:].isspace() else ' '}{answer}{tokenizer.eos_token or ''}"
             for text, answer in zip(texts, answers, strict=True)
         ]
         side = tokenizer.padding_side

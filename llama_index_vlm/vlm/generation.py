@@ -23,6 +23,44 @@ class Generated:
     n_tokens: int
 
 
+def settings(
+    own: dict[str, Any], generate_kwargs: dict[str, Any], overrides: dict[str, Any], model: Any
+) -> dict[str, Any]:
+    """``model.generate``'s keyword arguments: the LLM's own settings (``own``: max_new_tokens,
+    do_sample, num_beams, temperature, top_p), then its ``generate_kwargs``, then one call's
+    ``overrides``.
+    """
+    result = {key: own[key] for key in ("max_new_tokens", "do_sample", "num_beams")}
+    if overrides.get("do_sample", own["do_sample"]):
+        result.update(temperature=own["temperature"], top_p=own["top_p"])
+    result.update(generate_kwargs)
+    result.update(overrides)
+    if result["do_sample"] and result.get("temperature") == 0:
+        # LlamaIndex users write temperature=0 for deterministic answers; transformers refuses
+        # to sample at 0, and greedy decoding is what it means.
+        result["do_sample"] = False
+        result.pop("temperature")
+        result.pop("top_p", None)
+    generation_config = model.generation_config
+    if generation_config.pad_token_id is None and "pad_token_id" not in result:
+        # Without it transformers warns on every call; eos is what it would use anyway.
+        result["pad_token_id"] = generation_config.eos_token_id
+    return result
+
+
+def on_device(model: Any, inputs: Any) -> dict[str, Any]:
+    """The processor's ``inputs`` on the model's device, floating-point ones in its dtype."""
+    parameter = next(model.parameters())
+    return {
+        name: (
+            value.to(parameter.device, parameter.dtype)
+            if value.is_floating_point()
+            else value.to(parameter.device)
+        )
+        for name, value in inputs.items()
+    }
+
+
 def generate(
     model: Any,
     tokenizer: Any,

@@ -408,7 +408,7 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
             generated = generation.generate(
                 self._model,
                 self._processor.tokenizer,
-                self._on_device(request.inputs),
+                generation.on_device(self._model, request.inputs),
                 generate_kwargs,
                 self._lock,
             )
@@ -436,7 +436,7 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
             yield from generation.stream(
                 self._model,
                 self._processor.tokenizer,
-                self._on_device(request.inputs),
+                generation.on_device(self._model, request.inputs),
                 generate_kwargs,
                 self._lock,
                 counted,
@@ -453,26 +453,9 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
         return messages
 
     def _generate_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        settings: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "num_beams": self.num_beams,
-        }
-        if overrides.get("do_sample", self.do_sample):
-            settings.update(temperature=self.temperature, top_p=self.top_p)
-        settings.update(self.generate_kwargs)
-        settings.update(overrides)
-        if settings["do_sample"] and settings.get("temperature") == 0:
-            # LlamaIndex users write temperature=0 for deterministic answers; transformers
-            # refuses to sample at 0, and greedy decoding is what it means.
-            settings["do_sample"] = False
-            settings.pop("temperature")
-            settings.pop("top_p", None)
-        generation_config = self._model.generation_config
-        if generation_config.pad_token_id is None and "pad_token_id" not in settings:
-            # Without it transformers warns on every call; eos is what it would use anyway.
-            settings["pad_token_id"] = generation_config.eos_token_id
-        return settings
+        own = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+        own.update(num_beams=self.num_beams, temperature=self.temperature, top_p=self.top_p)
+        return generation.settings(own, self.generate_kwargs, overrides, self._model)
 
     def _prepare(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
@@ -510,14 +493,3 @@ class HuggingFaceVLM(StructuredOutputMixin, LLM):
 
     def _neutralise(self, text: str) -> str:
         return neutralise(text, self._loaded.control_tokens)
-
-    def _on_device(self, inputs: Any) -> dict[str, Any]:
-        parameter = next(self._model.parameters())
-        return {
-            name: (
-                value.to(parameter.device, parameter.dtype)
-                if value.is_floating_point()
-                else value.to(parameter.device)
-            )
-            for name, value in inputs.items()
-        }

@@ -10,6 +10,7 @@ import torch
 
 from llama_index_vlm.errors import TrainingDataError
 from llama_index_vlm.finetune.answerer import (
+    LANGUAGE_MODELS,
     VISION_TOWERS,
     AnswerCollator,
     finetune_answerer,
@@ -74,7 +75,7 @@ def test_the_saved_adapter_answers_the_same_when_loaded(learned, tiny_checkpoint
     assert metrics["exact_match"] == result.comparison.after["exact_match"]
 
 
-@pytest.mark.parametrize("kind", ["paligemma", "llava", "blip2"])
+@pytest.mark.parametrize("kind", ["paligemma", "llava", "blip2", "qwen2_vl", "smolvlm", "gemma3"])
 def test_only_the_answer_and_its_end_are_labelled(kind, tiny_checkpoint, colour_examples):
     from PIL import Image
 
@@ -110,6 +111,15 @@ def test_the_default_adapter_targets_only_the_language_model(tiny_checkpoint):
     targets = [name for name, _ in vlm.model.named_modules() if re.fullmatch(pattern, name)]
     assert targets and all(".language_model." in name for name in targets)
     assert not any("lm_head" in name for name in targets)
+
+
+@pytest.mark.parametrize("kind", ["smolvlm", "qwen2_vl"])
+def test_the_adapter_finds_each_familys_language_model(kind, tiny_checkpoint):
+    vlm = HuggingFaceVLM.from_pretrained(tiny_checkpoint(kind), device="cpu")
+    pattern = linear_layer_pattern(vlm.model, LANGUAGE_MODELS)
+    targets = [name for name, _ in vlm.model.named_modules() if re.fullmatch(pattern, name)]
+    assert targets
+    assert not any(part in name for name in targets for part in VISION_TOWERS)
 
 
 def test_training_the_vision_tower_adds_its_layers(tiny_checkpoint):
