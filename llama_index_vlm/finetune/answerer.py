@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index_vlm.errors import TrainingDataError
 from llama_index_vlm.finetune.evaluation import ANSWER_METRICS, Comparison, evaluate_answerer
-from llama_index_vlm.finetune.pairs import PageImages, page_key, parse_page, split_pairs
+from llama_index_vlm.finetune.pairs import PageImages, page_key, parse_page, training_split
 from llama_index_vlm.finetune.training import (
     FinetuneResult,
     TrainingSettings,
@@ -133,8 +133,15 @@ def finetune_answerer(
 
     require_peft()
     settings = settings or TrainingSettings()
-    train, held_out, images = _prepare_examples(
-        examples, store, eval_examples, eval_fraction, settings
+    if isinstance(examples, (str, os.PathLike)):
+        examples = load_answer_examples(examples)
+    train, held_out, images = training_split(
+        examples,
+        eval_examples,
+        eval_fraction,
+        settings.seed,
+        store,
+        lambda example: [example.page_key],
     )
     vlm = HuggingFaceVLM.from_pretrained(base, device=device, max_new_tokens=max_new_tokens)
     before = _evaluate(vlm, held_out, images)
@@ -271,26 +278,6 @@ def _evaluate(vlm: Any, examples: Sequence[AnswerExample], images: PageImages) -
         [images.by_key(example.page_key) for example in examples],
         [example.answers for example in examples],
     )
-
-
-def _prepare_examples(
-    examples: Sequence[AnswerExample] | str | os.PathLike[str],
-    store: LanceDBPageStore | None,
-    eval_examples: Sequence[AnswerExample] | None,
-    eval_fraction: float,
-    settings: TrainingSettings,
-) -> tuple[list[AnswerExample], list[AnswerExample], PageImages]:
-    if isinstance(examples, (str, os.PathLike)):
-        examples = load_answer_examples(examples)
-    if eval_examples is None:
-        train, held_out = split_pairs(examples, eval_fraction, settings.seed)
-    else:
-        train, held_out = list(examples), list(eval_examples)
-    if not train or not held_out:
-        raise TrainingDataError("fine-tuning needs at least one training and one held-out example")
-    images = PageImages(store)
-    images.check(example.page_key for example in [*train, *held_out])
-    return train, held_out, images
 
 
 def _parse_example(line: str, base_dir: Path, where: str) -> AnswerExample:

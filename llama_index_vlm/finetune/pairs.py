@@ -25,7 +25,7 @@ import json
 import os
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +211,31 @@ def split_pairs(
     random.Random(seed).shuffle(shuffled)
     n_eval = min(len(shuffled) - 1, max(1, round(len(shuffled) * eval_fraction)))
     return shuffled[n_eval:], shuffled[:n_eval]
+
+
+def training_split(
+    items: Sequence[Any],
+    eval_items: Sequence[Any] | None,
+    eval_fraction: float,
+    seed: int,
+    store: LanceDBPageStore | None,
+    keys: Callable[[Any], Iterable[str]],
+) -> tuple[list[Any], list[Any], PageImages]:
+    """The training and held-out parts of ``items`` (pairs or QA examples): ``eval_items`` if
+    given, else a split by :func:`split_pairs`; and the images they name, checked to exist.
+
+    Raises:
+        TrainingDataError: a part is empty, or an item names a page or image that is missing.
+    """
+    if eval_items is None:
+        train, held_out = split_pairs(items, eval_fraction, seed)
+    else:
+        train, held_out = list(items), list(eval_items)
+    if not train or not held_out:
+        raise TrainingDataError("fine-tuning needs at least one training and one held-out example")
+    images = PageImages(store)
+    images.check(key for item in [*train, *held_out] for key in keys(item))
+    return train, held_out, images
 
 
 class PageImages:

@@ -35,7 +35,7 @@ from llama_index_vlm.finetune.pairs import (
     PageImages,
     TrainingPair,
     load_pairs,
-    split_pairs,
+    training_split,
     with_page_key,
 )
 from llama_index_vlm.finetune.training import (
@@ -100,7 +100,11 @@ def finetune_retriever(
 
     require_peft()
     settings = settings or TrainingSettings()
-    train, held_out, images = _prepare_pairs(pairs, store, eval_pairs, eval_fraction, settings)
+    if isinstance(pairs, (str, os.PathLike)):
+        pairs = load_pairs(pairs)
+    train, held_out, images = training_split(
+        pairs, eval_pairs, eval_fraction, settings.seed, store, lambda pair: pair.keys
+    )
     if not hard_negatives:
         _check_negatives(train)
     corpus = [pair.page_key for pair in [*train, *held_out]]
@@ -222,26 +226,6 @@ class _PairCollator:
         if items[0]["negative"] is not None:
             batch["negative"] = dict(self.encoder.page_inputs([i["negative"] for i in items]))
         return batch
-
-
-def _prepare_pairs(
-    pairs: Sequence[TrainingPair] | str | os.PathLike[str],
-    store: LanceDBPageStore | None,
-    eval_pairs: Sequence[TrainingPair] | None,
-    eval_fraction: float,
-    settings: TrainingSettings,
-) -> tuple[list[TrainingPair], list[TrainingPair], PageImages]:
-    if isinstance(pairs, (str, os.PathLike)):
-        pairs = load_pairs(pairs)
-    if eval_pairs is None:
-        train, held_out = split_pairs(pairs, eval_fraction, settings.seed)
-    else:
-        train, held_out = list(pairs), list(eval_pairs)
-    if not train or not held_out:
-        raise TrainingDataError("fine-tuning needs at least one training and one held-out pair")
-    images = PageImages(store)
-    images.check(key for pair in [*train, *held_out] for key in pair.keys)
-    return train, held_out, images
 
 
 def mine_hard_negatives(pairs: list[TrainingPair], ranker: PageRanker) -> list[TrainingPair]:
