@@ -135,16 +135,9 @@ def find_document(store: LanceDBPageStore, name: str) -> StoredDocument:
 
 def disk_size(uri: str) -> int | None:
     """Bytes under a local index directory; None for a remote URI."""
-    if "://" in uri:
-        return None
-    total = 0
-    for folder, _, files in os.walk(uri):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(folder, name))
-            except OSError:
-                continue  # removed meanwhile by a concurrent cleanup
-    return total
+    from llama_index_vlm.store.compaction import disk_bytes
+
+    return None if "://" in uri else disk_bytes(uri)
 
 
 def human_size(size: int) -> str:

@@ -169,14 +169,14 @@ def compact_table(table: Any, grace: timedelta = DEFAULT_GRACE) -> CompactionRep
     if grace < timedelta(0):
         raise ValueError(f"grace must not be negative, not {grace}")
     path = _local_path(table)
-    bytes_before, versions_before = _disk_bytes(path), len(table.list_versions())
+    bytes_before, versions_before = disk_bytes(path), len(table.list_versions())
     fragments_before = _fragments(table)
     table.optimize(cleanup_older_than=_NO_CLEANUP)
     _cleanup(table, _cleanup_age(table.list_versions(), grace))
     table.checkout_latest()
     return CompactionReport(
         bytes_before,
-        _disk_bytes(path),
+        disk_bytes(path),
         versions_before,
         len(table.list_versions()),
         fragments_before,
@@ -242,8 +242,8 @@ def _local_path(table: Any) -> str | None:
     return uri if "://" not in uri and os.path.isdir(uri) else None
 
 
-def _disk_bytes(path: str | None) -> int | None:
-    """Bytes of the files under ``path`` (None: not a local directory)."""
+def disk_bytes(path: str | None) -> int | None:
+    """Bytes of the files under the local directory ``path``; None for None."""
     if path is None:
         return None
     total = 0
