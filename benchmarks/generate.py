@@ -210,10 +210,8 @@ def main() -> None:
                 vlm = HuggingFaceVLM.from_pretrained(
                     make_tiny_checkpoint(kind, Path(directory) / kind)
                 )
-                for n_pages in (1, 3):
-                    benchmark(
-                        vlm, f"tiny {vlm.family}", "float32", n_pages, new_tokens, args.repeats
-                    )
+                for n_pages in args.pages:
+                    benchmark(vlm, f"tiny {vlm.family}", "float32", n_pages, new_tokens, args)
     print(f"after: load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
