@@ -34,7 +34,8 @@ def quantization_config(name: str, device: torch.device) -> Any:
     Raises:
         ValueError: ``name`` is not one of :data:`QUANTIZATIONS`.
         UnsupportedDeviceError: the device cannot run it (bitsandbytes off CUDA, torchao on MPS).
-        ImportError: the library it needs is not installed (the message says what to install).
+        ImportError: a library it needs (bitsandbytes or torchao, and accelerate) is not
+            installed; the message says what to install.
 
     Example::
 
@@ -56,7 +57,7 @@ def _bitsandbytes(name: str, device: torch.device) -> Any:
             f"{device}; on a CPU use quantization='int8' (torchao int8 weights) or "
             "dtype='bfloat16'"
         )
-    _require("bitsandbytes", name)
+    _require(name, "bitsandbytes", "accelerate")
     from transformers import BitsAndBytesConfig
 
     if name == "8bit":
@@ -75,16 +76,18 @@ def _torchao_int8(device: torch.device) -> Any:
             f"quantization='int8' (torchao) runs on CPUs and CUDA GPUs, not on {device}; "
             "use dtype='float16' there"
         )
-    _require("torchao", "int8")
+    _require("int8", "torchao", "accelerate")
     from torchao.quantization import Int8WeightOnlyConfig
     from transformers import TorchAoConfig
 
     return TorchAoConfig(Int8WeightOnlyConfig())
 
 
-def _require(package: str, name: str) -> None:
-    if importlib.util.find_spec(package) is None:
+def _require(name: str, *packages: str) -> None:
+    # accelerate places quantised weights where they run (the device_map they load with).
+    missing = [package for package in packages if importlib.util.find_spec(package) is None]
+    if missing:
         raise ImportError(
-            f"quantization={name!r} needs the {package} package: "
-            "pip install 'llama-index-vlm[quantization]'"
+            f"quantization={name!r} needs the {' and '.join(missing)} package"
+            f"{'s' if len(missing) > 1 else ''}: pip install 'llama-index-vlm[quantization]'"
         )

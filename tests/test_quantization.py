@@ -26,7 +26,7 @@ def installed(monkeypatch):
         real = importlib.util.find_spec
 
         def find_spec(name, *args, **kwargs):
-            if name in ("bitsandbytes", "torchao"):
+            if name in ("bitsandbytes", "torchao", "accelerate"):
                 return real("json") if name in packages else None
             return real(name, *args, **kwargs)
 
@@ -45,20 +45,26 @@ def test_bitsandbytes_off_cuda_is_refused_naming_what_works_on_a_cpu(name):
 
 
 def test_4bit_on_cuda_is_nf4_computing_in_bfloat16(installed):
-    installed("bitsandbytes")
+    installed("bitsandbytes", "accelerate")
     config = quantization_config("4bit", CUDA)
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_compute_dtype is torch.bfloat16
 
 
 def test_8bit_on_cuda_is_llm_int8(installed):
-    installed("bitsandbytes")
+    installed("bitsandbytes", "accelerate")
     assert quantization_config("8bit", CUDA).load_in_8bit
 
 
 def test_a_missing_library_names_the_extra_to_install(installed):
     installed()
     with pytest.raises(ImportError, match=r"llama-index-vlm\[quantization\]"):
+        quantization_config("int8", CPU)
+
+
+def test_quantised_loading_without_accelerate_names_it_and_the_extra(installed):
+    installed("torchao")
+    with pytest.raises(ImportError, match=r"accelerate package: .*llama-index-vlm\[quantization\]"):
         quantization_config("int8", CPU)
 
 
@@ -80,8 +86,8 @@ def test_the_vlm_refuses_bitsandbytes_on_a_cpu_before_loading(tiny_checkpoint):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("torchao") is None,
-    reason="torchao is an optional extra (pip install 'llama-index-vlm[quantization]')",
+    importlib.util.find_spec("torchao") is None or importlib.util.find_spec("accelerate") is None,
+    reason="needs the quantization extra (pip install 'llama-index-vlm[quantization]')",
 )
 def test_int8_weights_answer_on_a_cpu(tiny_checkpoint):
     vlm = HuggingFaceVLM.from_pretrained(
