@@ -38,7 +38,7 @@ RETRIEVERS = Architectures(
         "colmodernvbert": "ColModernVBertForRetrieval",
     },
     description="a ColPali-family retriever",
-    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf", "ModernVBERT/colmodernvbert"),
+    examples=("vidore/colpali-v1.3-hf", "vidore/colqwen2-v1.0-hf", "ModernVBERT/colmodernvbert-hf"),
     missing_weights_consequence="embeddings would change on every load",
     missing_weights_advice="Use a complete checkpoint in transformers' format (an '-hf' "
     "checkpoint such as 'vidore/colpali-v1.3-hf').",
