@@ -7,8 +7,9 @@
 #
 # Run from the repository root on a machine with a CUDA torch. The package's other
 # dependencies must be importable (pip install -e '.[quantization]' where pip reaches PyPI;
-# elsewhere carry wheels of llama-index-core, lancedb, pypdfium2, num2words, bitsandbytes and
-# a transformers >= 5.24, installed with --no-deps into a folder on PYTHONPATH).
+# elsewhere carry wheels of llama-index-core, lancedb, pypdfium2, num2words, bitsandbytes,
+# accelerate (4-bit weights load with a device_map) and a transformers >= 5.24, installed with
+# --no-deps into a folder on PYTHONPATH).
 #
 #   bash benchmarks/full_size_gpu.sh | tee full_size_gpu.log
 set -euo pipefail
