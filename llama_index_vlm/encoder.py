@@ -23,7 +23,11 @@ from tqdm.auto import tqdm
 
 from llama_index_vlm.adapters import AdapterInfo
 from llama_index_vlm.checkpoints import Architectures, load_model
-from llama_index_vlm.errors import ContextWindowExceededError, EmptyInputError
+from llama_index_vlm.errors import (
+    ContextWindowExceededError,
+    EmptyInputError,
+    InvalidRequestError,
+)
 from llama_index_vlm.image_sizing import reduce_for_processor
 from llama_index_vlm.special_tokens import SpecialTokens
 
@@ -118,7 +122,14 @@ class ColPaliEncoder:
             InvalidCheckpointError: the path or id holds no checkpoint, or one of another family.
             MissingWeightsError: the checkpoint lacks weights (such as the projection head) that
                 transformers would otherwise initialise at random, giving inconsistent scores.
+            InvalidRequestError: ``quantization`` asked for (retrievers are not quantised).
         """
+        if model_kwargs.get("quantization") or model_kwargs.get("quantization_config"):
+            raise InvalidRequestError(
+                "retrievers are not quantised: their vectors define the index, and quantised "
+                "weights would give other vectors; load it in dtype='bfloat16' to halve its "
+                "memory (quantization is for HuggingFaceVLM)"
+            )
         loaded = load_model(
             name_or_path,
             RETRIEVERS,

@@ -157,3 +157,12 @@ def test_an_unknown_attention_is_refused():
 def test_the_loaded_model_uses_the_attention_asked_for(tiny_checkpoint):
     vlm = HuggingFaceVLM.from_pretrained(tiny_checkpoint("qwen2_vl"), attn_implementation="eager")
     assert vlm.model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("option", [{"quantization": "int8"}, {"quantization_config": object()}])
+def test_a_retriever_is_never_quantised(tiny_checkpoint, option):
+    from llama_index_vlm import ColPaliEncoder
+    from llama_index_vlm.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="retrievers are not quantised"):
+        ColPaliEncoder.from_pretrained(tiny_checkpoint("colpali"), device="cpu", **option)
