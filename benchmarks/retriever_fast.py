@@ -69,8 +69,10 @@ def exact_truth(pages: np.ndarray, queries: list[np.ndarray], chunk: int = 1000)
     return top_k(scores, K)[0]
 
 
-def throughput(retriever, n_queries: int, threads: int, seconds: float) -> float:
-    """Queries per second of ``threads`` threads calling ``retriever.retrieve`` for ``seconds``."""
+def throughput(retriever, n_queries: int, threads: int, seconds: float) -> tuple[float, float]:
+    """Queries per second of ``threads`` threads calling ``retriever.retrieve`` for ``seconds``,
+    and the cores the process kept busy meanwhile (its CPU seconds / wall seconds): threads that
+    wait on each other leave it near 1 however many there are."""
     done = [0] * threads
     stop = time.perf_counter() + seconds
 
@@ -81,13 +83,14 @@ def throughput(retriever, n_queries: int, threads: int, seconds: float) -> float
             done[slot] += 1
             position += threads
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return sum(done) / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return sum(done) / wall, (time.process_time() - cpu) / wall
 
 
 def profile_queries(retriever, n_queries: int) -> None:
@@ -167,9 +170,9 @@ def main() -> None:
         rates: dict[int, list[float]] = {1: [], args.threads: []}
         for _ in range(args.rounds):
             for threads in rates:
-                rate = throughput(retriever, len(queries), threads, args.seconds)
+                rate, cores = throughput(retriever, len(queries), threads, args.seconds)
                 rates[threads].append(rate)
-                log(f"{threads} thread(s): {rate:.1f} queries/s")
+                log(f"{threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores busy")
         single, many = (float(np.mean(rates[t])) for t in rates)
         log(
             f"throughput: 1 thread {single:.1f} q/s, {args.threads} threads {many:.1f} q/s, "
