@@ -22,6 +22,7 @@ make_venv() {  # make_venv NAME PACKAGE...
 case "${1:-}" in
     muvera) make_venv muvera "muvera-python==0.2.0" "numpy>=1.26" ;;
     fast-plaid) make_venv fast-plaid "fast-plaid==1.7.0.2110" "numpy>=1.26" ;;
-    pylate) make_venv pylate "pylate==1.6.0" "voyager>=2.1" "numpy>=1.26" ;;
+    # voyager 2.2's add_items takes only a float32 ndarray; pylate 1.6.0 passes a list.
+    pylate) make_venv pylate "pylate==1.6.0" "voyager==2.1.0" "numpy>=1.26" ;;
     *) echo "usage: $0 muvera|fast-plaid|pylate" >&2; exit 2 ;;
 esac

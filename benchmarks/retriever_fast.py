@@ -1,0 +1,184 @@
+"""A ``ColPaliRetriever`` fast-mode query, store reads included, and its thread scaling (issue 15).
+
+Pages are ``search.py``'s synthetic ColPali-like pages (1030 x 128 float16), written straight
+to a :class:`~llama_index_vlm.store.LanceDBPageStore` (1-pixel images) as ``search.py`` does.
+The retriever's encoder is replaced by a stand-in that returns each query's precomputed
+vectors (query encoding is the model's time, not the search's); everything else is the real
+retriever: table version, fingerprint check, the fast cache (persisted index, candidates,
+adaptive rerank reading memory-mapped vectors) and the nodes of the top ``k`` read from
+LanceDB.
+
+Rows, in one process:
+
+- ``retriever.retrieve`` one query at a time: p50 / p90 ms, recall@10 against exact MaxSim
+  (computed in chunks over all pages), planted page first. ``cache.search`` (the fast cache
+  alone, no node reads) takes turns with it query by query.
+- Throughput of 1 thread vs ``--threads`` threads sharing the one retriever, ``--seconds``
+  each, alternating ``--rounds`` times so a burst of load hits both alike.
+
+Usage::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/retriever_fast.py --pages 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from search import K, SyntheticCorpus, write_page_store, write_pages  # noqa: E402
+
+from llama_index_vlm import ColPaliRetriever  # noqa: E402
+from llama_index_vlm.search import PageVectorMatrix, maxsim_scores, top_k  # noqa: E402
+
+
+class QueryVectors:
+    """Stands in for the encoder: ``embed_queries(["q3"])`` returns query 3's vectors."""
+
+    fingerprint = None
+
+    def __init__(self, queries: list[np.ndarray]) -> None:
+        self.queries = queries
+
+    def embed_queries(self, texts: list[str], show_progress: bool = False) -> list[np.ndarray]:
+        return [self.queries[int(text[1:])] for text in texts]
+
+
+def load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] (load {load()}) {message}", flush=True)
+
+
+def exact_truth(pages: np.ndarray, queries: list[np.ndarray], chunk: int = 1000) -> np.ndarray:
+    scores = np.empty((len(queries), len(pages)), dtype=np.float32)
+    for start in range(0, len(pages), chunk):
+        matrix = PageVectorMatrix.from_array(np.ascontiguousarray(pages[start : start + chunk]))
+        scores[:, start : start + chunk] = maxsim_scores(queries, matrix)
+    return top_k(scores, K)[0]
+
+
+def throughput(retriever, n_queries: int, threads: int, seconds: float) -> tuple[float, float]:
+    """Queries per second of ``threads`` threads calling ``retriever.retrieve`` for ``seconds``,
+    and the cores the process kept busy meanwhile (its CPU seconds / wall seconds): threads that
+    wait on each other leave it near 1 however many there are."""
+    done = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(slot: int) -> None:
+        position = slot
+        while time.perf_counter() < stop:
+            retriever.retrieve(f"q{position % n_queries}")
+            done[slot] += 1
+            position += threads
+
+    started, cpu = time.perf_counter(), time.process_time()
+    workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - started
+    return sum(done) / wall, (time.process_time() - cpu) / wall
+
+
+def profile_queries(retriever, n_queries: int) -> None:
+    """cProfile of one pass of the queries through ``retriever.retrieve``: the top functions."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for position in range(n_queries):
+        retriever.retrieve(f"q{position}")
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per throughput round")
+    parser.add_argument("--rounds", type=int, default=2, help="1-thread / N-thread alternations")
+    parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print where one pass of the queries spends"
+    )
+    args = parser.parse_args()
+    log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    corpus = SyntheticCorpus()
+    with tempfile.TemporaryDirectory(prefix="vlm-retriever-bench-", dir=args.workdir) as work:
+        work = Path(work)
+        started = time.perf_counter()
+        pages = write_pages(corpus, args.pages, work / "pages.npy")
+        log(f"pages generated in {time.perf_counter() - started:.0f}s")
+        rng = np.random.default_rng(args.pages)
+        targets = rng.choice(args.pages, size=args.queries, replace=False)
+        queries = [corpus.query(int(target)) for target in targets]
+        started = time.perf_counter()
+        truth = exact_truth(pages, queries)
+        log(f"exact truth in {time.perf_counter() - started:.0f}s")
+        store = write_page_store(pages, work)
+        del pages
+        retriever = ColPaliRetriever(
+            QueryVectors(queries), store, similarity_top_k=K, search_mode="fast"
+        )
+        started = time.perf_counter()
+        retriever.retrieve("q0")  # builds the fast index and saves it beside the table
+        log(f"first query (fast index built and saved) in {time.perf_counter() - started:.0f}s")
+        cache = retriever._refreshed_cache(store.version)
+        version = store.version
+
+        latencies: dict[str, list[float]] = {"retriever.retrieve": [], "cache.search": []}
+        found: list[list[int]] = []
+        for position in range(len(queries)):
+            started = time.perf_counter()
+            hits = retriever.retrieve(f"q{position}")
+            latencies["retriever.retrieve"].append(time.perf_counter() - started)
+            found.append([int(hit.node.node_id.removeprefix("page")) for hit in hits])
+            started = time.perf_counter()
+            cache.search(queries[position], K, version=version, candidate_depth=32)
+            latencies["cache.search"].append(time.perf_counter() - started)
+        recall = np.mean(
+            [len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)]
+        )
+        first = np.mean([f[0] == target for f, target in zip(found, targets, strict=True)])
+        exact_first = np.mean([t[0] == target for t, target in zip(truth, targets, strict=True)])
+        for name, values in latencies.items():
+            ms = np.array(values) * 1000
+            log(
+                f"{name}: p50 {np.median(ms):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms, "
+                f"mean {ms.mean():.1f} ms over {len(ms)} queries"
+            )
+        log(f"recall@10 {recall:.3f}, planted first {first:.0%} (exact: {exact_first:.0%})")
+
+        if args.profile:
+            profile_queries(retriever, len(queries))
+        rates: dict[int, list[float]] = {1: [], args.threads: []}
+        for _ in range(args.rounds):
+            for threads in rates:
+                rate, cores = throughput(retriever, len(queries), threads, args.seconds)
+                rates[threads].append(rate)
+                log(f"{threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores busy")
+        single, many = (float(np.mean(rates[t])) for t in rates)
+        log(
+            f"throughput: 1 thread {single:.1f} q/s, {args.threads} threads {many:.1f} q/s, "
+            f"ratio {many / single:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
