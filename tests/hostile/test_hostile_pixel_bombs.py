@@ -44,6 +44,10 @@ write_numbered_pdf(root / "docs" / "good.pdf", 2)
 (root / "strip.png").write_bytes(bombs.strip_png(1, 1_000_000))
 encoder = ColPaliEncoder.from_pretrained({checkpoint!r}, show_progress=False)
 store = LanceDBPageStore(uri=str(root / "index"))
+# Warm up: a first ingest's one-time costs (LanceDB's runtime and first commit, torch's
+# kernels) are not the batch's, and they vary with the machine.
+write_numbered_pdf(root / "warm-up.pdf", 2)
+ingest(root / "warm-up.pdf", encoder, store, show_progress=False)
 """
 _STEPS = {
     "ingest": """
@@ -69,7 +73,7 @@ def measured(tmp_path_factory, tiny_checkpoint):
 
 
 def test_huge_pages_and_the_good_file_beside_them_are_all_indexed(measured):
-    assert measured["ingest"].result == {"added": 6, "failed": 0, "pages": 6}
+    assert measured["ingest"].result == {"added": 6, "failed": 0, "pages": 8}
 
 
 def test_a_batch_of_huge_pages_holds_less_than_two_of_them_decoded(measured):
