@@ -136,6 +136,17 @@ def test_weights_are_counted_from_safetensors_headers_in_the_dtype_loaded(tmp_pa
     assert weights_bytes(directory, "bfloat16") == 200 * 2 + 8 * 8
 
 
+def test_a_quantised_model_counts_its_floats_at_the_quantised_size(tmp_path):
+    directory = _checkpoint(
+        tmp_path,
+        weight=np.zeros((10, 20), dtype=np.float32),
+        positions=np.zeros(8, dtype=np.int64),
+    )
+    assert weights_bytes(directory, "int8") == 200 * 1 + 8 * 8
+    assert weights_bytes(directory, "8bit") == 200 * 1 + 8 * 8
+    assert weights_bytes(directory, "4bit") == 200 // 2 + 8 * 8
+
+
 def test_a_directory_without_weights_has_no_known_size(tmp_path):
     assert weights_bytes(tmp_path, "float32") is None
 
