@@ -159,7 +159,7 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
     try:
         import uvicorn
 
-        from llama_index_vlm.server import Models, ServerLimits, create_app
+        from llama_index_vlm.server import ServerLimits, create_app
     except ImportError as error:
         raise UsageError(
             f"serve needs the server extra ({error.name} is missing): "
@@ -168,7 +168,7 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
     from llama_index_vlm.cli.common import open_store
 
     store = open_store(args.store, must_exist=False)
-    load_models = _model_loader(args, store, Models)
+    load_models = _model_loader(args, store)
     limits = ServerLimits(
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         max_pages_per_file=args.max_pages,
@@ -204,7 +204,7 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
     return 0
 
 
-def _model_loader(args: argparse.Namespace, store: Any, models: type) -> Any:
+def _model_loader(args: argparse.Namespace, store: Any) -> Any:
     """The server's model loader (run once it listens), with the checkpoints checked and
     placed now, so a missing checkpoint or a lack of memory is an error before it listens."""
     from llama_index_vlm.cli.models import (
@@ -215,6 +215,7 @@ def _model_loader(args: argparse.Namespace, store: Any, models: type) -> Any:
         retriever_adapter,
         vlm_name,
     )
+    from llama_index_vlm.server import Models
 
     retriever = encoder_name(args.model, store)
     answerer = None if args.no_vlm else vlm_name(args.vlm)
@@ -223,7 +224,7 @@ def _model_loader(args: argparse.Namespace, store: Any, models: type) -> Any:
         [retriever, *([answerer] if answerer else [])], args.device, args.dtype, quantized=quantized
     )
 
-    def load_models() -> Any:
+    def load_models() -> Models:
         encoder = load_encoder(
             retriever,
             store,
@@ -242,7 +243,7 @@ def _model_loader(args: argparse.Namespace, store: Any, models: type) -> Any:
                 quantization=args.quantization,
                 verbose=args.verbose,
             )
-        return models(encoder=encoder, vlm=vlm)
+        return Models(encoder=encoder, vlm=vlm)
 
     return load_models
 
