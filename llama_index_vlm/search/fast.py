@@ -37,6 +37,7 @@ from collections.abc import Collection, Hashable, Sequence
 from typing import Literal
 
 import numpy as np
+import torch
 
 from llama_index_vlm.errors import EmptyInputError
 from llama_index_vlm.search._growable import GrowableArray, ranges
@@ -48,11 +49,11 @@ from llama_index_vlm.search.centroids import (
     codebook_size,
     train_centroids,
 )
+from llama_index_vlm.search.code_scores import code_maxsim_scores
 from llama_index_vlm.search.maxsim import (
     ArrayLike,
-    PageVectorMatrix,
     as_float32_matrix,
-    maxsim_scores,
+    tensor_view,
     top_k,
 )
 from llama_index_vlm.search.modes import (  # noqa: F401 - re-exported, their old home
@@ -383,7 +384,9 @@ class FastPageIndex:
             )
         else:
             postings = self._centroid_postings()
-            scores = postings.scores(query @ self.centroids.T, self.n_probe)
+            # torch, not numpy: numpy's BLAS keeps its own threads spinning after the product.
+            similarity = torch.mm(torch.from_numpy(query), tensor_view(self.centroids).T)
+            scores = postings.scores(similarity.numpy(), self.n_probe)
         scores[~searchable] = -np.inf
         return top_k(scores, depth)[0]
 
@@ -418,14 +421,10 @@ class FastPageIndex:
         if self.prefilter is None or prefilter_depth >= n_searchable:
             slots = np.flatnonzero(searchable)
         else:
-            slots = self._prefiltered_slots(query, searchable, prefilter_depth)
-        # Score only these pages' pooled codes: gather their rows into one matrix.
-        lengths = offsets[slots + 1] - offsets[slots]
-        rows = np.repeat(offsets[slots], lengths) + ranges(lengths)
-        slot_codes = PageVectorMatrix(
-            vectors=self._codes.values[rows], offsets=np.concatenate([[0], np.cumsum(lengths)])
-        )
-        order, values = top_k(maxsim_scores(query, slot_codes)[0], depth)
+            # Ascending slots read the codes in memory order.
+            slots = np.sort(self._prefiltered_slots(query, searchable, prefilter_depth))
+        scores = code_maxsim_scores(query, self._codes.values, offsets, slots)
+        order, values = top_k(scores, depth)
         return [self._page_ids[slot] for slot in slots[order]], values
 
     def search(

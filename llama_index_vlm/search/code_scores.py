@@ -1,0 +1,101 @@
+"""Approximate MaxSim of a query against chosen pages' float16 codes, multiplied as float16.
+
+The fast index's second stage scores a few hundred pages' pooled codes per query. Widening
+those codes to float32 first (one copy into a new buffer, then a float32 product) cost more
+than the product itself: at 10k pages, 11.3 ms of a 14.6 ms stage (benchmarks/RESULTS.md).
+Where the CPU multiplies float16 natively (oneDNN on AVX512-FP16 or AMX), this module gathers
+the codes with one ``index_select`` and multiplies them as they are stored. Where it does not,
+a float16 product can be many times slower than a float32 one, so the first call times both
+on a small problem (:func:`half_products_are_fast`) and keeps the faster.
+
+The scores only pick candidates for the exact rerank, which reads the full vectors: float16
+products (accumulated in float32 by oneDNN, rounded to float16) move a pooled score by about
+1e-3 of its value, well inside what the rerank's depth rule allows for.
+
+Example:
+    >>> import numpy as np
+    >>> codes = np.eye(4, dtype=np.float16)           # 4 pages of one code each, rows 0-3
+    >>> offsets = np.arange(5)
+    >>> code_maxsim_scores(np.eye(4, dtype=np.float32)[[2]], codes, offsets, np.array([1, 2]))
+    array([0., 1.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import torch
+
+from llama_index_vlm.search._growable import ranges
+from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, page_blocks, tensor_view
+
+#: Code rows gathered and multiplied at a time (16 MiB of float16 codes at 128 dims).
+_BLOCK_ROWS = 65_536
+
+
+@functools.cache
+def half_products_are_fast() -> bool:
+    """Whether this CPU multiplies float16 matrices at least as fast as it widens them to
+    float32 and multiplies those (timed once per process, best of five, about a millisecond)."""
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(32, 128, generator=generator)
+    rows = torch.randn(8192, 128, generator=generator).half()
+    half_query = query.half()
+
+    def best_time(product) -> float:
+        product()  # warm-up: oneDNN builds its kernel on the first call
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    half = best_time(lambda: torch.mm(half_query, rows.T))
+    widened = best_time(lambda: torch.mm(query, rows.float().T))
+    return half <= widened
+
+
+def code_maxsim_scores(
+    query: np.ndarray, codes: np.ndarray, offsets: np.ndarray, slots: np.ndarray
+) -> np.ndarray:
+    """MaxSim ``(len(slots),)`` float32 of ``query`` against pages ``slots``.
+
+    Args:
+        query: ``(n_tokens, dim)`` float32 query vectors.
+        codes: ``(n_rows, dim)`` float16 code rows of all pages.
+        offsets: page ``s`` owns rows ``codes[offsets[s]:offsets[s + 1]]``.
+        slots: the pages to score, in the order of the result.
+    """
+    lengths = offsets[slots + 1] - offsets[slots]
+    if not half_products_are_fast() or codes.dtype != np.float16:
+        rows = np.repeat(offsets[slots], lengths) + ranges(lengths)
+        selected = PageVectorMatrix(vectors=codes[rows], offsets=_offsets_of(lengths))
+        return maxsim_scores(query, selected)[0]
+    # Scaling every token to norm <= 1 keeps float16 products far from overflow; the scores
+    # are scaled back, so they stay comparable with exact MaxSim.
+    scale = float(np.linalg.norm(query, axis=1).max()) or 1.0
+    query_t = torch.from_numpy(query / scale).half()
+    codes_t = tensor_view(codes)
+    scores = np.empty(slots.size, dtype=np.float32)
+    for first, last in page_blocks(_offsets_of(lengths), _BLOCK_ROWS):
+        block_lengths = lengths[first:last]
+        rows = np.repeat(offsets[slots[first:last]], block_lengths) + ranges(block_lengths)
+        gathered = torch.index_select(codes_t, 0, torch.from_numpy(rows))
+        similarities = torch.mm(query_t, gathered.T)
+        if block_lengths.min() == block_lengths.max():
+            best = similarities.view(query_t.shape[0], last - first, int(block_lengths[0])).amax(2)
+            best = best.float().numpy()
+        else:
+            starts = _offsets_of(block_lengths)[:-1]
+            best = np.maximum.reduceat(similarities.float().numpy(), starts, axis=1)
+        scores[first:last] = best.sum(axis=0)
+    return scores * np.float32(scale)
+
+
+def _offsets_of(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
