@@ -216,6 +216,9 @@ class PageTable:
             # since we looked is not overwritten with identical content.
             .when_matched_update_all(where="target.content_hash <> source.content_hash")
             .when_not_matched_insert_all()
+            # Joined through compaction's page_id index, LanceDB 0.40 panics on the JSON
+            # metadata column ("expected Utf8 got LargeBinary"): join by scan, as before it.
+            .use_index(False)
         )
         if stale_where is not None:
             merge = merge.when_not_matched_by_source_delete(stale_where)
