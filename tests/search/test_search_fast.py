@@ -10,6 +10,7 @@ from llama_index_vlm.search import (
     FAST_MODE_MIN_PAGES,
     FastPageIndex,
     choose_search_mode,
+    default_prefilter_depth,
     maxsim_scores,
     rerank_exactly,
     top_k,
@@ -271,3 +272,11 @@ def test_a_named_search_mode_wins_over_the_store_size():
 def test_an_unknown_search_mode_is_refused():
     with pytest.raises(ValueError, match="search_mode"):
         choose_search_mode(10, "quick")
+
+
+@pytest.mark.parametrize(
+    ("n_pages", "depth"),
+    [(100, 512), (2_000, 512), (20_000, 1_000), (40_960, 2_048), (10**6, 2_048)],
+)
+def test_the_default_prefilter_keeps_5_percent_between_512_and_2048_pages(n_pages, depth):
+    assert default_prefilter_depth(n_pages) == depth
