@@ -69,6 +69,8 @@ def code_maxsim_scores(
         offsets: page ``s`` owns rows ``codes[offsets[s]:offsets[s + 1]]``.
         slots: the pages to score, in the order of the result.
     """
+    if slots.size == 0:
+        return np.zeros(0, dtype=np.float32)
     lengths = offsets[slots + 1] - offsets[slots]
     if not half_products_are_fast() or codes.dtype != np.float16:
         rows = np.repeat(offsets[slots], lengths) + ranges(lengths)

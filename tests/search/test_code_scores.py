@@ -53,6 +53,13 @@ def test_scores_match_float32_maxsim_of_the_chosen_pages(products, lengths):
         np.testing.assert_array_equal(scores, reference)
 
 
+def test_no_pages_chosen_gives_no_scores(products):
+    codes, offsets = codes_and_offsets([32] * 3)
+    query = np.ones((2, DIM), dtype=np.float32)
+    scores = code_maxsim_scores(query, codes, offsets, np.array([], dtype=np.int64))
+    assert scores.shape == (0,) and scores.dtype == np.float32
+
+
 def test_blocks_do_not_change_the_scores(products, monkeypatch):
     codes, offsets = codes_and_offsets([23, 40, 32, 97, 5, 64] * 7)
     query = unit(np.random.default_rng(2).standard_normal((9, DIM))).astype(np.float32)
