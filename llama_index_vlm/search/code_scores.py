@@ -72,9 +72,11 @@ def code_maxsim_scores(
     if slots.size == 0:
         return np.zeros(0, dtype=np.float32)
     lengths = offsets[slots + 1] - offsets[slots]
+    selected_offsets = np.zeros(slots.size + 1, dtype=np.int64)  # the chosen pages' rows, packed
+    np.cumsum(lengths, out=selected_offsets[1:])
     if not half_products_are_fast() or codes.dtype != np.float16:
         rows = np.repeat(offsets[slots], lengths) + ranges(lengths)
-        selected = PageVectorMatrix(vectors=codes[rows], offsets=_offsets_of(lengths))
+        selected = PageVectorMatrix(vectors=codes[rows], offsets=selected_offsets)
         return maxsim_scores(query, selected)[0]
     # Scaling every token to norm <= 1 keeps float16 products far from overflow; the scores
     # are scaled back, so they stay comparable with exact MaxSim.
@@ -82,10 +84,10 @@ def code_maxsim_scores(
     query_t = torch.from_numpy(query / scale).half()
     codes_t = tensor_view(codes)
     scores = np.empty(slots.size, dtype=np.float32)
-    blocks = page_blocks(_offsets_of(lengths), _BLOCK_ROWS)
+    blocks = page_blocks(selected_offsets, _BLOCK_ROWS)
     # One buffer of each kind for all blocks: a fresh one per block is fresh memory, which the
     # kernel zero-fills page by page (that took half the gathering time at 2,048 pages).
-    most_rows = max(int(lengths[first:last].sum()) for first, last in blocks)
+    most_rows = max(int(selected_offsets[last] - selected_offsets[first]) for first, last in blocks)
     gathered_buffer = torch.empty((most_rows, codes.shape[1]), dtype=torch.float16)
     similarity_buffer = torch.empty(query_t.shape[0] * most_rows, dtype=torch.float16)
     for first, last in blocks:
@@ -99,13 +101,7 @@ def code_maxsim_scores(
             best = similarities.view(query_t.shape[0], last - first, int(block_lengths[0])).amax(2)
             best = best.float().numpy()
         else:
-            starts = _offsets_of(block_lengths)[:-1]
+            starts = selected_offsets[first:last] - selected_offsets[first]
             best = np.maximum.reduceat(similarities.float().numpy(), starts, axis=1)
         scores[first:last] = best.sum(axis=0)
     return scores * np.float32(scale)
-
-
-def _offsets_of(lengths: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
