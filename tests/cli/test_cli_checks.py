@@ -125,23 +125,24 @@ def _checkpoint(tmp_path, **tensors):
     return tmp_path
 
 
-def test_weights_are_counted_from_safetensors_headers_in_the_dtype_loaded(tmp_path):
-    directory = _checkpoint(
+def _mixed_checkpoint(tmp_path):
+    """200 float32 weights and 8 int64 positions."""
+    return _checkpoint(
         tmp_path,
         weight=np.zeros((10, 20), dtype=np.float32),
         positions=np.zeros(8, dtype=np.int64),
     )
+
+
+def test_weights_are_counted_from_safetensors_headers_in_the_dtype_loaded(tmp_path):
+    directory = _mixed_checkpoint(tmp_path)
     # Floating tensors take the loaded dtype's size; others keep theirs.
     assert weights_bytes(directory, "float32") == 200 * 4 + 8 * 8
     assert weights_bytes(directory, "bfloat16") == 200 * 2 + 8 * 8
 
 
 def test_a_quantised_model_counts_its_floats_at_the_quantised_size(tmp_path):
-    directory = _checkpoint(
-        tmp_path,
-        weight=np.zeros((10, 20), dtype=np.float32),
-        positions=np.zeros(8, dtype=np.int64),
-    )
+    directory = _mixed_checkpoint(tmp_path)
     assert weights_bytes(directory, "int8") == 200 * 1 + 8 * 8
     assert weights_bytes(directory, "8bit") == 200 * 1 + 8 * 8
     assert weights_bytes(directory, "4bit") == 200 // 2 + 8 * 8
