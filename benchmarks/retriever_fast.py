@@ -17,6 +17,8 @@ Rows, in one process:
   alone, no node reads) takes turns with it query by query.
 - Throughput of 1 thread vs ``--threads`` threads sharing the one retriever, ``--seconds``
   each, alternating ``--rounds`` times so a burst of load hits both alike.
+- With ``--compare-numpy-centroids``: the same throughput rows with the prefilter's
+  query-centroid product through torch (today) and through numpy (before), round by round.
 
 Usage::
 
@@ -117,6 +119,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="1-thread / N-thread alternations")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir)")
     parser.add_argument(
+        "--compare-numpy-centroids",
+        action="store_true",
+        help="also the throughput with the prefilter's centroid product through numpy (before)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also print where one pass of the queries spends"
     )
     args = parser.parse_args()
@@ -189,6 +196,35 @@ def main() -> None:
             f"throughput: 1 thread {single:.1f} q/s, {args.threads} threads {many:.1f} q/s, "
             f"ratio {many / single:.2f}x"
         )
+        if args.compare_numpy_centroids:
+            compare_centroid_products(retriever, len(queries), args)
+
+
+def numpy_prefiltered_slots(index, query, searchable, depth):
+    """The prefilter as it was before issue 15's third session: the product with numpy."""
+    scores = index._centroid_postings().scores(query @ index.centroids.T, index.n_probe)
+    scores[~searchable] = -np.inf
+    return top_k(scores, depth)[0]
+
+
+def compare_centroid_products(retriever, n_queries: int, args) -> None:
+    """1 and N query threads with the prefilter's query-centroid product through torch (today)
+    and numpy (before), alternating round by round."""
+    from llama_index_vlm.search.fast import FastPageIndex
+
+    variants = {"torch": FastPageIndex._prefiltered_slots, "numpy": numpy_prefiltered_slots}
+    try:
+        for _ in range(args.rounds):
+            for name, prefilter in variants.items():
+                FastPageIndex._prefiltered_slots = prefilter
+                for threads in (1, args.threads):
+                    rate, cores = throughput(retriever, n_queries, threads, args.seconds)
+                    log(
+                        f"centroid product with {name}: {threads} thread(s): {rate:.1f} "
+                        f"queries/s, {cores:.2f} cores busy"
+                    )
+    finally:
+        FastPageIndex._prefiltered_slots = variants["torch"]
 
 
 if __name__ == "__main__":

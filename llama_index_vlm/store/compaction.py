@@ -16,7 +16,7 @@ latest version: use it only when nothing else reads or writes the store.
 Compaction also keeps a B-tree index on ``page_id`` (:func:`ensure_page_id_index`): every
 read of pages by id (a retriever's top pages, a rerank's vectors, deletes) is a ``page_id IN
 (...)`` lookup, which without the index scans the whole column. Reading 10 pages' nodes took
-14.5 ms at 100k pages without it and 7.3 ms with it (9.5 and 7.3 ms at 10k;
+21.9 ms at 100k pages without it and 8.7 ms with it (9.2 and 7.0 ms at 10k;
 benchmarks/RESULTS.md). Rows written since the index was last updated are found by a scan of
 those rows only, and each compaction's ``optimize`` folds them in.
 """
