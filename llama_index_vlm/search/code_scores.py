@@ -34,11 +34,19 @@ from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, page_
 #: Code rows gathered and multiplied at a time (16 MiB of float16 codes at 128 dims).
 _BLOCK_ROWS = 65_536
 
+#: Unit roundoff of float16 (half its machine epsilon).
+_HALF_EPSILON = 2.0**-11
+
 
 @functools.cache
 def half_products_are_fast() -> bool:
     """Whether this CPU multiplies float16 matrices at least as fast as it widens them to
-    float32 and multiplies those (timed once per process, best of five, about a millisecond)."""
+    float32 and multiplies those, and accumulates their products in float32 (timed and
+    checked once per process, best of five, about a millisecond).
+
+    A kernel that accumulated in float16 would move pooled scores by ~sqrt(dim) roundings
+    per similarity, and the exact rerank would have to go deeper to make up for it.
+    """
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(32, 128, generator=generator)
     rows = torch.randn(8192, 128, generator=generator).half()
@@ -55,7 +63,17 @@ def half_products_are_fast() -> bool:
 
     half = best_time(lambda: torch.mm(half_query, rows.T))
     widened = best_time(lambda: torch.mm(query, rows.float().T))
-    return half <= widened
+    return half <= widened and half_products_accumulate_in_float32(query, rows)
+
+
+def half_products_accumulate_in_float32(query: torch.Tensor, rows: torch.Tensor) -> bool:
+    """Whether ``torch.mm`` of float16 ``query`` and ``rows.T`` is as close to the float32
+    product as rounding the inputs and the result allows (float32 accumulation)."""
+    # On random products a kernel accumulating in float32 is off by at most 0.25 of `bound`
+    # (the query's and the result's roundings); one accumulating in float16, by 2.7.
+    error = (torch.mm(query.half(), rows.T).float() - torch.mm(query, rows.float().T)).abs().max()
+    bound = _HALF_EPSILON * query.norm(dim=1).max() * rows.float().norm(dim=1).max()
+    return bool(error <= bound)
 
 
 def code_maxsim_scores(

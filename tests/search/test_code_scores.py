@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from llama_index_vlm.search import FastPageIndex, PageVectorMatrix, code_scores, maxsim_scores
 from llama_index_vlm.search.code_scores import code_maxsim_scores, half_products_are_fast
@@ -84,6 +85,32 @@ def test_float16_product_speed_is_measured_once():
     assert isinstance(first, bool)
     assert half_products_are_fast.cache_info().currsize == 1
     assert half_products_are_fast() is first
+
+
+def _float16_accumulating_mm(original):
+    """torch.mm, except that float16 products are summed in float16, term by term."""
+
+    def mm(left, right, *args, **kwargs):
+        if left.dtype != torch.float16:
+            return original(left, right, *args, **kwargs)
+        total = torch.zeros(left.shape[0], right.shape[1], dtype=torch.float16)
+        for j in range(left.shape[1]):
+            total += left[:, j : j + 1] * right[j : j + 1, :]
+        return total
+
+    return mm
+
+
+def test_float16_products_summed_in_float16_are_refused(monkeypatch):
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(8, 128, generator=generator)
+    rows = torch.randn(256, 128, generator=generator).half()
+    float16_mm = _float16_accumulating_mm(torch.mm)
+    # the real kernel here (float32 accumulation on x86 CPUs) passes the check
+    assert code_scores.half_products_accumulate_in_float32(query, rows)
+    monkeypatch.setattr(torch, "mm", float16_mm)
+    assert not code_scores.half_products_accumulate_in_float32(query, rows)
+    assert half_products_are_fast.__wrapped__() is False  # the process's answer is kept
 
 
 def test_fast_index_returns_the_same_pages_either_way(monkeypatch):
