@@ -10,7 +10,10 @@ next to the measurement. Methods:
   per-page max with numpy, 12 pages per product (numpy's own BLAS and threads);
 - ``torch, block B``: :func:`maxsim_scores` with ``block_size=B`` page vectors per product
   (12,288 was the default before issue 15); ``torch, default blocks``: today's default
-  (about 8 blocks per call, 12,288 to 131,072 vectors each).
+  (about 8 blocks per call, 12,288 to 131,072 vectors each);
+- ``exact mode top 10``: what the retriever's exact mode runs, :func:`exact_top_k` (float16
+  screening, then float32 MaxSim of the pages that could rank), checked to return numpy's
+  top 10 and scores.
 
 Usage::
 
@@ -45,7 +48,7 @@ def measure(n_pages: int, n_queries: int, threads: int | None) -> dict[str, floa
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from llama_index_vlm.search import PageVectorMatrix, maxsim_scores
+    from llama_index_vlm.search import PageVectorMatrix, exact_top_k, max_vector_norm, maxsim_scores
 
     if threads:
         torch.set_num_threads(threads)
@@ -71,6 +74,8 @@ def measure(n_pages: int, n_queries: int, threads: int | None) -> dict[str, floa
     for block in BLOCKS:
         name = f"torch, block {block}" if block else "torch, default blocks"
         methods[name] = lambda q, b=block: maxsim_scores(q, half, block_size=b)
+    vector_norm = max_vector_norm(half)  # the exact cache computes it once per refresh
+    methods["exact mode top 10"] = lambda q: exact_top_k(q, half, 10, vector_norm=vector_norm)
     reference = numpy_reference(queries[0])
     times: dict[str, list[float]] = {name: [] for name in methods}
     for query in queries:
@@ -78,7 +83,13 @@ def measure(n_pages: int, n_queries: int, threads: int | None) -> dict[str, floa
             started = time.perf_counter()
             scores = method(query)
             times[name].append(time.perf_counter() - started)
-            if query is queries[0]:
+            if query is queries[0] and name == "exact mode top 10":
+                positions, values = scores
+                np.testing.assert_array_equal(
+                    np.sort(positions), np.sort(np.argsort(-reference)[:10])
+                )
+                np.testing.assert_allclose(values, reference[positions], rtol=2e-3, atol=2e-3)
+            elif query is queries[0]:
                 np.testing.assert_allclose(np.ravel(scores), reference, rtol=2e-3, atol=2e-3)
     return {name: float(np.median(values)) for name, values in times.items()}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from llama_index_vlm.search import (
     FastPageIndex,
     PageVectorMatrix,
     adaptive_rerank,
-    maxsim_scores,
-    top_k,
+    exact_top_k,
+    page_vector_norms,
 )
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -93,10 +93,18 @@ class _ExactSnapshot:
 
     page_ids: list[str]
     matrix: PageVectorMatrix | None
+    #: each page's largest vector norm, kept so a refresh measures only the pages it loads
+    page_norms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    @property
+    def vector_norm(self) -> float:
+        """The largest vector norm of all pages: it bounds float16 screening's error."""
+        return float(self.page_norms.max()) if self.page_norms.size else 0.0
 
 
 class ExactPageCache(PageCache):
-    """Every page's full vectors; a search scores them all by exact MaxSim.
+    """Every page's full vectors; a search scores them all by exact MaxSim
+    (:func:`~llama_index_vlm.search.exact_top_k`).
 
     A refresh swaps in a new immutable snapshot, so queries already running keep theirs and
     score outside the lock.
@@ -109,17 +117,24 @@ class ExactPageCache(PageCache):
     def _update(
         self, version: int, hashes: dict[str, str], changed: list[str], removed: list[str]
     ) -> None:
-        vectors = {}
+        vectors, norms = {}, {}
         kept = set(hashes) - set(changed)
-        for position, page_id in enumerate(self._snapshot.page_ids):
+        old = self._snapshot
+        for position, page_id in enumerate(old.page_ids):
             if page_id in kept:
-                vectors[page_id] = self._snapshot.matrix.page(position)
+                vectors[page_id] = old.matrix.page(position)
+                norms[page_id] = old.page_norms[position]
         if changed:
             loaded = self.store.get_page_vectors(changed, version=version)
             vectors.update(zip(changed, loaded, strict=True))
+            norms.update(zip(changed, page_vector_norms(loaded), strict=True))
         page_ids = sorted(vectors)
-        matrix = PageVectorMatrix.from_pages([vectors[i] for i in page_ids]) if page_ids else None
-        self._snapshot = _ExactSnapshot(page_ids, matrix)
+        if not page_ids:
+            self._snapshot = _ExactSnapshot([], None)
+            return
+        matrix = PageVectorMatrix.from_pages([vectors[i] for i in page_ids])
+        page_norms = np.array([norms[i] for i in page_ids], dtype=np.float32)
+        self._snapshot = _ExactSnapshot(page_ids, matrix, page_norms)
 
     def search(
         self,
@@ -135,11 +150,12 @@ class ExactPageCache(PageCache):
             snapshot = self._snapshot  # a later refresh swaps it, never mutates it
         if snapshot.matrix is None:
             return []
-        scores = maxsim_scores(query_vectors, snapshot.matrix)[0]
+        keep = None
         if allowed is not None:
             keep = np.fromiter((i in allowed for i in snapshot.page_ids), bool)
-            scores = np.where(keep, scores, -np.inf)
-        positions, values = top_k(scores, min(k, len(snapshot.page_ids)))
+        positions, values = exact_top_k(
+            query_vectors, snapshot.matrix, k, keep=keep, vector_norm=snapshot.vector_norm
+        )
         return _finite_hits([snapshot.page_ids[p] for p in positions], values)
 
 

@@ -1,6 +1,8 @@
 """Search math for late-interaction page retrieval: pure functions over numpy arrays and tensors.
 
 - :mod:`~llama_index_vlm.search.maxsim`: exact MaxSim of queries against packed pages, top-k.
+- :mod:`~llama_index_vlm.search.exact_search`: the exact top k, screened with float16 products.
+- :mod:`~llama_index_vlm.search.code_scores`: MaxSim multiplied as float16, and its error bound.
 - :mod:`~llama_index_vlm.search.pooling`: token pooling (Ward hierarchical, batched k-means).
 - :mod:`~llama_index_vlm.search.binary`: sign codes and Hamming MaxSim.
 - :mod:`~llama_index_vlm.search.centroids`: a corpus-wide codebook and centroid interaction.
@@ -22,6 +24,7 @@ Example:
 
 from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores, hamming_similarity
 from llama_index_vlm.search.centroids import CentroidPostings, assign_centroids, train_centroids
+from llama_index_vlm.search.exact_search import exact_top_k, max_vector_norm, page_vector_norms
 from llama_index_vlm.search.fast import (
     DEFAULT_CANDIDATE_DEPTH,
     DEFAULT_MAX_CANDIDATE_DEPTH,
@@ -49,6 +52,9 @@ __all__ = [
     "adaptive_rerank",
     "assign_centroids",
     "default_prefilter_depth",
+    "exact_top_k",
+    "max_vector_norm",
+    "page_vector_norms",
     "required_depth",
     "train_centroids",
     "FAST_MODE_MIN_PAGES",

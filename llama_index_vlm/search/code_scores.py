@@ -96,30 +96,89 @@ def code_maxsim_scores(
         rows = np.repeat(offsets[slots], lengths) + ranges(lengths)
         selected = PageVectorMatrix(vectors=codes[rows], offsets=selected_offsets)
         return maxsim_scores(query, selected)[0]
-    # Scaling every token to norm <= 1 keeps float16 products far from overflow; the scores
-    # are scaled back, so they stay comparable with exact MaxSim.
-    scale = float(np.linalg.norm(query, axis=1).max()) or 1.0
-    query_t = torch.from_numpy(query / scale).half()
+    products = _HalfProducts(query, selected_offsets, codes.shape[1], gathered=True)
     codes_t = tensor_view(codes)
     scores = np.empty(slots.size, dtype=np.float32)
-    blocks = page_blocks(selected_offsets, _BLOCK_ROWS)
-    # One buffer of each kind for all blocks: a fresh one per block is fresh memory, which the
-    # kernel zero-fills page by page (that took half the gathering time at 2,048 pages).
-    most_rows = max(int(selected_offsets[last] - selected_offsets[first]) for first, last in blocks)
-    gathered_buffer = torch.empty((most_rows, codes.shape[1]), dtype=torch.float16)
-    similarity_buffer = torch.empty(query_t.shape[0] * most_rows, dtype=torch.float16)
-    for first, last in blocks:
+    for first, last in products.blocks:
         block_lengths = lengths[first:last]
         rows = np.repeat(offsets[slots[first:last]], block_lengths) + ranges(block_lengths)
-        gathered = gathered_buffer[: rows.size]
+        gathered = products.gather_buffer(rows.size)
         torch.index_select(codes_t, 0, torch.from_numpy(rows), out=gathered)
-        similarities = similarity_buffer[: query_t.shape[0] * rows.size].view(-1, rows.size)
-        torch.mm(query_t, gathered.T, out=similarities)
-        if block_lengths.min() == block_lengths.max():
-            best = similarities.view(query_t.shape[0], last - first, int(block_lengths[0])).amax(2)
-            best = best.float().numpy()
-        else:
-            starts = selected_offsets[first:last] - selected_offsets[first]
-            best = np.maximum.reduceat(similarities.float().numpy(), starts, axis=1)
-        scores[first:last] = best.sum(axis=0)
-    return scores * np.float32(scale)
+        scores[first:last] = products.page_sums(gathered, block_lengths)
+    return scores * np.float32(products.scale)
+
+
+def half_maxsim_scores(query: np.ndarray, pages: PageVectorMatrix) -> np.ndarray:
+    """MaxSim ``(n_pages,)`` float32 of ``query`` against every page of a float16 matrix,
+    multiplied as float16 straight from the matrix (no copy, no widening).
+
+    Only for a CPU where :func:`half_products_are_fast`. Each score is within
+    :func:`half_maxsim_error_bound` of float32 MaxSim.
+    """
+    if pages.vectors.dtype != np.float16:
+        raise TypeError(f"half_maxsim_scores needs float16 pages, got {pages.vectors.dtype}")
+    products = _HalfProducts(query, pages.offsets, pages.vectors.shape[1], gathered=False)
+    vectors = tensor_view(pages.vectors)
+    scores = np.empty(pages.n_pages, dtype=np.float32)
+    lengths = pages.lengths
+    for first, last in products.blocks:
+        rows = vectors[int(pages.offsets[first]) : int(pages.offsets[last])]
+        scores[first:last] = products.page_sums(rows, lengths[first:last])
+    return scores * np.float32(products.scale)
+
+
+def half_maxsim_error_bound(query: np.ndarray, max_vector_norm: float) -> float:
+    """How far :func:`half_maxsim_scores` (or :func:`code_maxsim_scores` with float16
+    products) may be from float32 MaxSim, for pages whose vectors have norms at most
+    ``max_vector_norm``.
+
+    Per query token ``q`` and page vector ``d`` (float16, so exact), a float16 product
+    accumulated in float32 is off by the query's rounding (``u |q| |d|``, ``u = 2**-11``), the
+    result's (``u |q| |d|``) and both sums' (float32, ``128 * 2**-24 |q| |d|`` each): under
+    ``2.1 u |q| |d|``. A page's best product per token moves by no more than its products do,
+    so a score moves by at most ``2.1 u max|d| sum|q|``; the terms for float16's subnormal
+    numbers and the float32 sum over tokens are added on top.
+    """
+    norms = np.linalg.norm(np.asarray(query, dtype=np.float64), axis=1)
+    n_tokens, dim = query.shape
+    scale = float(norms.max()) if norms.size else 0.0
+    relative = (2.1 * _HALF_EPSILON + n_tokens * 2.0**-23) * float(norms.sum()) * max_vector_norm
+    subnormal = n_tokens * scale * 2.0**-25 * (np.sqrt(dim) * max_vector_norm + 1)
+    return relative + subnormal
+
+
+class _HalfProducts:
+    """The float16 query and the reused buffers of one call's blocks of pages.
+
+    One gather buffer and one similarity buffer serve all blocks: a fresh one per block is
+    fresh memory, which the kernel zero-fills page by page (that took half the gathering time
+    at 2,048 pages).
+    """
+
+    def __init__(self, query: np.ndarray, offsets: np.ndarray, dim: int, *, gathered: bool):
+        # Scaling every token to norm <= 1 keeps float16 products far from overflow; the
+        # scores are scaled back, so they stay comparable with exact MaxSim.
+        self.scale = float(np.linalg.norm(query, axis=1).max()) or 1.0
+        self.query = torch.from_numpy(query / self.scale).half()
+        self.blocks = page_blocks(offsets, _BLOCK_ROWS)
+        most_rows = max(int(offsets[last] - offsets[first]) for first, last in self.blocks)
+        n_tokens = self.query.shape[0]
+        self._gathered = torch.empty((most_rows if gathered else 0, dim), dtype=torch.float16)
+        self._similarities = torch.empty(n_tokens * most_rows, dtype=torch.float16)
+
+    def gather_buffer(self, n_rows: int) -> torch.Tensor:
+        """The first ``n_rows`` rows of the gather buffer."""
+        return self._gathered[:n_rows]
+
+    def page_sums(self, rows: torch.Tensor, lengths: np.ndarray) -> np.ndarray:
+        """``(n_pages,)`` float32 MaxSim (before scaling back) of pages whose rows lie one
+        after another in ``rows``."""
+        n_tokens, n_rows = self.query.shape[0], rows.shape[0]
+        similarities = self._similarities[: n_tokens * n_rows].view(n_tokens, n_rows)
+        torch.mm(self.query, rows.T, out=similarities)
+        if lengths.min() == lengths.max():
+            best = similarities.view(n_tokens, lengths.size, int(lengths[0])).amax(2)
+            return best.float().numpy().sum(axis=0)
+        starts = np.zeros(lengths.size, dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        return np.maximum.reduceat(similarities.float().numpy(), starts, axis=1).sum(axis=0)

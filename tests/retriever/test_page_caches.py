@@ -4,18 +4,23 @@ retrievers over one store, freed with the last of them, refreshed to each query'
 
 from __future__ import annotations
 
+import base64
 import gc
+import io
 import threading
 import weakref
 
+import numpy as np
 import pytest
+from llama_index.core.schema import ImageDocument
 from page_documents import document_pages
+from PIL import Image
 from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
 
 from llama_index_vlm.ingestion import ingest_documents
-from llama_index_vlm.retriever import ColPaliRetriever
-from llama_index_vlm.retriever.page_caches import FastPageCache
-from llama_index_vlm.search import FastPageIndex
+from llama_index_vlm.retriever import ColPaliRetriever, page_caches
+from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
+from llama_index_vlm.search import FastPageIndex, maxsim_scores, top_k
 from llama_index_vlm.store import LanceDBPageStore
 
 
@@ -155,3 +160,63 @@ def test_a_query_sees_every_page_committed_before_it_began(
     monkeypatch.setattr(cache_class, "search", search_after_a_slower_query_refreshed)
     hits = retriever.retrieve("revenue")
     assert sorted(hit.node.node_id for hit in hits) == ["a-p1", "a-p2", "b-p1", "b-p2"]
+
+
+def _store_of_pages(path, norms: dict[str, float]) -> LanceDBPageStore:
+    """A store of one-document pages whose vectors all have the given norm."""
+    store = LanceDBPageStore(uri=str(path))
+    _add_pages(store, norms)
+    return store
+
+
+def _add_pages(store: LanceDBPageStore, norms: dict[str, float]) -> None:
+    rng = np.random.default_rng(len(norms))
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), "white").save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    documents = [
+        ImageDocument(id_=page_id, image=image, metadata={"doc_id": page_id, "page_number": 1})
+        for page_id in norms
+    ]
+    vectors = []
+    for norm in norms.values():
+        page = rng.standard_normal((6, 16))
+        vectors.append(
+            (norm * page / np.linalg.norm(page, axis=1, keepdims=True)).astype(np.float32)
+        )
+    store.add(documents, vectors)
+
+
+def test_the_exact_cache_measures_vector_norms_of_the_pages_it_loads(tmp_path, monkeypatch):
+    store = _store_of_pages(tmp_path / "norms", {"a": 1.0, "b": 2.0, "c": 0.5})
+    measured: list[int] = []
+    original = page_caches.page_vector_norms
+
+    def counting(pages):
+        measured.append(len(pages))
+        return original(pages)
+
+    monkeypatch.setattr(page_caches, "page_vector_norms", counting)
+    cache = ExactPageCache(store)
+    cache.refresh(store.version)
+    assert cache._snapshot.vector_norm == pytest.approx(2.0, rel=1e-3)
+    store.delete_nodes(["b"])
+    cache.refresh(store.version)
+    assert cache._snapshot.vector_norm == pytest.approx(1.0, rel=1e-3)
+    _add_pages(store, {"d": 3.0})
+    cache.refresh(store.version)
+    assert cache._snapshot.vector_norm == pytest.approx(3.0, rel=1e-3)
+    assert measured == [3, 1]  # the kept pages' norms are carried, not measured again
+
+
+def test_exact_cache_search_is_the_float32_maxsim_ranking(tmp_path):
+    norms = {f"p{i}": 1.0 for i in range(40)}
+    store = _store_of_pages(tmp_path / "ranking", norms)
+    cache = ExactPageCache(store)
+    query = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
+    hits = cache.search(query, 6, version=store.version)
+    page_ids = sorted(norms)
+    scores = maxsim_scores(query, store.get_page_vectors(page_ids))[0]
+    positions, values = top_k(scores, 6)
+    assert [page_id for page_id, _ in hits] == [page_ids[p] for p in positions]
+    np.testing.assert_array_equal([score for _, score in hits], values)
