@@ -28,8 +28,8 @@ import torch
 from llama_index_vlm.search import code_scores
 from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, tensor_view, top_k
 
-#: Page vectors whose norms are read at a time (:func:`max_vector_norm`).
-_NORM_BLOCK_ROWS = 262_144
+#: Page vectors whose norms are read at a time (:func:`max_vector_norm`; 32 MiB widened).
+_NORM_BLOCK_ROWS = 65_536
 
 #: Above this vector norm float16 products could overflow: such pages are scored in float32.
 _MAX_SCREENED_NORM = 1_000.0
@@ -38,7 +38,7 @@ _MAX_SCREENED_NORM = 1_000.0
 def max_vector_norm(pages: PageVectorMatrix) -> float:
     """The largest norm of any page vector (rounded up), for the float16 error bound.
 
-    One pass over the pages (about 0.25 s per 1,000 pages of 1,030 float16 vectors here: a
+    One pass over the pages (about 0.13 s per 1,000 pages of 1,030 float16 vectors here: a
     cache should keep it, as :func:`page_vector_norms` lets it do page by page).
     """
     vectors = tensor_view(pages.vectors)
@@ -58,7 +58,8 @@ def page_vector_norms(pages: Sequence[np.ndarray]) -> np.ndarray:
 def _row_norms(rows: torch.Tensor) -> torch.Tensor:
     if rows.shape[0] == 0:
         return torch.zeros(1)
-    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+    # Widening first is twice as fast as vector_norm(..., dtype=float32) of float16 rows.
+    return torch.linalg.vector_norm(rows.float(), dim=1)
 
 
 def exact_top_k(
