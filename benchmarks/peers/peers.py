@@ -9,6 +9,8 @@ Usage::
 
     bash benchmarks/peers/setup.sh muvera
     python benchmarks/peers/peers.py --family codebook --pages 2000 --out peers.md
+    python benchmarks/peers/peers.py --pages 10000 --peers muvera,fast-plaid \\
+        --muvera-rerank 100,400,1600
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument(
+        "--muvera-rerank",
+        default="100",
+        help="MUVERA's exact-rerank depths, comma-separated: one row each (recall grows with it)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
@@ -86,19 +93,25 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(
             saved, vectors=matrix.vectors, offsets=matrix.offsets, queries=np.stack(queries), k=K
         )
-        for peer in args.peers.split(","):
+        runs = [(peer, None) for peer in args.peers.split(",") if peer != "muvera"]
+        if "muvera" in args.peers.split(","):
+            runs = [("muvera", depth) for depth in args.muvera_rerank.split(",")] + runs
+        for peer, depth in runs:
+            name = peer if depth is None else f"{peer} (rerank {depth})"
             python = HERE / f".venv-{PEERS[peer]}" / "bin" / "python"
             if not python.exists():
-                rows.append([peer, f"{args.pages:,}", "-", "-", "-", "not installed (setup.sh)"])
+                rows.append([name, f"{args.pages:,}", "-", "-", "-", "not installed (setup.sh)"])
                 continue
             command = [str(python), str(HERE / "run_peer.py"), peer, str(saved)]
+            if depth is not None:
+                command += ["--rerank", depth]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 reason = done.stderr.strip().splitlines()[-1][:200] if done.stderr else "failed"
-                rows.append([peer, f"{args.pages:,}", "-", "-", "-", reason])
+                rows.append([name, f"{args.pages:,}", "-", "-", "-", reason])
             else:
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-                rows.append(row(peer, result, truth, args.pages))
+                rows.append(row(name, result, truth, args.pages))
             print(rows[-1], file=sys.stderr, flush=True)
     header = ["engine", "pages", "p50 ms", "recall@10", "build s", "notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -1,14 +1,15 @@
 """The exact top ``k`` pages by MaxSim, screened with float16 products.
 
 Exact mode scores every page. Its pages are float16, and widening each block to float32
-before the product cost as much as the product: at 2,000 pages of 1,030 vectors, 257-275 ms
-a query against 155-172 ms for float16 products (``benchmarks/search_threads.py``). Where the
-CPU multiplies float16 fast and accumulates in float32
+before the product cost as much as the product. Where the CPU multiplies float16 fast and
+accumulates in float32
 (:func:`~llama_index_vlm.search.code_scores.half_products_are_fast`), :func:`exact_top_k`
 scores every page with float16 products, keeps the pages that a proven bound on their error
 (:func:`~llama_index_vlm.search.code_scores.half_maxsim_error_bound`) leaves a chance of
 the top ``k``, and rescores only those with float32 MaxSim. The pages and scores it returns
-are those of float32 MaxSim over every page; only the time differs.
+are those of float32 MaxSim over every page; only the time differs: at 2,000 pages of 1,030
+vectors, 123-134 ms a query against 256-272 ms, and numpy float32's 262-267 ms
+(``benchmarks/search_threads.py``, benchmarks/RESULTS.md).
 
 Example:
     >>> import numpy as np
@@ -83,6 +84,8 @@ def exact_top_k(
         vector_norm: :func:`max_vector_norm` of ``pages`` if already known (a cache keeps it);
             computed otherwise.
     """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     query = np.ascontiguousarray(query_vectors, dtype=np.float32)
     if not _screens(pages):
         return _masked_top_k(maxsim_scores(query, pages)[0], keep, k)

@@ -171,3 +171,8 @@ def test_cases_float16_cannot_screen_are_scored_in_float32(monkeypatch, rescored
         vector_norm = 5_000.0
     exact_top_k(query, pages, 3, vector_norm=vector_norm)
     assert rescored == [30]  # every page, in float32
+
+
+def test_k_below_one_is_refused():
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        exact_top_k(np.ones((2, DIM), dtype=np.float32), random_pages([4], 10), 0)
