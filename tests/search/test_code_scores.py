@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from vectors import unit
 
 from llama_index_vlm.search import FastPageIndex, PageVectorMatrix, code_scores, maxsim_scores
 from llama_index_vlm.search.code_scores import code_maxsim_scores, half_products_are_fast
 
 DIM = 64
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
 def codes_and_offsets(lengths: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

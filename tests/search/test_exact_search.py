@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vectors import unit
 
 from llama_index_vlm.search import (
     PageVectorMatrix,
@@ -18,10 +19,6 @@ from llama_index_vlm.search import (
 from llama_index_vlm.search.code_scores import half_maxsim_error_bound, half_maxsim_scores
 
 DIM = 48
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
 @pytest.fixture

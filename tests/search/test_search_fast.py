@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vectors import unit
 
 from llama_index_vlm.errors import EmptyInputError
 from llama_index_vlm.search import (
@@ -17,10 +18,6 @@ from llama_index_vlm.search import (
 )
 
 DIM = 32
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def synthetic_corpus(n_pages: int, seed: int = 0) -> list[np.ndarray]:
