@@ -6,10 +6,12 @@ accumulates in float32
 (:func:`~llama_index_vlm.search.code_scores.half_products_are_fast`), :func:`exact_top_k`
 scores every page with float16 products, keeps the pages that a proven bound on their error
 (:func:`~llama_index_vlm.search.code_scores.half_maxsim_error_bound`) leaves a chance of
-the top ``k``, and rescores only those with float32 MaxSim. The pages and scores it returns
-are those of float32 MaxSim over every page; only the time differs: at 2,000 pages of 1,030
-vectors, 123-134 ms a query against 256-272 ms, and numpy float32's 262-267 ms
-(``benchmarks/search_threads.py``, benchmarks/RESULTS.md).
+the top ``k``, and rescores only those with float32 MaxSim. It returns the pages float32
+MaxSim over every page returns, with their float32 scores (to the last bit: a page's float32
+products may round differently in another block of pages, as they already did when the
+corpus grew). Only the time differs: at 2,000 pages of 1,030 vectors, 123-134 ms a query
+against 256-272 ms, and numpy float32's 262-267 ms (``benchmarks/search_threads.py``; through
+the retriever 151-160 against 304-326 ms, ``benchmarks/retriever_exact.py``).
 
 Example:
     >>> import numpy as np
