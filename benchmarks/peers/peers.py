@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(
             saved, vectors=matrix.vectors, offsets=matrix.offsets, queries=np.stack(queries), k=K
         )
-        runs = [(peer, None) for peer in args.peers.split(",") if peer != "muvera"]
-        if "muvera" in args.peers.split(","):
+        peers = args.peers.split(",")
+        runs = [(peer, None) for peer in peers if peer != "muvera"]
+        if "muvera" in peers:
             runs = [("muvera", depth) for depth in args.muvera_rerank.split(",")] + runs
         for peer, depth in runs:
             name = peer if depth is None else f"{peer} (rerank {depth})"

@@ -89,12 +89,27 @@ def exact_top_k(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     query = np.ascontiguousarray(query_vectors, dtype=np.float32)
-    if not _screens(pages):
-        return _masked_top_k(maxsim_scores(query, pages)[0], keep, k)
-    if vector_norm is None:
-        vector_norm = max_vector_norm(pages)
-    if vector_norm > _MAX_SCREENED_NORM:
-        return _masked_top_k(maxsim_scores(query, pages)[0], keep, k)
+    if _screens(pages):
+        if vector_norm is None:
+            vector_norm = max_vector_norm(pages)
+        if vector_norm <= _MAX_SCREENED_NORM:
+            return _screened_top_k(query, pages, k, keep, vector_norm)
+    scores = maxsim_scores(query, pages)[0]
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf).astype(np.float32)
+    return top_k(scores, min(k, scores.size))
+
+
+def _screens(pages: PageVectorMatrix) -> bool:
+    """Whether float16 screening applies: float16 pages and fast float16 products."""
+    return pages.vectors.dtype == np.float16 and code_scores.half_products_are_fast()
+
+
+def _screened_top_k(
+    query: np.ndarray, pages: PageVectorMatrix, k: int, keep: np.ndarray | None, vector_norm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_top_k` by float16 screening, then float32 MaxSim of the pages that could
+    rank."""
     screened = code_scores.half_maxsim_scores(query, pages)
     if keep is not None:
         screened[~keep] = -np.inf
@@ -106,11 +121,6 @@ def exact_top_k(
     return top_k(exact, min(k, pages.n_pages))
 
 
-def _screens(pages: PageVectorMatrix) -> bool:
-    """Whether float16 screening applies: float16 pages and fast float16 products."""
-    return pages.vectors.dtype == np.float16 and code_scores.half_products_are_fast()
-
-
 def _could_rank(screened: np.ndarray, k: int, bound: float) -> np.ndarray:
     """Positions whose exact score may reach the ``k`` best, given screened scores within
     ``bound`` of exact: those at or above the ``k``-th best screened score less ``2 * bound``
@@ -120,11 +130,3 @@ def _could_rank(screened: np.ndarray, k: int, bound: float) -> np.ndarray:
         return finite
     kth = float(np.partition(screened[finite], finite.size - k)[finite.size - k])
     return finite[screened[finite] >= kth - 2 * bound]
-
-
-def _masked_top_k(
-    scores: np.ndarray, keep: np.ndarray | None, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    if keep is not None:
-        scores = np.where(keep, scores, -np.inf).astype(np.float32)
-    return top_k(scores, min(k, scores.size))
