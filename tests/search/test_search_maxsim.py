@@ -91,6 +91,27 @@ def test_block_size_does_not_change_results():
         )
 
 
+def test_a_list_of_long_float16_pages_scores_as_the_packed_matrix(tmp_path):
+    """Pages of a list long enough to be widened one by one (a rerank's ColPali pages), read
+    from a read-only memory map as the fast index's files give them: the packed scores."""
+    rng = np.random.default_rng(8)
+    pages = random_pages(rng, 9, 16, min_len=300, max_len=700, dtype=np.float16)
+    path = tmp_path / "pages.npy"
+    np.save(path, np.concatenate(pages))
+    mapped = np.load(path, mmap_mode="r")
+    starts = np.cumsum([0] + [len(page) for page in pages])
+    views = [mapped[start:stop] for start, stop in zip(starts, starts[1:], strict=False)]
+    assert not views[0].flags.writeable
+    query = rng.standard_normal((6, 16)).astype(np.float32)
+    expected = np.array([[reference_maxsim(query, page) for page in pages]])
+    for block_size in (None, 800, 10**6):
+        scores = maxsim_scores(query, views, block_size=block_size)
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(
+            scores, maxsim_scores(query, PageVectorMatrix.from_pages(pages), block_size=block_size)
+        )
+
+
 def test_page_vector_matrix_packs_pages_and_gives_each_back():
     rng = np.random.default_rng(4)
     pages = random_pages(rng, 5, 8)
