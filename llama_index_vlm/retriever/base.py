@@ -127,6 +127,8 @@ class ColPaliRetriever(BaseRetriever):
         self.score = score
         self._cache: PageCache | None = None
         self._cache_lock = threading.Lock()
+        #: ``(table version, query dim, encoder fingerprint, page count)`` of the last check
+        self._checked_version: tuple[int, int, Any, int] | None = None
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     def as_retriever(self, **settings: Any) -> ColPaliRetriever:
@@ -158,16 +160,35 @@ class ColPaliRetriever(BaseRetriever):
         """The visual mode the next query will use, resolving ``"auto"`` (and the visual half
         of ``"hybrid"``) by the store's size.
         """
+        return self._search_mode_for(self.store.count())
+
+    def _search_mode_for(self, n_pages: int) -> Literal["exact", "fast"]:
         visual = "auto" if self.search_mode == "hybrid" else self.search_mode
-        return choose_search_mode(self.store.count(), visual, self.fast_min_pages)
+        return choose_search_mode(n_pages, visual, self.fast_min_pages)
+
+    def _checked_store(self, version: int, dim: int) -> int:
+        """The store's page count at ``version``, once its fingerprint is known to accept
+        ``dim``-dimensional vectors from this encoder.
+
+        Both can change only with the table's version, so they are read once per version (a
+        LanceDB round trip each, on every query otherwise).
+        """
+        fingerprint = self.encoder.fingerprint
+        checked = self._checked_version
+        if checked is not None and checked[:3] == (version, dim, fingerprint):
+            return checked[3]
+        self.store.check_fingerprint(fingerprint, dim)
+        n_pages = self.store.count()
+        self._checked_version = (version, dim, fingerprint, n_pages)
+        return n_pages
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query_vectors = self._query_vectors(query_bundle)
         version = self.store.version
         if version == 0:
             return []  # no table yet: nothing indexed
-        self.store.check_fingerprint(self.encoder.fingerprint, query_vectors.shape[1])
-        cache = self._refreshed_cache(version)
+        n_pages = self._checked_store(version, query_vectors.shape[1])
+        cache = self._refreshed_cache(version, self._search_mode_for(n_pages))
         allowed = None
         if self.filters is not None and self.filters.filters:
             allowed = set(self.store.page_ids(filters=self.filters, version=version))
@@ -212,8 +233,8 @@ class ColPaliRetriever(BaseRetriever):
             raise EmptyInputError("the query is empty; ask a question in words, or give an image")
         return self.encoder.embed_queries([query_bundle.query_str], show_progress=False)[0]
 
-    def _refreshed_cache(self, version: int) -> PageCache:
-        kind = _PAGE_CACHES[self.resolved_search_mode]
+    def _refreshed_cache(self, version: int, mode: Literal["exact", "fast"]) -> PageCache:
+        kind = _PAGE_CACHES[mode]
         with self._cache_lock:
             cache = self._cache
             if type(cache) is not kind or cache.store is not self.store:

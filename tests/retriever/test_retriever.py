@@ -219,6 +219,30 @@ def test_vectors_of_another_model_are_refused(store, colqwen2_encoder):
         ColPaliRetriever(encoder=colqwen2_encoder, store=store).retrieve("revenue")
 
 
+def test_the_store_is_checked_once_per_table_version(store, colpali_encoder, monkeypatch):
+    """The fingerprint check and the page count (auto mode's choice) are read once per table
+    version, and again after a write: the store outgrowing exact mode switches to fast."""
+    checks = []
+    check = LanceDBPageStore.check_fingerprint
+    monkeypatch.setattr(
+        LanceDBPageStore, "check_fingerprint", lambda *a: checks.append(a) or check(*a)
+    )
+    n_pages = N_FILES * PAGES_PER_FILE
+    retriever = ColPaliRetriever(
+        encoder=colpali_encoder, store=store, similarity_top_k=3, fast_min_pages=n_pages + 1
+    )
+    for _ in range(3):
+        retriever.retrieve("revenue")
+    assert len(checks) == 1
+    assert type(retriever._cache).__name__ == "ExactPageCache"
+    ingest_documents(report_documents(1, first=7), colpali_encoder, store, show_progress=False)
+    checks.clear()  # ingestion checks too
+    hits = retriever.retrieve("revenue")
+    assert len(checks) == 1
+    assert type(retriever._cache).__name__ == "FastPageCache"
+    assert len(hits) == 3
+
+
 def test_works_in_llamaindex_retriever_query_engine_with_postprocessors(
     store, colpali_encoder, monkeypatch
 ):
