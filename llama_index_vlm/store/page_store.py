@@ -38,6 +38,7 @@ from llama_index_vlm.store.rows import (
 )
 from llama_index_vlm.store.schema import (
     NODE_COLUMNS,
+    VECTOR_COLUMN,
     VectorDType,
     schema_dim,
     schema_dtype,
@@ -343,7 +344,11 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         table = self._pages.open()
         if table is None or (node_ids is not None and not node_ids):
             return []
-        rows = queries.select_pages(table, NODE_COLUMNS, filters, page_ids=node_ids).to_pylist()
+        if node_ids is not None and not (filters and filters.filters):
+            rows = self._pages.take_pages(node_ids, NODE_COLUMNS).to_pylist()
+        else:
+            rows = queries.select_pages(table, NODE_COLUMNS, filters, page_ids=node_ids)
+            rows = rows.to_pylist()
         nodes = [row_to_node(row) for row in rows]
         if node_ids is not None:
             by_id = {node.node_id: node for node in nodes}
@@ -472,7 +477,12 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         Raises:
             PageNotFoundError: some page ids are not stored (a ``KeyError`` that lists them).
         """
-        return queries.page_vectors(self._pages.snapshot(version), list(page_ids), dtype)
+        page_ids = list(page_ids)
+        table = self._pages.snapshot(version)
+        if table is None or not page_ids:
+            return queries.page_vectors(table, page_ids, dtype)
+        rows = self._pages.take_pages(page_ids, ["page_id", VECTOR_COLUMN], version)
+        return queries.page_vectors(table, page_ids, dtype, rows)
 
     @reports_storage_errors
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

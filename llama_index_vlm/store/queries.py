@@ -89,15 +89,21 @@ def iter_vectors(
             yield page_ids, checked_vectors(table, page_ids, batch.column(VECTOR_COLUMN), dtype)
 
 
-def page_vectors(table: Any | None, page_ids: list[str], dtype: Any) -> list[np.ndarray]:
+def page_vectors(
+    table: Any | None, page_ids: list[str], dtype: Any, rows: pa.Table | None = None
+) -> list[np.ndarray]:
     """The vectors of ``page_ids``, in that order (``table`` None: no page is stored).
+
+    ``rows``: the pages' ``page_id`` and vector columns, already read from ``table`` (e.g.
+    by row address); by default they are looked up by page id.
 
     Raises:
         PageNotFoundError: some page ids are not stored (a ``KeyError`` that lists them).
     """
     found: dict[str, np.ndarray] = {}
     if table is not None and page_ids:
-        rows = select_pages(table, ["page_id", VECTOR_COLUMN], page_ids=page_ids)
+        if rows is None:
+            rows = select_pages(table, ["page_id", VECTOR_COLUMN], page_ids=page_ids)
         row_ids = rows.column("page_id").to_pylist()
         vectors = checked_vectors(table, row_ids, rows.column(VECTOR_COLUMN), dtype)
         found = dict(zip(row_ids, vectors, strict=True))

@@ -10,9 +10,11 @@ against it, and commits each write (new and changed pages, minus the stale ones)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+import pyarrow as pa
 
 from llama_index_vlm.errors import StoreError
 from llama_index_vlm.fingerprint import check_compatible
@@ -48,6 +50,12 @@ class PageTable:
         self.vector_dtype = vector_dtype
         self._table: Any | None = None
         self._lock = threading.RLock()
+        #: Guards the read caches below (never held across a write, unlike ``_lock``).
+        self._read_lock = threading.Lock()
+        #: ``(version, handle checked out at it)`` of the last snapshot asked for
+        self._snapshot: tuple[int, Any] | None = None
+        #: ``(version, page_id -> _rowid at it)`` of the last version read by row address
+        self._rows: tuple[int, dict[str, int]] | None = None
         #: Rows this object deleted or replaced, and rows it wrote, since it last compacted
         #: the table: what makes an automatic compaction worth its cost.
         self.rows_deleted = 0
@@ -75,15 +83,59 @@ class PageTable:
         return table
 
     def snapshot(self, version: int | None) -> Any | None:
-        """The table, or a separate handle fixed at ``version`` (consistent multi-call reads)."""
+        """The table, or a separate handle fixed at ``version`` (consistent multi-call reads).
+
+        The handle of the last version asked for is kept: a retriever reads at one version
+        until the table changes, and opening a handle costs LanceDB round trips.
+        """
         table = self.open()
         if version is None:
             return table
         if table is None:
             raise StoreError(f"table {self.name!r} has no version {version}")
+        with self._read_lock:
+            if self._snapshot is not None and self._snapshot[0] == version:
+                return self._snapshot[1]
         snapshot = self.connection.open_table(self.name)
         snapshot.checkout(version)
+        with self._read_lock:
+            self._snapshot = (version, snapshot)
         return snapshot
+
+    def take_pages(
+        self, page_ids: Sequence[str], columns: list[str], version: int | None = None
+    ) -> pa.Table | None:
+        """``columns`` of the stored pages among ``page_ids`` at ``version`` (the current one
+        if None), in no particular order; ids not stored are left out. None: no table yet.
+
+        Rows are taken by their address at that version (each page's ``_rowid``, read once per
+        version), not found by a ``page_id IN (...)`` scan: at 10k pages in 51 fragments, 10
+        pages' nodes in 3.6 ms instead of 6.0 (benchmarks/RESULTS.md).
+        """
+        table = self.open()
+        if table is None:
+            return None
+        if version is None:
+            version = int(table.version)
+        snapshot = self.snapshot(version)
+        row_ids = self._row_ids(version, snapshot)
+        wanted = [row_ids[page_id] for page_id in dict.fromkeys(page_ids) if page_id in row_ids]
+        if not wanted:
+            return snapshot.schema.empty_table().select(columns)
+        return snapshot.take_row_ids(wanted).select(columns).to_arrow()
+
+    def _row_ids(self, version: int, snapshot: Any) -> dict[str, int]:
+        """``page_id -> _rowid`` of every row of ``snapshot`` (the table at ``version``)."""
+        with self._read_lock:
+            if self._rows is not None and self._rows[0] == version:
+                return self._rows[1]
+        rows = snapshot.search().select(["page_id"]).with_row_id(True).limit(None).to_arrow()
+        row_ids = dict(
+            zip(rows.column("page_id").to_pylist(), rows.column("_rowid").to_pylist(), strict=True)
+        )
+        with self._read_lock:
+            self._rows = (version, row_ids)
+        return row_ids
 
     def check(self, fingerprint: dict[str, Any] | None, dim: int | None = None) -> None:
         """Refuse vectors from ``fingerprint`` (or of ``dim`` dimensions) for this table

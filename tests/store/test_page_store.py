@@ -11,6 +11,7 @@ import base64
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -826,6 +827,36 @@ def test_an_earlier_version_stays_readable_after_later_writes(filled):
     old = [i for ids, _ in filled.iter_page_vectors(version=version) for i in ids]
     assert len(old) == 9
     assert filled.get_page_vectors(["a-p1"], version=version)[0].shape[1] == DIM
+
+
+def test_reads_by_page_id_follow_rows_across_versions_and_compaction(filled):
+    """Pages are read by their row address at a version: those addresses change when pages
+    are replaced, deleted or compacted into new files, and every read still finds its pages."""
+    first = filled.version
+    old_vectors = filled.get_page_vectors(["a-p1", "b-p2"], version=first)
+    assert [node.node_id for node in filled.get_nodes(["b-p2", "a-p1", "zz", "b-p2"])] == [
+        "b-p2",
+        "a-p1",
+    ]
+    filled.add([page_document("a", 1, text="changed")], page_vectors=[unit_vectors(7)])
+    filled.delete("b")
+    assert filled.get_nodes(["a-p1"])[0].text == "changed"
+    assert filled.get_nodes(["b-p2"]) == []
+    np.testing.assert_allclose(filled.get_page_vectors(["a-p1"])[0], unit_vectors(7), atol=1e-3)
+    again = filled.get_page_vectors(["a-p1", "b-p2"], version=first)
+    for before, after in zip(old_vectors, again, strict=True):
+        np.testing.assert_array_equal(before, after)
+    filled.compact(grace=timedelta(0))
+    nodes = filled.get_nodes(["c-p3", "a-p1", "a-p2"])
+    assert [(node.node_id, node.text) for node in nodes] == [
+        ("c-p3", "page 3 of c"),
+        ("a-p1", "changed"),
+        ("a-p2", "page 2 of a"),
+    ]
+    np.testing.assert_allclose(
+        filled.get_page_vectors(["c-p3"])[0], vectors_for(document_pages("c", 3))[2], atol=1e-3
+    )
+    assert filled.get_nodes([]) == [] and filled.get_page_vectors([]) == []
 
 
 def test_get_page_vectors_of_missing_pages_raises(filled):
