@@ -19,6 +19,9 @@ Rows, in one process:
   each, alternating ``--rounds`` times so a burst of load hits both alike.
 - With ``--compare-numpy-centroids``: the same throughput rows with the prefilter's
   query-centroid product through torch (today) and through numpy (before), round by round.
+- With ``--compare-read-paths``: each query today and with the reads before issue 15's fifth
+  session (nodes by a ``page_id IN`` scan instead of by row address, the store's fingerprint
+  and size read at every query, reranked pages gathered before widening), paired.
 
 Usage::
 
@@ -126,6 +129,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="also print where one pass of the queries spends"
     )
+    parser.add_argument(
+        "--compare-read-paths",
+        action="store_true",
+        help="also time each query today and with the reads before the fifth session, paired",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -148,7 +156,7 @@ def main() -> None:
         started = time.perf_counter()
         retriever.retrieve("q0")  # builds the fast index and saves it beside the table
         log(f"first query (fast index built and saved) in {time.perf_counter() - started:.0f}s")
-        cache = retriever._refreshed_cache(store.version)
+        cache = retriever._refreshed_cache(store.version, "fast")
         version = store.version
 
         # Each query's first pass maps its candidates' vectors from the saved index files,
@@ -185,6 +193,8 @@ def main() -> None:
 
         if args.profile:
             profile_queries(retriever, len(queries))
+        if args.compare_read_paths:
+            compare_read_paths(retriever, len(queries), rounds=4)
         rates: dict[int, list[float]] = {1: [], args.threads: []}
         for _ in range(args.rounds):
             for threads in rates:
@@ -198,6 +208,53 @@ def main() -> None:
         )
         if args.compare_numpy_centroids:
             compare_centroid_products(retriever, len(queries), args)
+
+
+def where_in_get_nodes(store, node_ids, filters=None):
+    """``get_nodes`` as it was before issue 15's fifth session: a ``page_id IN (...)`` scan."""
+    from llama_index_vlm.store import queries
+    from llama_index_vlm.store.rows import row_to_node
+    from llama_index_vlm.store.schema import NODE_COLUMNS
+
+    rows = queries.select_pages(store._pages.open(), NODE_COLUMNS, filters, page_ids=node_ids)
+    nodes = {node.node_id: node for node in map(row_to_node, rows.to_pylist())}
+    return [nodes[page_id] for page_id in dict.fromkeys(node_ids) if page_id in nodes]
+
+
+def compare_read_paths(retriever, n_queries: int, rounds: int) -> None:
+    """Each query through ``retriever.retrieve`` twice in a row, in alternating order: as it
+    runs today, and as before issue 15's fifth session (nodes found by a ``page_id IN`` scan,
+    the fingerprint and page count read at every query, reranked float16 pages gathered and
+    then widened). Paired, so a burst of load hits both alike."""
+    from llama_index_vlm.search import maxsim
+    from llama_index_vlm.store import LanceDBPageStore
+
+    today = (LanceDBPageStore.get_nodes, maxsim._DIRECT_WIDEN_ROWS)
+
+    def use(before: bool) -> None:
+        LanceDBPageStore.get_nodes = where_in_get_nodes if before else today[0]
+        maxsim._DIRECT_WIDEN_ROWS = 2**62 if before else today[1]
+        if before:
+            retriever._checked_version = None
+
+    times: dict[str, list[float]] = {"today": [], "before": []}
+    try:
+        for round_ in range(rounds):
+            for position in range(n_queries):
+                order = ("today", "before") if (round_ + position) % 2 else ("before", "today")
+                for name in order:
+                    use(name == "before")
+                    started = time.perf_counter()
+                    retriever.retrieve(f"q{position}")
+                    times[name].append(time.perf_counter() - started)
+    finally:
+        use(False)
+    today_ms, before_ms = (np.array(times[name]) * 1000 for name in ("today", "before"))
+    log(
+        f"read paths, paired over {today_ms.size} queries: today p50 {np.median(today_ms):.1f} "
+        f"ms, before p50 {np.median(before_ms):.1f} ms, median saving "
+        f"{np.median(before_ms - today_ms):.1f} ms"
+    )
 
 
 def numpy_prefiltered_slots(index, query, searchable, depth):
