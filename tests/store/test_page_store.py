@@ -859,6 +859,38 @@ def test_reads_by_page_id_follow_rows_across_versions_and_compaction(filled):
     assert filled.get_nodes([]) == [] and filled.get_page_vectors([]) == []
 
 
+def test_reads_by_page_id_stay_whole_while_another_thread_writes(filled):
+    """Readers keep finding the pages nobody touches while a writer replaces and deletes others
+    (each write a new version, so the readers' row maps and handles keep changing)."""
+    stable = ["c-p1", "c-p2", "c-p3"]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                assert [node.node_id for node in filled.get_nodes(stable)] == stable
+                assert len(filled.get_page_vectors(stable)) == 3
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+            done.set()
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for round_ in range(6):
+            page = page_document("a", 1 + round_ % 3, text=f"round {round_}")
+            filled.add([page], page_vectors=[unit_vectors(round_)])
+            filled.delete_nodes([f"b-p{1 + round_ % 3}"])
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+    assert not errors, errors[0]
+    assert filled.get_nodes(["a-p3"])[0].text == "round 5"
+
+
 def test_get_page_vectors_of_missing_pages_raises(filled):
     filled.delete("a")
     with pytest.raises(KeyError, match="a-p1") as raised:
