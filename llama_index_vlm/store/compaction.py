@@ -13,12 +13,13 @@ version itself is (Lance's own cleanup counts from a version's creation, which w
 week-old version that was the latest a second ago). ``grace=timedelta(0)`` keeps only the
 latest version: use it only when nothing else reads or writes the store.
 
-Compaction also keeps a B-tree index on ``page_id`` (:func:`ensure_page_id_index`): every
-read of pages by id (a retriever's top pages, a rerank's vectors, deletes) is a ``page_id IN
-(...)`` lookup, which without the index scans the whole column. Reading 10 pages' nodes took
-21.9 ms at 100k pages without it and 8.7 ms with it (9.2 and 7.0 ms at 10k;
-benchmarks/RESULTS.md). Rows written since the index was last updated are found by a scan of
-those rows only, and each compaction's ``optimize`` folds them in.
+Compaction also keeps a B-tree index on ``page_id`` (:func:`ensure_page_id_index`): deletes,
+writes that replace pages and reads by id with filters are ``page_id IN (...)`` lookups, which
+without the index scan the whole column. Reading 10 pages' nodes that way took 21.9 ms at 100k
+pages without it and 8.7 ms with it (9.2 and 7.0 ms at 10k; benchmarks/RESULTS.md); reads by
+id alone now take rows by their address instead (:meth:`PageTable.take_pages`). Rows written
+since the index was last updated are found by a scan of those rows only, and each compaction's
+``optimize`` folds them in.
 """
 
 from __future__ import annotations
