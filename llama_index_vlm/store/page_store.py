@@ -442,7 +442,12 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         table = self._pages.snapshot(version)
         if table is None or (page_ids is not None and not page_ids):
             return {}
-        rows = queries.select_pages(table, ["page_id", column], filters, page_ids=page_ids)
+        if version is not None and page_ids is None and not (filters and filters.filters):
+            # Every page at a version (a retriever's refresh): the same scan gives the pages'
+            # row addresses for the reads by id that follow.
+            rows = self._pages.read_all(["page_id", column], version)
+        else:
+            rows = queries.select_pages(table, ["page_id", column], filters, page_ids=page_ids)
         return queries.column_map(rows, "page_id", column)
 
     @reports_storage_errors

@@ -118,24 +118,37 @@ class PageTable:
         if version is None:
             version = int(table.version)
         snapshot = self.snapshot(version)
-        row_ids = self._row_ids(version, snapshot)
+        row_ids = self._row_ids(version)
         wanted = [row_ids[page_id] for page_id in dict.fromkeys(page_ids) if page_id in row_ids]
         if not wanted:
             return snapshot.schema.empty_table().select(columns)
         return snapshot.take_row_ids(wanted).select(columns).to_arrow()
 
-    def _row_ids(self, version: int, snapshot: Any) -> dict[str, int]:
-        """``page_id -> _rowid`` of every row of ``snapshot`` (the table at ``version``)."""
+    def read_all(self, columns: list[str], version: int) -> pa.Table:
+        """``columns`` (``page_id`` among them) of every row at ``version``, plus ``_rowid``.
+
+        The pages' row addresses are kept for :meth:`take_pages` at that version: a
+        retriever's refresh reads every page's hash at each new version, and its reads by id
+        then need no second scan.
+        """
+        return self._scan_rows(columns, version)[0]
+
+    def _row_ids(self, version: int) -> dict[str, int]:
+        """``page_id -> _rowid`` of every row at ``version`` (read once per version)."""
         with self._read_lock:
             if self._rows is not None and self._rows[0] == version:
                 return self._rows[1]
-        rows = snapshot.search().select(["page_id"]).with_row_id(True).limit(None).to_arrow()
+        return self._scan_rows(["page_id"], version)[1]
+
+    def _scan_rows(self, columns: list[str], version: int) -> tuple[pa.Table, dict[str, int]]:
+        snapshot = self.snapshot(version)
+        rows = snapshot.search().select(columns).with_row_id(True).limit(None).to_arrow()
         row_ids = dict(
             zip(rows.column("page_id").to_pylist(), rows.column("_rowid").to_pylist(), strict=True)
         )
         with self._read_lock:
             self._rows = (version, row_ids)
-        return row_ids
+        return rows, row_ids
 
     def check(self, fingerprint: dict[str, Any] | None, dim: int | None = None) -> None:
         """Refuse vectors from ``fingerprint`` (or of ``dim`` dimensions) for this table

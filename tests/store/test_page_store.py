@@ -40,6 +40,7 @@ from llama_index_vlm.errors import (
 )
 from llama_index_vlm.pages import page_content_hash
 from llama_index_vlm.store import AddResult, LanceDBPageStore, StoredDocument
+from llama_index_vlm.store.table import PageTable
 
 FINGERPRINT = {
     "model": "vidore/colpali-v1.3-hf",
@@ -857,6 +858,24 @@ def test_reads_by_page_id_follow_rows_across_versions_and_compaction(filled):
         filled.get_page_vectors(["c-p3"])[0], vectors_for(document_pages("c", 3))[2], atol=1e-3
     )
     assert filled.get_nodes([]) == [] and filled.get_page_vectors([]) == []
+
+
+def test_a_full_read_at_a_version_gives_reads_by_id_their_rows(filled, monkeypatch):
+    """A retriever's refresh reads every page's hash at the new version; its reads by id then
+    take their row addresses from that scan instead of scanning again."""
+    scans = []
+    scan = PageTable._scan_rows
+    monkeypatch.setattr(
+        PageTable, "_scan_rows", lambda self, *args: scans.append(args) or scan(self, *args)
+    )
+    version = filled.version
+    assert sorted(filled.page_hashes(version=version)) == ALL_PAGES
+    assert [node.node_id for node in filled.get_nodes(["a-p1", "c-p3"])] == ["a-p1", "c-p3"]
+    assert len(filled.get_page_vectors(["b-p2"], version=version)) == 1
+    assert len(scans) == 1
+    filled.delete("c")
+    assert filled.get_nodes(["a-p1", "c-p3"])[0].node_id == "a-p1"
+    assert len(scans) == 2
 
 
 def test_reads_by_page_id_stay_whole_while_another_thread_writes(filled):
