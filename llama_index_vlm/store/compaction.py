@@ -16,8 +16,9 @@ latest version: use it only when nothing else reads or writes the store.
 Compaction also keeps a B-tree index on ``page_id`` (:func:`ensure_page_id_index`): deletes,
 writes that replace pages and reads by id with filters are ``page_id IN (...)`` lookups, which
 without the index scan the whole column. Reading 10 pages' nodes that way took 21.9 ms at 100k
-pages without it and 8.7 ms with it (9.2 and 7.0 ms at 10k; benchmarks/RESULTS.md); reads by
-id alone now take rows by their address instead (:meth:`PageTable.take_pages`). Rows written
+pages without it and 8.7 ms with it (9.2 and 7.0 ms at 10k; benchmarks/RESULTS.md). Reads by
+id at a version whose row addresses a retriever's refresh read take rows by address instead
+(:meth:`PageTable.read_pages`). Rows written
 since the index was last updated are found by a scan of those rows only, and each compaction's
 ``optimize`` folds them in.
 """

@@ -345,7 +345,7 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         if table is None or (node_ids is not None and not node_ids):
             return []
         if node_ids is not None and not (filters and filters.filters):
-            rows = self._pages.take_pages(node_ids, NODE_COLUMNS).to_pylist()
+            rows = self._pages.read_pages(node_ids, NODE_COLUMNS).to_pylist()
         else:
             rows = queries.select_pages(table, NODE_COLUMNS, filters, page_ids=node_ids)
             rows = rows.to_pylist()
@@ -444,7 +444,7 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
             return {}
         if version is not None and page_ids is None and not (filters and filters.filters):
             # Every page at a version (a retriever's refresh): the same scan gives the pages'
-            # row addresses for the reads by id that follow.
+            # row addresses for the reads by id that follow (PageTable.read_pages).
             rows = self._pages.read_all(["page_id", column], version)
         else:
             rows = queries.select_pages(table, ["page_id", column], filters, page_ids=page_ids)
@@ -486,7 +486,7 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         table = self._pages.snapshot(version)
         if table is None or not page_ids:
             return queries.page_vectors(table, page_ids, dtype)
-        rows = self._pages.take_pages(page_ids, ["page_id", VECTOR_COLUMN], version)
+        rows = self._pages.read_pages(page_ids, ["page_id", VECTOR_COLUMN], version)
         return queries.page_vectors(table, page_ids, dtype, rows)
 
     @reports_storage_errors

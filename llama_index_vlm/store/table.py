@@ -19,7 +19,7 @@ import pyarrow as pa
 from llama_index_vlm.errors import StoreError
 from llama_index_vlm.fingerprint import check_compatible
 from llama_index_vlm.store.object_storage import storage_error, storage_errors
-from llama_index_vlm.store.queries import select
+from llama_index_vlm.store.queries import select, select_pages
 from llama_index_vlm.store.rows import PreparedPage, stale_condition, to_arrow
 from llama_index_vlm.store.schema import (
     VECTOR_COLUMN,
@@ -54,7 +54,7 @@ class PageTable:
         self._read_lock = threading.Lock()
         #: ``(version, handle checked out at it)`` of the last snapshot asked for
         self._snapshot: tuple[int, Any] | None = None
-        #: ``(version, page_id -> _rowid at it)`` of the last version read by row address
+        #: ``(version, page_id -> _rowid at it)`` of the last version :meth:`read_all` read
         self._rows: tuple[int, dict[str, int]] | None = None
         #: Rows this object deleted or replaced, and rows it wrote, since it last compacted
         #: the table: what makes an automatic compaction worth its cost.
@@ -102,15 +102,18 @@ class PageTable:
             self._snapshot = (version, snapshot)
         return snapshot
 
-    def take_pages(
+    def read_pages(
         self, page_ids: Sequence[str], columns: list[str], version: int | None = None
     ) -> pa.Table | None:
         """``columns`` of the stored pages among ``page_ids`` at ``version`` (the current one
         if None), in no particular order; ids not stored are left out. None: no table yet.
 
-        Rows are taken by their address at that version (each page's ``_rowid``, read once per
-        version), not found by a ``page_id IN (...)`` scan: at 10k pages in 51 fragments, 10
-        pages' nodes in 3.6 ms instead of 6.0 (benchmarks/RESULTS.md).
+        When every page's row address at that version is known (:meth:`read_all` read them:
+        a retriever's refresh does at each new version), the rows are taken by address: at
+        10k pages in 51 fragments, 10 pages' nodes in 3.6 ms instead of 6.0
+        (benchmarks/RESULTS.md). Otherwise they are looked up by ``page_id IN (...)``, which
+        the page_id index serves once the table is compacted: reading every address first
+        would cost a scan of the whole table per version (about 1.5 s at 1M pages).
         """
         table = self.open()
         if table is None:
@@ -118,7 +121,10 @@ class PageTable:
         if version is None:
             version = int(table.version)
         snapshot = self.snapshot(version)
-        row_ids = self._row_ids(version)
+        with self._read_lock:
+            row_ids = self._rows[1] if self._rows is not None and self._rows[0] == version else None
+        if row_ids is None:
+            return select_pages(snapshot, columns, page_ids=page_ids)
         wanted = [row_ids[page_id] for page_id in dict.fromkeys(page_ids) if page_id in row_ids]
         if not wanted:
             return snapshot.schema.empty_table().select(columns)
@@ -127,20 +133,13 @@ class PageTable:
     def read_all(self, columns: list[str], version: int) -> pa.Table:
         """``columns`` (``page_id`` among them) of every row at ``version``, plus ``_rowid``.
 
-        The pages' row addresses are kept for :meth:`take_pages` at that version: a
-        retriever's refresh reads every page's hash at each new version, and its reads by id
-        then need no second scan.
+        The pages' row addresses are kept for :meth:`read_pages` at that version (one
+        version at a time): a retriever's refresh reads every page's hash at each new version,
+        and its reads by id then take rows by address.
         """
-        return self._scan_rows(columns, version)[0]
+        return self._scan_rows(columns, version)
 
-    def _row_ids(self, version: int) -> dict[str, int]:
-        """``page_id -> _rowid`` of every row at ``version`` (read once per version)."""
-        with self._read_lock:
-            if self._rows is not None and self._rows[0] == version:
-                return self._rows[1]
-        return self._scan_rows(["page_id"], version)[1]
-
-    def _scan_rows(self, columns: list[str], version: int) -> tuple[pa.Table, dict[str, int]]:
+    def _scan_rows(self, columns: list[str], version: int) -> pa.Table:
         snapshot = self.snapshot(version)
         rows = snapshot.search().select(columns).with_row_id(True).limit(None).to_arrow()
         row_ids = dict(
@@ -148,7 +147,7 @@ class PageTable:
         )
         with self._read_lock:
             self._rows = (version, row_ids)
-        return rows, row_ids
+        return rows
 
     def check(self, fingerprint: dict[str, Any] | None, dim: int | None = None) -> None:
         """Refuse vectors from ``fingerprint`` (or of ``dim`` dimensions) for this table

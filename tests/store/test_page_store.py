@@ -40,6 +40,7 @@ from llama_index_vlm.errors import (
 )
 from llama_index_vlm.pages import page_content_hash
 from llama_index_vlm.store import AddResult, LanceDBPageStore, StoredDocument
+from llama_index_vlm.store import table as table_module
 from llama_index_vlm.store.table import PageTable
 
 FINGERPRINT = {
@@ -830,10 +831,25 @@ def test_an_earlier_version_stays_readable_after_later_writes(filled):
     assert filled.get_page_vectors(["a-p1"], version=version)[0].shape[1] == DIM
 
 
-def test_reads_by_page_id_follow_rows_across_versions_and_compaction(filled):
-    """Pages are read by their row address at a version: those addresses change when pages
-    are replaced, deleted or compacted into new files, and every read still finds its pages."""
-    first = filled.version
+@pytest.mark.parametrize("by_address", [True, False], ids=["by-row-address", "by-page-id-lookup"])
+def test_reads_by_page_id_follow_rows_across_versions_and_compaction(
+    filled, monkeypatch, by_address
+):
+    """Pages are read by their row address at a version whose addresses a full read recorded
+    (a retriever's refresh), else by a page_id lookup. Addresses change when pages are
+    replaced, deleted or compacted into new files, and every read still finds its pages."""
+    lookups = []
+    lookup = table_module.select_pages
+    monkeypatch.setattr(
+        table_module, "select_pages", lambda *a, **k: lookups.append(a) or lookup(*a, **k)
+    )
+
+    def at(version: int) -> int:
+        if by_address:
+            filled.page_hashes(version=version)  # what a retriever's refresh reads
+        return version
+
+    first = at(filled.version)
     old_vectors = filled.get_page_vectors(["a-p1", "b-p2"], version=first)
     assert [node.node_id for node in filled.get_nodes(["b-p2", "a-p1", "zz", "b-p2"])] == [
         "b-p2",
@@ -841,13 +857,15 @@ def test_reads_by_page_id_follow_rows_across_versions_and_compaction(filled):
     ]
     filled.add([page_document("a", 1, text="changed")], page_vectors=[unit_vectors(7)])
     filled.delete("b")
+    at(filled.version)
     assert filled.get_nodes(["a-p1"])[0].text == "changed"
     assert filled.get_nodes(["b-p2"]) == []
     np.testing.assert_allclose(filled.get_page_vectors(["a-p1"])[0], unit_vectors(7), atol=1e-3)
-    again = filled.get_page_vectors(["a-p1", "b-p2"], version=first)
+    again = filled.get_page_vectors(["a-p1", "b-p2"], version=at(first))
     for before, after in zip(old_vectors, again, strict=True):
         np.testing.assert_array_equal(before, after)
     filled.compact(grace=timedelta(0))
+    at(filled.version)
     nodes = filled.get_nodes(["c-p3", "a-p1", "a-p2"])
     assert [(node.node_id, node.text) for node in nodes] == [
         ("c-p3", "page 3 of c"),
@@ -858,24 +876,29 @@ def test_reads_by_page_id_follow_rows_across_versions_and_compaction(filled):
         filled.get_page_vectors(["c-p3"])[0], vectors_for(document_pages("c", 3))[2], atol=1e-3
     )
     assert filled.get_nodes([]) == [] and filled.get_page_vectors([]) == []
+    assert (len(lookups) == 0) == by_address
 
 
 def test_a_full_read_at_a_version_gives_reads_by_id_their_rows(filled, monkeypatch):
     """A retriever's refresh reads every page's hash at the new version; its reads by id then
-    take their row addresses from that scan instead of scanning again."""
-    scans = []
-    scan = PageTable._scan_rows
+    take rows by the addresses that scan recorded. At a version nobody scanned, reads by id
+    look pages up by id rather than scan the whole table for addresses."""
+    scans, lookups = [], []
+    scan, lookup = PageTable._scan_rows, table_module.select_pages
     monkeypatch.setattr(
         PageTable, "_scan_rows", lambda self, *args: scans.append(args) or scan(self, *args)
+    )
+    monkeypatch.setattr(
+        table_module, "select_pages", lambda *a, **k: lookups.append(a) or lookup(*a, **k)
     )
     version = filled.version
     assert sorted(filled.page_hashes(version=version)) == ALL_PAGES
     assert [node.node_id for node in filled.get_nodes(["a-p1", "c-p3"])] == ["a-p1", "c-p3"]
     assert len(filled.get_page_vectors(["b-p2"], version=version)) == 1
-    assert len(scans) == 1
+    assert (len(scans), len(lookups)) == (1, 0)
     filled.delete("c")
-    assert filled.get_nodes(["a-p1", "c-p3"])[0].node_id == "a-p1"
-    assert len(scans) == 2
+    assert [node.node_id for node in filled.get_nodes(["a-p1", "c-p3"])] == ["a-p1"]
+    assert (len(scans), len(lookups)) == (1, 1)
 
 
 def test_reads_by_page_id_stay_whole_while_another_thread_writes(filled):
@@ -886,8 +909,12 @@ def test_reads_by_page_id_stay_whole_while_another_thread_writes(filled):
     done = threading.Event()
 
     def read() -> None:
+        by_address = False
         try:
             while not done.is_set():
+                # Half the reads at a version whose row addresses were just recorded.
+                if by_address := not by_address:
+                    filled.page_hashes(version=filled.version)
                 assert [node.node_id for node in filled.get_nodes(stable)] == stable
                 assert len(filled.get_page_vectors(stable)) == 3
         except BaseException as error:  # reported by the main thread
