@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,9 +67,17 @@ def tensor_view(array: np.ndarray) -> torch.Tensor:
     torch warns that writing to a tensor over a read-only array is undefined; the search
     code only reads, so the warning is silenced here rather than paying for a copy.
     """
+    with _viewing_read_only_arrays():
+        return torch.from_numpy(array)
+
+
+@contextmanager
+def _viewing_read_only_arrays() -> Iterator[None]:
+    """Silence torch's warning about tensors over read-only arrays (see :func:`tensor_view`),
+    once for a loop of views rather than once per view."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
+        yield
 
 
 def _as_storage_matrix(vectors: ArrayLike, name: str) -> np.ndarray:
@@ -276,8 +285,7 @@ class _PageBlocks:
     def _widened_pages(self, first: int, last: int) -> torch.Tensor:
         """Pages ``[first, last)`` of a list, each widened into the float32 block buffer."""
         starts = self.offsets[first : last + 1] - self.offsets[first]
-        with warnings.catch_warnings():  # read-only memmaps: read, never written
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        with _viewing_read_only_arrays():  # memory-mapped pages: read, never written
             pages = self._pages[first:last]
             for page, start, stop in zip(pages, starts[:-1], starts[1:], strict=True):
                 self._buffer[int(start) : int(stop)].copy_(torch.from_numpy(page))
