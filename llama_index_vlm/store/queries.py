@@ -33,9 +33,12 @@ from llama_index_vlm.store.schema import NODE_COLUMNS, VECTOR_COLUMN, schema_dim
 LOOKUP_CHUNK = 512
 
 
-def select(table: Any, columns: list[str], where: str | None) -> pa.Table:
-    """``columns`` of every row of ``table`` matching the SQL ``where`` (all rows if None)."""
-    query = table.search().select(columns).limit(None)
+def select(
+    table: Any, columns: list[str], where: str | None, *, with_row_ids: bool = False
+) -> pa.Table:
+    """``columns`` of every row of ``table`` matching the SQL ``where`` (all rows if None),
+    and each row's address in a ``_rowid`` column if ``with_row_ids``."""
+    query = table.search().select(columns).with_row_id(with_row_ids).limit(None)
     if where is not None:
         query = query.where(where)
     return query.to_arrow()

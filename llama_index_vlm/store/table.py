@@ -137,11 +137,7 @@ class PageTable:
         version at a time): a retriever's refresh reads every page's hash at each new version,
         and its reads by id then take rows by address.
         """
-        return self._scan_rows(columns, version)
-
-    def _scan_rows(self, columns: list[str], version: int) -> pa.Table:
-        snapshot = self.snapshot(version)
-        rows = snapshot.search().select(columns).with_row_id(True).limit(None).to_arrow()
+        rows = select(self.snapshot(version), columns, None, with_row_ids=True)
         row_ids = dict(
             zip(rows.column("page_id").to_pylist(), rows.column("_rowid").to_pylist(), strict=True)
         )

@@ -884,9 +884,9 @@ def test_a_full_read_at_a_version_gives_reads_by_id_their_rows(filled, monkeypat
     take rows by the addresses that scan recorded. At a version nobody scanned, reads by id
     look pages up by id rather than scan the whole table for addresses."""
     scans, lookups = [], []
-    scan, lookup = PageTable._scan_rows, table_module.select_pages
+    scan, lookup = PageTable.read_all, table_module.select_pages
     monkeypatch.setattr(
-        PageTable, "_scan_rows", lambda self, *args: scans.append(args) or scan(self, *args)
+        PageTable, "read_all", lambda self, *args: scans.append(args) or scan(self, *args)
     )
     monkeypatch.setattr(
         table_module, "select_pages", lambda *a, **k: lookups.append(a) or lookup(*a, **k)
