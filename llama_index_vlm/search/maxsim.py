@@ -248,6 +248,7 @@ class _PageBlocks:
                 self._pages = [page.astype(np.float32) for page in self._pages]
             self.offsets = np.zeros(len(self._pages) + 1, dtype=np.int64)
             np.cumsum([page.shape[0] for page in self._pages], out=self.offsets[1:])
+        self._row_offsets: list[int] = self.offsets.tolist()  # plain ints for per-page slicing
         sample = self._all_rows if self._all_rows is not None else self._pages[0]
         self.dim = sample.shape[1]
         self.dtype = sample.dtype
@@ -284,12 +285,12 @@ class _PageBlocks:
 
     def _widened_pages(self, first: int, last: int) -> torch.Tensor:
         """Pages ``[first, last)`` of a list, each widened into the float32 block buffer."""
-        starts = self.offsets[first : last + 1] - self.offsets[first]
+        offsets, base, buffer = self._row_offsets, self._row_offsets[first], self._buffer
         with _viewing_read_only_arrays():  # memory-mapped pages: read, never written
-            pages = self._pages[first:last]
-            for page, start, stop in zip(pages, starts[:-1], starts[1:], strict=True):
-                self._buffer[int(start) : int(stop)].copy_(torch.from_numpy(page))
-        return self._buffer[: int(starts[-1])]
+            for index in range(first, last):
+                rows = buffer[offsets[index] - base : offsets[index + 1] - base]
+                rows.copy_(torch.from_numpy(self._pages[index]))
+        return buffer[: offsets[last] - base]
 
 
 def _as_page_matrix(page: ArrayLike, index: int) -> np.ndarray:
