@@ -22,6 +22,8 @@ Rows, in one process:
 - With ``--compare-read-paths``: each query today and with the reads before issue 15's fifth
   session (nodes by a ``page_id IN`` scan instead of by row address, the store's fingerprint
   and size read at every query, reranked pages gathered before widening), paired.
+- With ``--compare-search-slots``: the throughput rows with at most one search per core at a
+  time (today, ``llama_index_vlm.retriever.search_slots``) and unbounded, round by round.
 
 Usage::
 
@@ -137,6 +139,11 @@ def main() -> None:
         action="store_true",
         help="also time each query today and with the reads before the fifth session, paired",
     )
+    parser.add_argument(
+        "--compare-search-slots",
+        action="store_true",
+        help="also the throughput with one search per core at a time (today) and unbounded",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -213,6 +220,8 @@ def main() -> None:
         )
         if args.compare_numpy_centroids:
             compare_centroid_products(retriever, len(queries), args)
+        if args.compare_search_slots:
+            compare_search_slots(retriever, len(queries), args)
 
 
 def where_in_get_nodes(store, node_ids, filters=None):
@@ -287,6 +296,34 @@ def compare_centroid_products(retriever, n_queries: int, args) -> None:
                     )
     finally:
         FastPageIndex._prefiltered_slots = variants["torch"]
+
+
+def compare_search_slots(retriever, n_queries: int, args) -> None:
+    """1 and N query threads with at most one search per core at a time (today) and with no
+    bound (before issue 15's sixth session), alternating round by round."""
+    from llama_index_vlm.retriever import search_slots
+
+    variants = {
+        "one search per core": search_slots._SLOTS,
+        "unbounded": threading.BoundedSemaphore(1 << 20),
+    }
+    rates: dict[tuple[str, int], list[float]] = {}
+    try:
+        for _ in range(args.rounds):
+            for name, slots in variants.items():
+                search_slots._SLOTS = slots
+                for threads in (1, args.threads):
+                    rate, cores = throughput(retriever, n_queries, threads, args.seconds)
+                    rates.setdefault((name, threads), []).append(rate)
+                    log(
+                        f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores "
+                        f"busy, {cores / rate * 1000:.1f} ms of CPU per query"
+                    )
+    finally:
+        search_slots._SLOTS = variants["one search per core"]
+    for name in variants:
+        single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
+        log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 - :mod:`~llama_index_vlm.retriever.base`: :class:`ColPaliRetriever`, the LlamaIndex retriever.
 - :mod:`~llama_index_vlm.retriever.page_caches`: the store's pages in memory, one class per
   search mode (exact pages, fast page codes), shared by the retrievers over one store.
+- :mod:`~llama_index_vlm.retriever.search_slots`: at most one search per CPU core at a time.
 """
 
 from llama_index_vlm.retriever.base import RETRIEVER_SETTINGS, ColPaliRetriever

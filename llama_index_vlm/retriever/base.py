@@ -35,6 +35,7 @@ from llama_index_vlm.retriever.ranking import (
     scored_nodes,
     visual_ranking,
 )
+from llama_index_vlm.retriever.search_slots import search_slot
 from llama_index_vlm.search import (
     DEFAULT_CANDIDATE_DEPTH,
     FAST_MODE_MIN_PAGES,
@@ -196,13 +197,14 @@ class ColPaliRetriever(BaseRetriever):
                 return []
         hybrid = self.search_mode == "hybrid" and not query_bundle.image_path
         depth = max(self.candidate_depth, self.similarity_top_k) if hybrid else None
-        hits = cache.search(
-            query_vectors,
-            depth or self.similarity_top_k,
-            version=version,
-            allowed=allowed,
-            candidate_depth=self.candidate_depth,
-        )
+        with search_slot():  # no more searches at once than cores (search_slots.py)
+            hits = cache.search(
+                query_vectors,
+                depth or self.similarity_top_k,
+                version=version,
+                allowed=allowed,
+                candidate_depth=self.candidate_depth,
+            )
         if hybrid:
             text_hits = search_pages(
                 self.store, query_bundle.query_str, depth, self.filters, version=version

@@ -18,7 +18,7 @@ from PIL import Image
 from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
 
 from llama_index_vlm.ingestion import ingest_documents
-from llama_index_vlm.retriever import ColPaliRetriever, page_caches
+from llama_index_vlm.retriever import ColPaliRetriever, page_caches, search_slots
 from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
 from llama_index_vlm.search import FastPageIndex, maxsim_scores, top_k
 from llama_index_vlm.store import LanceDBPageStore
@@ -108,6 +108,8 @@ def test_fast_mode_reranks_without_holding_the_cache(store, colpali_encoder, mon
 
 
 def test_fast_queries_search_the_index_together(store, colpali_encoder, monkeypatch):
+    # Two search slots whatever this machine's core count (one slot would serialise them).
+    monkeypatch.setattr(search_slots, "_SLOTS", threading.BoundedSemaphore(2))
     retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="fast")
     retriever.retrieve("revenue")  # builds the cache
     candidates = FastPageIndex.candidates

@@ -1,0 +1,76 @@
+"""At most one search per core at a time (llama_index_vlm.retriever.search_slots)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from llama_index_vlm.retriever import ColPaliRetriever, search_slots
+from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
+
+
+def test_one_slot_per_usable_core():
+    assert search_slots.usable_cores() == len(os.sched_getaffinity(0))
+    # A fresh semaphore of that size: the module's own is at its full count when idle.
+    acquired = 0
+    while search_slots._SLOTS.acquire(blocking=False):
+        acquired += 1
+    for _ in range(acquired):
+        search_slots._SLOTS.release()
+    assert acquired == search_slots.usable_cores()
+
+
+def test_no_more_threads_inside_than_slots(monkeypatch):
+    monkeypatch.setattr(search_slots, "_SLOTS", threading.BoundedSemaphore(2))
+    inside, most, lock = 0, 0, threading.Lock()
+
+    def search() -> None:
+        nonlocal inside, most
+        with search_slots.search_slot():
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.05)
+            with lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=search) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert most == 2 and inside == 0
+
+
+def test_a_slot_is_given_back_when_the_search_fails(monkeypatch):
+    monkeypatch.setattr(search_slots, "_SLOTS", threading.BoundedSemaphore(1))
+    with pytest.raises(RuntimeError), search_slots.search_slot():
+        raise RuntimeError("search failed")
+    assert search_slots._SLOTS.acquire(blocking=False)
+
+
+@pytest.mark.parametrize(
+    ("search_mode", "cache_class"), [("exact", ExactPageCache), ("fast", FastPageCache)]
+)
+def test_the_retriever_searches_its_cache_in_a_slot(
+    store, colpali_encoder, monkeypatch, search_mode, cache_class
+):
+    monkeypatch.setattr(search_slots, "_SLOTS", threading.BoundedSemaphore(1))
+    search = cache_class.search
+    free_slots_while_searching: list[bool] = []
+
+    def searching(cache, *args, **kwargs):
+        free = search_slots._SLOTS.acquire(blocking=False)
+        if free:
+            search_slots._SLOTS.release()
+        free_slots_while_searching.append(free)
+        return search(cache, *args, **kwargs)
+
+    monkeypatch.setattr(cache_class, "search", searching)
+    retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode=search_mode)
+    assert len(retriever.retrieve("revenue")) == 5
+    assert free_slots_while_searching == [False]  # the one slot was this search's
+    assert search_slots._SLOTS.acquire(blocking=False)  # and given back after it
