@@ -4,11 +4,11 @@ A search is CPU work from start to end: products over the page codes, the rerank
 and MaxSim, each with torch's own thread team. When a server's threads run more searches than
 there are cores, the operating system time-slices them, and each switch evicts the working
 set the other search had in the cache (a rerank's float32 block is megabytes). On 2 cores,
-8 threads querying one 10k-page store in fast mode spent 49-53 ms of CPU per query, against
-36-39 ms for one thread alone; with at most 2 searches at a time, 39-41 ms, and 15-25% more
-queries per second (``benchmarks/RESULTS.md``, issue 15). Waiting threads sleep; the rest of a
-query (reading its nodes from the store, building the response) runs outside a slot, so it
-still overlaps the searches.
+8 threads querying one 10k-page store in fast mode spent 48-58 ms of CPU per query, against
+36-44 ms for one thread alone; with at most 2 searches at a time, 38-49 ms, and 3-22% more
+queries per second in seven paired comparisons (``benchmarks/RESULTS.md``, issue 15). Waiting
+threads sleep; the rest of a query (reading its nodes from the store, building the response)
+runs outside a slot, so it still overlaps the searches.
 
 Example:
     >>> with search_slot():
