@@ -33,6 +33,17 @@ def usable_cores() -> int:
 _SLOTS = threading.BoundedSemaphore(usable_cores())
 
 
+def _free_slots_in_child() -> None:
+    """A forked child starts with every slot free: the threads holding them in the parent
+    do not exist in the child and would never give them back."""
+    global _SLOTS
+    _SLOTS = threading.BoundedSemaphore(usable_cores())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_free_slots_in_child)
+
+
 @contextmanager
 def search_slot() -> Iterator[None]:
     """Hold one of the process's search slots (one per core) for the ``with`` block."""

@@ -52,6 +52,16 @@ def test_a_slot_is_given_back_when_the_search_fails(monkeypatch):
     assert search_slots._SLOTS.acquire(blocking=False)
 
 
+def test_a_forked_child_starts_with_every_slot_free():
+    with search_slots.search_slot():  # held by this thread while the process forks
+        pid = os.fork()
+        if pid == 0:  # the child: no thread here will give the parent's slot back
+            free = [search_slots._SLOTS.acquire(blocking=False) for _ in range(os.cpu_count())]
+            os._exit(0 if sum(free) == search_slots.usable_cores() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 @pytest.mark.parametrize(
     ("search_mode", "cache_class"), [("exact", ExactPageCache), ("fast", FastPageCache)]
 )
