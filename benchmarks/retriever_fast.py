@@ -278,52 +278,56 @@ def numpy_prefiltered_slots(index, query, searchable, depth):
     return top_k(scores, depth)[0]
 
 
-def compare_centroid_products(retriever, n_queries: int, args) -> None:
-    """1 and N query threads with the prefilter's query-centroid product through torch (today)
-    and numpy (before), alternating round by round."""
-    from llama_index_vlm.search.fast import FastPageIndex
-
-    variants = {"torch": FastPageIndex._prefiltered_slots, "numpy": numpy_prefiltered_slots}
+def alternating_throughput(
+    retriever, n_queries: int, args, owner, attribute: str, variants: dict[str, object]
+) -> None:
+    """1 and ``args.threads`` query threads with ``owner.attribute`` set to each of
+    ``variants`` (name -> value) in turn, round by round so a burst of load hits them alike;
+    the attribute is restored after."""
+    today = getattr(owner, attribute)
+    rates: dict[tuple[str, int], list[float]] = {}
     try:
         for _ in range(args.rounds):
-            for name, prefilter in variants.items():
-                FastPageIndex._prefiltered_slots = prefilter
+            for name, value in variants.items():
+                setattr(owner, attribute, value)
                 for threads in (1, args.threads):
                     rate, cores = throughput(retriever, n_queries, threads, args.seconds)
+                    rates.setdefault((name, threads), []).append(rate)
                     log(
-                        f"centroid product with {name}: {threads} thread(s): {rate:.1f} "
-                        f"queries/s, {cores:.2f} cores busy"
+                        f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} "
+                        f"cores busy, {cores / rate * 1000:.1f} ms of CPU per query"
                     )
     finally:
-        FastPageIndex._prefiltered_slots = variants["torch"]
+        setattr(owner, attribute, today)
+    for name in variants:
+        single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
+        log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
+
+
+def compare_centroid_products(retriever, n_queries: int, args) -> None:
+    """Throughput with the prefilter's query-centroid product through torch (today) and numpy
+    (before issue 15's third session)."""
+    from llama_index_vlm.search.fast import FastPageIndex
+
+    variants = {
+        "centroid product with torch": FastPageIndex._prefiltered_slots,
+        "centroid product with numpy": numpy_prefiltered_slots,
+    }
+    alternating_throughput(
+        retriever, n_queries, args, FastPageIndex, "_prefiltered_slots", variants
+    )
 
 
 def compare_search_slots(retriever, n_queries: int, args) -> None:
-    """1 and N query threads with at most one search per core at a time (today) and with no
-    bound (before issue 15's sixth session), alternating round by round."""
+    """Throughput with at most one search per core at a time (today) and with no bound
+    (before issue 15's sixth session)."""
     from llama_index_vlm.retriever import search_slots
 
     variants = {
         "one search per core": search_slots._SLOTS,
         "unbounded": threading.BoundedSemaphore(1 << 20),
     }
-    rates: dict[tuple[str, int], list[float]] = {}
-    try:
-        for _ in range(args.rounds):
-            for name, slots in variants.items():
-                search_slots._SLOTS = slots
-                for threads in (1, args.threads):
-                    rate, cores = throughput(retriever, n_queries, threads, args.seconds)
-                    rates.setdefault((name, threads), []).append(rate)
-                    log(
-                        f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores "
-                        f"busy, {cores / rate * 1000:.1f} ms of CPU per query"
-                    )
-    finally:
-        search_slots._SLOTS = variants["one search per core"]
-    for name in variants:
-        single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
-        log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
+    alternating_throughput(retriever, n_queries, args, search_slots, "_SLOTS", variants)
 
 
 if __name__ == "__main__":
