@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -235,6 +236,7 @@ class _PageBlocks:
         if isinstance(page_vectors, PageVectorMatrix):
             self._all_rows: np.ndarray | None = page_vectors.vectors
             self._pages: list[np.ndarray] = []
+            self._row_offsets: list[int] = []  # only a list's pages are sliced one by one
             self.offsets = page_vectors.offsets
         else:
             self._all_rows = None
@@ -246,9 +248,9 @@ class _PageBlocks:
                 raise ValueError(f"all pages must have the same vector dim, got {sorted(dims)}")
             if len({page.dtype for page in self._pages}) > 1:
                 self._pages = [page.astype(np.float32) for page in self._pages]
-            self.offsets = np.zeros(len(self._pages) + 1, dtype=np.int64)
-            np.cumsum([page.shape[0] for page in self._pages], out=self.offsets[1:])
-        self._row_offsets: list[int] = self.offsets.tolist()  # plain ints for per-page slicing
+            # Plain ints for widening page by page, and the same offsets as an array.
+            self._row_offsets = list(accumulate((page.shape[0] for page in self._pages), initial=0))
+            self.offsets = np.array(self._row_offsets, dtype=np.int64)
         sample = self._all_rows if self._all_rows is not None else self._pages[0]
         self.dim = sample.shape[1]
         self.dtype = sample.dtype
