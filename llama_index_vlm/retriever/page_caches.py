@@ -1,6 +1,7 @@
 """The store's pages in memory for the retriever: one small class per search mode.
 
-- :class:`ExactPageCache`: every page's full vectors, packed for exact MaxSim.
+- :class:`ExactPageCache`: every page's full vectors, packed for exact MaxSim (also kept on
+  a torch device, a GPU, and scored there when given one).
 - :class:`FastPageCache`: compact page codes (:class:`~llama_index_vlm.search.FastPageIndex`)
   that pick candidates, reranked exactly with full vectors read from the store.
 
@@ -18,11 +19,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
 from llama_index_vlm.retriever.rwlock import ReadWriteLock
 from llama_index_vlm.search import (
     DEFAULT_MAX_CANDIDATE_DEPTH,
+    DevicePageMatrix,
     FastPageIndex,
     PageVectorMatrix,
     adaptive_rerank,
@@ -95,6 +98,8 @@ class _ExactSnapshot:
     matrix: PageVectorMatrix | None
     #: each page's largest vector norm, kept so a refresh measures only the pages it loads
     page_norms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    #: the same pages on the cache's search device, if it has one
+    on_device: DevicePageMatrix | None = None
 
     @property
     def vector_norm(self) -> float:
@@ -108,10 +113,17 @@ class ExactPageCache(PageCache):
 
     A refresh swaps in a new immutable snapshot, so queries already running keep theirs and
     score outside the lock.
+
+    Args:
+        store: the page store.
+        device: a torch device (e.g. ``cuda``) to keep every page's vectors on and score
+            them there (:class:`~llama_index_vlm.search.DevicePageMatrix`); None scores them
+            on the CPU, screened with float16 products. A refresh uploads the whole snapshot.
     """
 
-    def __init__(self, store: LanceDBPageStore) -> None:
+    def __init__(self, store: LanceDBPageStore, device: torch.device | None = None) -> None:
         super().__init__(store)
+        self.device = device
         self._snapshot = _ExactSnapshot(page_ids=[], matrix=None)
 
     def _update(
@@ -134,7 +146,15 @@ class ExactPageCache(PageCache):
             return
         matrix = PageVectorMatrix.from_pages([vectors[i] for i in page_ids])
         page_norms = np.array([norms[i] for i in page_ids], dtype=np.float32)
-        self._snapshot = _ExactSnapshot(page_ids, matrix, page_norms)
+        on_device = None
+        if self.device is not None:
+            # Let the old pages' device memory go before the new ones arrive; should the upload
+            # fail (no room), the next refresh reloads every page.
+            del old
+            self._snapshot = _ExactSnapshot([], None)
+            self.hashes, self.version = {}, -1
+            on_device = DevicePageMatrix(matrix, self.device)
+        self._snapshot = _ExactSnapshot(page_ids, matrix, page_norms, on_device)
 
     def search(
         self,
@@ -153,9 +173,12 @@ class ExactPageCache(PageCache):
         keep = None
         if allowed is not None:
             keep = np.fromiter((i in allowed for i in snapshot.page_ids), bool)
-        positions, values = exact_top_k(
-            query_vectors, snapshot.matrix, k, keep=keep, vector_norm=snapshot.vector_norm
-        )
+        if snapshot.on_device is not None:
+            positions, values = snapshot.on_device.top_k(query_vectors, k, keep=keep)
+        else:
+            positions, values = exact_top_k(
+                query_vectors, snapshot.matrix, k, keep=keep, vector_norm=snapshot.vector_norm
+            )
         return _finite_hits([snapshot.page_ids[p] for p in positions], values)
 
 
@@ -279,8 +302,11 @@ _SHARED_CACHES: dict[int, weakref.WeakValueDictionary[type, PageCache]] = {}
 _SHARED_CACHES_LOCK = threading.Lock()
 
 
-def shared_page_cache(store: LanceDBPageStore, kind: type[PageCache]) -> PageCache:
-    """The ``kind`` cache of ``store``, shared by every retriever over that store object.
+def shared_page_cache(
+    store: LanceDBPageStore, kind: type[PageCache], device: torch.device | None = None
+) -> PageCache:
+    """The ``kind`` cache of ``store`` (on search ``device``, for an :class:`ExactPageCache`),
+    shared by every retriever over that store object that searches there.
 
     Each ``index.as_query_engine()`` and ``as_retriever(...)`` copy makes a retriever; sharing
     keeps the store's pages in memory once, and a page loaded by one is not loaded again.
@@ -289,7 +315,8 @@ def shared_page_cache(store: LanceDBPageStore, kind: type[PageCache]) -> PageCac
         for key in [key for key, caches in _SHARED_CACHES.items() if not caches]:
             del _SHARED_CACHES[key]
         caches = _SHARED_CACHES.setdefault(id(store), weakref.WeakValueDictionary())
-        cache = caches.get(kind)
+        cache = caches.get((kind, device))
         if cache is None or cache.store is not store:
-            cache = caches[kind] = kind(store)
+            cache = kind(store) if device is None else kind(store, device=device)
+            caches[(kind, device)] = cache
         return cache

@@ -2,6 +2,7 @@
 
 - :mod:`~llama_index_vlm.search.maxsim`: exact MaxSim of queries against packed pages, top-k.
 - :mod:`~llama_index_vlm.search.exact_search`: the exact top k, screened with float16 products.
+- :mod:`~llama_index_vlm.search.device_maxsim`: exact MaxSim with the pages on a GPU.
 - :mod:`~llama_index_vlm.search.code_scores`: MaxSim multiplied as float16, and its error bound.
 - :mod:`~llama_index_vlm.search.pooling`: token pooling (Ward hierarchical, batched k-means).
 - :mod:`~llama_index_vlm.search.binary`: sign codes and Hamming MaxSim.
@@ -24,6 +25,7 @@ Example:
 
 from llama_index_vlm.search.binary import binary_codes, hamming_maxsim_scores, hamming_similarity
 from llama_index_vlm.search.centroids import CentroidPostings, assign_centroids, train_centroids
+from llama_index_vlm.search.device_maxsim import DevicePageMatrix, resolve_search_device
 from llama_index_vlm.search.exact_search import exact_top_k, max_vector_norm, page_vector_norms
 from llama_index_vlm.search.fast import (
     DEFAULT_CANDIDATE_DEPTH,
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_MAX_CANDIDATE_DEPTH",
     "DEFAULT_PREFILTER_DEPTH",
     "CentroidPostings",
+    "DevicePageMatrix",
     "RerankResult",
     "adaptive_rerank",
     "assign_centroids",
@@ -56,6 +59,7 @@ __all__ = [
     "max_vector_norm",
     "page_vector_norms",
     "required_depth",
+    "resolve_search_device",
     "train_centroids",
     "FAST_MODE_MIN_PAGES",
     "FastPageIndex",

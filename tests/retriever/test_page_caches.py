@@ -12,11 +12,13 @@ import weakref
 
 import numpy as np
 import pytest
+import torch
 from llama_index.core.schema import ImageDocument
 from page_documents import document_pages
 from PIL import Image
 from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
 
+from llama_index_vlm.errors import UnsupportedDeviceError
 from llama_index_vlm.ingestion import ingest_documents
 from llama_index_vlm.retriever import ColPaliRetriever, page_caches, search_slots
 from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
@@ -222,3 +224,53 @@ def test_exact_cache_search_is_the_float32_maxsim_ranking(tmp_path):
     positions, values = top_k(scores, 6)
     assert [page_id for page_id, _ in hits] == [page_ids[p] for p in positions]
     np.testing.assert_array_equal([score for _, score in hits], values)
+
+
+def test_an_exact_cache_on_a_device_ranks_as_the_cpu_cache(tmp_path):
+    store = _store_of_pages(tmp_path / "device", {f"p{i}": 1.0 for i in range(30)})
+    on_cpu, on_device = ExactPageCache(store), ExactPageCache(store, device=torch.device("cpu"))
+    query = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+    allowed = {f"p{i}" for i in range(0, 30, 3)}
+    for kwargs in ({}, {"allowed": allowed}):
+        want = on_cpu.search(query, 4, version=store.version, **kwargs)
+        got = on_device.search(query, 4, version=store.version, **kwargs)
+        assert [page_id for page_id, _ in got] == [page_id for page_id, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-6)
+    assert on_device._snapshot.on_device.n_pages == 30
+    # Pages deleted and added: the device holds exactly the store's pages again.
+    store.delete_nodes(["p0", "p1"])
+    _add_pages(store, {"q0": 1.0, "q1": 1.0})
+    hits = on_device.search(query, 40, version=store.version)
+    assert sorted(page_id for page_id, _ in hits) == sorted(store.page_ids())
+    assert on_device._snapshot.on_device.n_pages == 30
+
+
+def test_a_failed_upload_to_the_device_reloads_every_page_next_time(tmp_path, monkeypatch):
+    store = _store_of_pages(tmp_path / "upload", {f"p{i}": 1.0 for i in range(8)})
+    cache = ExactPageCache(store, device=torch.device("cpu"))
+    cache.refresh(store.version)
+    _add_pages(store, {"new": 1.0})
+    real = page_caches.DevicePageMatrix
+
+    def full_device(*args, **kwargs):
+        raise UnsupportedDeviceError("pages do not fit in the memory of cuda:0")
+
+    monkeypatch.setattr(page_caches, "DevicePageMatrix", full_device)
+    with pytest.raises(UnsupportedDeviceError):
+        cache.refresh(store.version)
+    monkeypatch.setattr(page_caches, "DevicePageMatrix", real)
+    query = np.ones((2, 16), dtype=np.float32)
+    hits = cache.search(query, 20, version=store.version)
+    assert sorted(page_id for page_id, _ in hits) == sorted(store.page_ids())
+    assert len(hits) == 9
+
+
+def test_retrievers_share_a_cache_only_on_the_same_search_device(store, colpali_encoder):
+    on_cpu = ColPaliRetriever(colpali_encoder, store, search_mode="exact")
+    on_device = ColPaliRetriever(colpali_encoder, store, search_mode="exact", search_device="cpu")
+    also_on_device = ColPaliRetriever(colpali_encoder, store, search_device="cpu")
+    for retriever in (on_cpu, on_device, also_on_device):
+        retriever.retrieve("revenue")
+    assert on_cpu._cache is not on_device._cache
+    assert on_device._cache is also_on_device._cache
+    assert on_cpu._cache.device is None and on_device._cache.device == torch.device("cpu")

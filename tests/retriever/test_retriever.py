@@ -22,7 +22,7 @@ from page_documents import noise_image
 from retriever_corpus import N_FILES, PAGE_SIZE, PAGES_PER_FILE, report_documents
 
 from llama_index_vlm.encoder import ColPaliEncoder
-from llama_index_vlm.errors import EmptyInputError, ModelMismatchError
+from llama_index_vlm.errors import EmptyInputError, ModelMismatchError, UnsupportedDeviceError
 from llama_index_vlm.images import decode_image
 from llama_index_vlm.ingestion import ingest_documents
 from llama_index_vlm.pages import page_id_for
@@ -307,3 +307,51 @@ def test_similarity_top_k_below_1_is_refused(store, colpali_encoder):
 def test_an_unknown_search_mode_is_refused(store, colpali_encoder):
     with pytest.raises(ValueError, match="search_mode"):
         ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="approximate")
+
+
+def test_a_search_device_makes_auto_exact_and_ranks_as_exact_mode(store, colpali_encoder):
+    on_device = ColPaliRetriever(
+        encoder=colpali_encoder,
+        store=store,
+        similarity_top_k=5,
+        fast_min_pages=1,
+        search_device="cpu",
+    )
+    exact = ColPaliRetriever(
+        encoder=colpali_encoder, store=store, similarity_top_k=5, search_mode="exact"
+    )
+    assert on_device.resolved_search_mode == "exact"
+    hits = on_device.retrieve("What was the revenue in 2023?")
+    want = exact.retrieve("What was the revenue in 2023?")
+    assert [hit.node.node_id for hit in hits] == [hit.node.node_id for hit in want]
+    assert [hit.score for hit in hits] == pytest.approx([hit.score for hit in want], rel=1e-5)
+    assert on_device._cache._snapshot.on_device is not None
+
+
+def test_fast_mode_with_a_search_device_still_searches_on_the_cpu(store, colpali_encoder):
+    retriever = ColPaliRetriever(
+        encoder=colpali_encoder, store=store, search_mode="fast", search_device="cpu"
+    )
+    assert retriever.resolved_search_mode == "fast"
+    assert retriever.retrieve("revenue")
+    assert type(retriever._cache).__name__ == "FastPageCache"
+
+
+def test_the_search_device_travels_with_copies_and_dicts(first_pages, colpali_encoder):
+    on_device = first_pages.as_retriever(search_device="cpu")
+    assert on_device.search_device == "cpu" and on_device.filters == FIRST_PAGES
+    data = on_device.to_dict()
+    assert data["search_device"] == "cpu"
+    restored = ColPaliRetriever.from_dict(data, encoder=colpali_encoder)
+    assert restored.search_device == "cpu"
+    assert [h.node.node_id for h in restored.retrieve("revenue")] == [
+        h.node.node_id for h in first_pages.retrieve("revenue")
+    ]
+
+
+def test_a_cuda_search_device_without_a_gpu_is_refused_at_construction(
+    store, colpali_encoder, monkeypatch
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UnsupportedDeviceError, match="search_device unset"):
+        ColPaliRetriever(encoder=colpali_encoder, store=store, search_device="cuda")
