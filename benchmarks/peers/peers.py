@@ -84,15 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     pages = corpus.pages(0, args.pages)
     targets = np.random.default_rng(args.pages).choice(args.pages, args.queries, replace=False)
     queries = [corpus.query(int(t)) for t in targets]
-    truth, _ = top_k(maxsim_scores(queries, PageVectorMatrix.from_pages(pages)), K)
+    matrix = PageVectorMatrix.from_pages(pages)
+    truth, _ = top_k(maxsim_scores(queries, matrix), K)
     rows = [row("ours (FastPageIndex)", ours(pages, queries), truth, args.pages)]
     print(rows[-1], file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as folder:
         saved = Path(folder) / "corpus.npz"
-        matrix = PageVectorMatrix.from_pages(pages)
         np.savez(
             saved, vectors=matrix.vectors, offsets=matrix.offsets, queries=np.stack(queries), k=K
         )
+        # The peers read the saved file: free this process's copies (10k float16 pages are 2.6 GB
+        # twice) so that a peer's build has the memory.
+        del pages, matrix
         peers = args.peers.split(",")
         runs = [(peer, None) for peer in peers if peer != "muvera"]
         if "muvera" in peers:

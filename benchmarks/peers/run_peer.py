@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     data = np.load(args.corpus)
     offsets = data["offsets"]
-    vectors = data["vectors"].astype(np.float32)
+    vectors = data["vectors"].astype(np.float32, copy=False)
     pages = [vectors[offsets[i] : offsets[i + 1]] for i in range(offsets.size - 1)]
     queries = list(data["queries"])
     k = int(data["k"])
