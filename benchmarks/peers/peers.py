@@ -16,6 +16,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -58,6 +60,15 @@ def ours(pages, queries):
     return {"build_s": build, "latencies_s": latencies, "found": found}
 
 
+def _rss_gib() -> float:
+    """This process's resident memory, GiB (Linux; 0 elsewhere)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0.0
+    line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 2**20
+
+
 def row(name, result, truth, n_pages):
     recall = np.mean(
         [len(set(f) & set(t.tolist())) / K for f, t in zip(result["found"], truth, strict=True)]
@@ -94,8 +105,13 @@ def main(argv: list[str] | None = None) -> None:
             saved, vectors=matrix.vectors, offsets=matrix.offsets, queries=np.stack(queries), k=K
         )
         # The peers read the saved file: free this process's copies (10k float16 pages are 2.6 GB
-        # twice) so that a peer's build has the memory.
+        # twice) so that a peer's build has the memory. Thousands of page arrays leave glibc's
+        # heap fragmented; malloc_trim hands the freed pages back to the system.
         del pages, matrix
+        gc.collect()
+        if sys.platform == "linux":
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        print(f"this process now holds {_rss_gib():.1f} GiB", file=sys.stderr, flush=True)
         peers = args.peers.split(",")
         runs = [(peer, None) for peer in peers if peer != "muvera"]
         if "muvera" in peers:
