@@ -139,7 +139,9 @@ class ExactPageCache(PageCache):
         if changed:
             loaded = self.store.get_page_vectors(changed, version=version)
             vectors.update(zip(changed, loaded, strict=True))
-            norms.update(zip(changed, page_vector_norms(loaded), strict=True))
+            # Only the CPU's float16 screening needs the norms (0.13 s per 1,000 pages).
+            measured = page_vector_norms(loaded) if self.device is None else [0.0] * len(loaded)
+            norms.update(zip(changed, measured, strict=True))
         page_ids = sorted(vectors)
         if not page_ids:
             self._snapshot = _ExactSnapshot([], None)

@@ -274,3 +274,11 @@ def test_retrievers_share_a_cache_only_on_the_same_search_device(store, colpali_
     assert on_cpu._cache is not on_device._cache
     assert on_device._cache is also_on_device._cache
     assert on_cpu._cache.device is None and on_device._cache.device == torch.device("cpu")
+
+
+def test_an_exact_cache_on_a_device_does_not_measure_vector_norms(tmp_path, monkeypatch):
+    store = _store_of_pages(tmp_path / "no-norms", {"a": 1.0, "b": 2.0})
+    measured: list[int] = []
+    monkeypatch.setattr(page_caches, "page_vector_norms", lambda pages: measured.append(1))
+    ExactPageCache(store, device=torch.device("cpu")).refresh(store.version)
+    assert measured == []  # only the CPU's float16 screening needs them
