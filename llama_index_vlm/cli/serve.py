@@ -75,6 +75,12 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
     add_quantization_option(serve)
     serve.add_argument("--device", default="auto", help="torch device (default: auto)")
     serve.add_argument(
+        "--search-device",
+        metavar="DEVICE",
+        help="keep every page's vectors on this torch device (cuda, cuda:1) and search them "
+        "there exactly; the store must fit in its memory (default: search on the CPU)",
+    )
+    serve.add_argument(
         "--dtype",
         default="auto",
         choices=DTYPES,
@@ -148,6 +154,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for option, value in (("--model", args.model), ("--vlm", None if args.no_vlm else args.vlm)):
         _check_checkpoint(option, value)
     _check_exposure(args.host, token, args.insecure)
+    _check_search_device(args.search_device)
     listener = bind(args.host, args.port)
     try:
         return _serve(args, token, listener)
@@ -182,6 +189,7 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
         limits=limits,
         # On loopback, only requests that name a loopback host: no DNS-rebinding page gets in.
         allowed_hosts=[*_LOOPBACK_HOSTS, args.host] if _is_loopback(args.host) else None,
+        search_device=args.search_device,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -303,6 +311,18 @@ def _check_checkpoint(option: str, name: str | None) -> None:
     looks_local = name.startswith((".", "/", "~", os.sep)) or name.count("/") > 1
     if looks_local:
         raise UsageError(f"{option} {name}: no such checkpoint directory")
+
+
+def _check_search_device(device: str | None) -> None:
+    if device is None:
+        return
+    from llama_index_vlm.errors import UnsupportedDeviceError
+    from llama_index_vlm.search import resolve_search_device
+
+    try:
+        resolve_search_device(device)
+    except UnsupportedDeviceError as error:
+        raise UsageError(f"--search-device: {error}") from None
 
 
 def _check_exposure(host: str, token: str | None, insecure: bool) -> None:

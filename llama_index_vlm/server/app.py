@@ -74,6 +74,7 @@ def create_app(
     limits: ServerLimits | None = None,
     upload_dir: str | os.PathLike[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    search_device: str | None = None,
 ) -> FastAPI:
     """The server's ASGI app over a page store: run it with uvicorn, or ``llama-index-vlm serve``.
 
@@ -90,6 +91,11 @@ def create_app(
             store, a temporary folder otherwise.
         allowed_hosts: accepted ``Host`` headers (e.g. ``["127.0.0.1", "localhost"]``): on a
             loopback address this stops DNS-rebinding pages from reaching the server.
+        search_device: a torch device (``"cuda"``) to keep every page's vectors on and search
+            them there exactly (``ColPaliRetriever``'s ``search_device``); None: the CPU.
+
+    Raises:
+        UnsupportedDeviceError: ``search_device`` names a device torch cannot use here.
 
     Example::
 
@@ -110,6 +116,7 @@ def create_app(
         limits or ServerLimits(),
         upload_dir if upload_dir is not None else default_upload_dir(store),
         auth=token is not None,
+        search_device=search_device,
     )
     if encoder is not None:
         state.load()

@@ -97,6 +97,8 @@ class ServerState:
         limits: see :class:`ServerLimits`.
         upload_dir: where uploads are saved (created when needed).
         auth: whether a token protects the server (reported by ``/info``).
+        search_device: where the retrievers keep and search the pages (``ColPaliRetriever``'s
+            ``search_device``; checked here); None: the CPU.
     """
 
     def __init__(
@@ -106,8 +108,14 @@ class ServerState:
         limits: ServerLimits,
         upload_dir: str | os.PathLike[str],
         auth: bool = False,
+        search_device: str | None = None,
     ):
+        if search_device is not None:
+            from llama_index_vlm.search import resolve_search_device
+
+            resolve_search_device(search_device)
         self.store = store
+        self.search_device = search_device
         self.limits = limits
         self.upload_dir = Path(os.path.abspath(upload_dir))
         self.auth = auth
@@ -190,7 +198,9 @@ class ServerState:
 
     def search(self, query: str, k: int, filters: MetadataFilters | None) -> list[NodeWithScore]:
         """The best ``k`` pages for ``query``; blocking (run it in a worker thread)."""
-        retriever = self.index.as_retriever(similarity_top_k=k, filters=filters)
+        retriever = self.index.as_retriever(
+            similarity_top_k=k, filters=filters, search_device=self.search_device
+        )
         hits = retriever.retrieve(query)
         self._hold_cache(retriever)
         return hits
@@ -203,7 +213,11 @@ class ServerState:
                 "or use /search"
             )
         return self.index.as_query_engine(
-            llm=self.vlm, similarity_top_k=k, filters=filters, streaming=True
+            llm=self.vlm,
+            similarity_top_k=k,
+            filters=filters,
+            streaming=True,
+            search_device=self.search_device,
         )
 
     def answer(self, engine: Any, question: str) -> Any:

@@ -429,3 +429,30 @@ def test_the_page_and_its_assets_are_served(client):
     assert page.status_code == 200 and 'id="question"' in page.text
     assert script.status_code == 200 and "/ask" in script.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+
+
+def test_a_search_device_keeps_the_pages_there_for_search_and_ask(make_app, store, colpali_encoder):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from llama_index_vlm.retriever import ColPaliRetriever
+
+    expected = ColPaliRetriever(encoder=colpali_encoder, store=store, similarity_top_k=2)
+    expected = [(hit.node.node_id, hit.score) for hit in expected.retrieve("warranty")]
+    app = make_app(search_device="cpu")  # the GPU's code path, on the CPU device
+    with TestClient(app) as client:
+        results = client.post("/search", json={"query": "warranty", "k": 2}).json()["results"]
+        holder = app.state.server._cache_holder
+        assert holder.search_device == "cpu"
+        assert holder._cache.device == torch.device("cpu")
+        assert client.post("/ask", json={"question": "revenue?"}).status_code == 200
+        assert app.state.server._cache_holder._cache is holder._cache
+
+    assert [(hit["page_id"], pytest.approx(hit["score"])) for hit in results] == expected
+
+
+def test_a_search_device_torch_cannot_use_is_refused_when_the_app_is_made(make_app):
+    from llama_index_vlm.errors import UnsupportedDeviceError
+
+    with pytest.raises(UnsupportedDeviceError, match="unknown search device"):
+        make_app(search_device="gpu0")

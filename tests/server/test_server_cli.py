@@ -98,3 +98,13 @@ def test_serve_answers_until_interrupted(store, tiny_checkpoint):
     assert [hit["file_name"] for hit in search.json()["results"]] == ["report.pdf"] * 3
     assert refused.status_code == 401
     assert status == 0
+
+
+def test_a_search_device_without_a_gpu_is_refused_before_listening(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status, err = run_cli("serve", "--store", tmp_path, "--no-vlm", "--search-device", "cuda")
+
+    assert status == 2
+    assert "--search-device" in err and "torch sees no CUDA GPU" in err
