@@ -47,6 +47,9 @@ class QueryServiceConfig:
         device: torch device of the models (``"auto"``: the replica's GPU if it has one).
         similarity_top_k: pages returned when a request does not say.
         search_mode: the retriever's ``"auto"``, ``"exact"`` or ``"fast"``.
+        search_device: a torch device (``"cuda"``) on which each replica keeps every page's
+            vectors and searches them exactly (``ColPaliRetriever``'s ``search_device``);
+            None: the CPU.
         vlm_options: keyword arguments for ``HuggingFaceVLM.from_pretrained``
             (``max_new_tokens``...).
     """
@@ -60,6 +63,7 @@ class QueryServiceConfig:
     device: str = "auto"
     similarity_top_k: int = 5
     search_mode: str = "auto"
+    search_device: str | None = None
     vlm_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +100,10 @@ class PageQueryService:
             name, device=config.device, show_progress=False, adapter=adapter
         )
         self.index = VisualDocumentIndex.from_store(self.store, encoder)
+        # Retrievers hold the store's page cache weakly: keeping the last one that searched
+        # keeps the cache (every page, or the fast index) loaded between requests, which
+        # otherwise each reloaded from the store.
+        self._cache_holder: Any = None
         self.vlm = None
         if config.vlm is not None:
             from llama_index_vlm.vlm import HuggingFaceVLM
@@ -106,21 +114,18 @@ class PageQueryService:
 
     def search(self, query: str, k: int | None = None) -> dict[str, Any]:
         """The best ``k`` pages for ``query``, with the table version they were read at."""
-        retriever = self.index.as_retriever(
-            similarity_top_k=k or self.config.similarity_top_k,
-            search_mode=self.config.search_mode,
-        )
+        retriever = self.index.as_retriever(**self._retriever_settings(k))
         hits = retriever.retrieve(query)
+        self._cache_holder = retriever
         return self._reply(pages=[_page(hit) for hit in hits])
 
     def ask(self, question: str, k: int | None = None) -> dict[str, Any]:
         """The VLM's answer to ``question`` from the best ``k`` pages, and those pages."""
         if self.vlm is None:
             raise ValueError("this deployment serves retrieval only: set QueryServiceConfig.vlm")
-        engine = self.index.as_query_engine(
-            llm=self.vlm, similarity_top_k=k or self.config.similarity_top_k
-        )
+        engine = self.index.as_query_engine(llm=self.vlm, **self._retriever_settings(k))
         response = engine.query(question)
+        self._cache_holder = engine.retriever
         return self._reply(
             answer=str(response), pages=[_page(hit) for hit in response.source_nodes]
         )
@@ -132,6 +137,13 @@ class PageQueryService:
         body = await request.json()
         method = self.ask if body.get("answer") else self.search
         return await asyncio.to_thread(method, str(body.get("query", "")), body.get("k"))
+
+    def _retriever_settings(self, k: int | None) -> dict[str, Any]:
+        return {
+            "similarity_top_k": k or self.config.similarity_top_k,
+            "search_mode": self.config.search_mode,
+            "search_device": self.config.search_device,
+        }
 
     def _reply(self, **fields: Any) -> dict[str, Any]:
         return {**fields, "version": self.store.version, "replica": _replica_id()}

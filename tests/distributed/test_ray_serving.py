@@ -140,3 +140,32 @@ def test_serve_run_refuses_missing_or_unknown_arguments(args, message):
 
     with pytest.raises(ValueError, match=message):
         app_options(args)
+
+
+def test_a_replica_loads_the_pages_once_for_all_its_requests(
+    tmp_path, tiny_checkpoint, colpali_encoder, reader, monkeypatch
+):
+    import torch
+
+    from llama_index_vlm.distributed.serving import PageQueryService
+    from llama_index_vlm.store import LanceDBPageStore
+
+    store = LanceDBPageStore(uri=str(tmp_path / "index"))
+    ingest(write_numbered_pdf(tmp_path / "a.pdf", 3), colpali_encoder, store, reader=reader)
+    config = QueryServiceConfig(
+        store_uri=store.uri, encoder=str(tiny_checkpoint("colpali")), search_device="cpu"
+    )
+    service = PageQueryService(config)
+    reads: list[int] = []
+    original = LanceDBPageStore.get_page_vectors
+
+    def counting(self, page_ids, *args, **kwargs):
+        reads.append(len(page_ids))
+        return original(self, page_ids, *args, **kwargs)
+
+    monkeypatch.setattr(LanceDBPageStore, "get_page_vectors", counting)
+    replies = [service.search("a page 1", k=k) for k in (1, 3, 2, None)]
+
+    assert [len(reply["pages"]) for reply in replies] == [1, 3, 2, 3]
+    assert reads == [3]  # every page once, at the first request: the cache stays loaded
+    assert service._cache_holder._cache.device == torch.device("cpu")
