@@ -99,11 +99,9 @@ class PageQueryService:
         encoder = ColPaliEncoder.from_pretrained(
             name, device=config.device, show_progress=False, adapter=adapter
         )
+        # The index keeps the page cache (every page, or the fast index) loaded between
+        # requests: each request's retriever is its own.
         self.index = VisualDocumentIndex.from_store(self.store, encoder)
-        # Retrievers hold the store's page cache weakly: keeping the last one that searched
-        # keeps the cache (every page, or the fast index) loaded between requests, which
-        # otherwise each reloaded from the store.
-        self._cache_holder: Any = None
         self.vlm = None
         if config.vlm is not None:
             from llama_index_vlm.vlm import HuggingFaceVLM
@@ -116,7 +114,6 @@ class PageQueryService:
         """The best ``k`` pages for ``query``, with the table version they were read at."""
         retriever = self.index.as_retriever(**self._retriever_settings(k))
         hits = retriever.retrieve(query)
-        self._cache_holder = retriever
         return self._reply(pages=[_page(hit) for hit in hits])
 
     def ask(self, question: str, k: int | None = None) -> dict[str, Any]:
@@ -125,7 +122,6 @@ class PageQueryService:
             raise ValueError("this deployment serves retrieval only: set QueryServiceConfig.vlm")
         engine = self.index.as_query_engine(llm=self.vlm, **self._retriever_settings(k))
         response = engine.query(question)
-        self._cache_holder = engine.retriever
         return self._reply(
             answer=str(response), pages=[_page(hit) for hit in response.source_nodes]
         )

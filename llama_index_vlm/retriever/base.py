@@ -26,6 +26,7 @@ from llama_index_vlm.retriever.page_caches import (
     ExactPageCache,
     FastPageCache,
     PageCache,
+    PageCacheHolder,
     shared_page_cache,
 )
 from llama_index_vlm.retriever.ranking import (
@@ -93,6 +94,10 @@ class ColPaliRetriever(BaseRetriever):
             the visual half of ``"hybrid"``) is always exact. The store's vectors must fit in
             the device's memory (100,000 ColPali pages: 25 GiB). ``"fast"`` still runs on the
             CPU. None (the default) searches on the CPU.
+        cache_holder: keeps the page cache this retriever loads alive after the retriever is
+            gone (:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`); an index
+            gives its own to every retriever it makes. None: the cache lives while a retriever
+            over the store holds it.
 
     Queries are strings, or a ``QueryBundle`` whose ``image_path`` names an image to search
     with (a page-like query). ``aretrieve`` runs the model and the search in a worker thread,
@@ -118,6 +123,7 @@ class ColPaliRetriever(BaseRetriever):
         verbose: bool = False,
         score: ScoreKind = "maxsim",
         search_device: str | None = None,
+        cache_holder: PageCacheHolder | None = None,
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be at least 1, not {similarity_top_k}")
@@ -138,6 +144,7 @@ class ColPaliRetriever(BaseRetriever):
         self.search_device = search_device
         self._device = None if search_device is None else resolve_search_device(search_device)
         self._cache: PageCache | None = None
+        self._cache_holder = cache_holder
         self._cache_lock = threading.Lock()
         #: ``(table version, query dim, encoder fingerprint, page count)`` of the last check
         self._checked_version: tuple[int, int, Any, int] | None = None
@@ -160,6 +167,7 @@ class ColPaliRetriever(BaseRetriever):
             self.store,
             **{**current, **settings},
             callback_manager=self.callback_manager,
+            cache_holder=self._cache_holder,
         )
 
     @classmethod
@@ -261,6 +269,8 @@ class ColPaliRetriever(BaseRetriever):
                 # A retriever holds its cache; one it no longer uses (the store outgrew exact
                 # mode) is freed once no other retriever holds it either.
                 cache = self._cache = shared_page_cache(self.store, kind, device)
+        if self._cache_holder is not None:
+            self._cache_holder.hold(cache)
         cache.refresh(version)
         return cache
 

@@ -298,6 +298,25 @@ def _finite_hits(page_ids: list[str], scores: np.ndarray) -> list[tuple[str, flo
     ]
 
 
+class PageCacheHolder:
+    """Keeps the page cache its retrievers used last loaded after they are gone.
+
+    Caches are shared weakly (:func:`shared_page_cache`): a cache lives while a retriever
+    holds it. A retriever made per request (``index.as_retriever().retrieve(q)`` in a web
+    handler, a query engine per question) would then load every page from the store again on
+    each request. :class:`~llama_index_vlm.index.VisualDocumentIndex` gives one holder to every
+    retriever it makes, so the cache lives as long as the index. Only the cache used last is
+    held: once a store that outgrew exact mode has run a fast search, its exact cache can go.
+    """
+
+    def __init__(self) -> None:
+        self.cache: PageCache | None = None
+
+    def hold(self, cache: PageCache) -> None:
+        """Keep ``cache`` (and let the one held before go, unless a retriever holds it)."""
+        self.cache = cache
+
+
 #: Page caches by ``id(store)``, then by cache class, held weakly: a cache lives while a
 #: retriever holds it. A cache holds its store, so an id is not reused while its caches live.
 _SHARED_CACHES: dict[int, weakref.WeakValueDictionary[type, PageCache]] = {}

@@ -129,7 +129,6 @@ class ServerState:
         self.jobs: IndexingJobs | None = None
         self._load_models = load_models
         self._ready = threading.Event()
-        self._cache_holder: Any = None  # see _hold_cache
         self._upload_names: dict[str, str | None] = {}  # doc_id -> name; see _upload_name
 
     # ------------------------------------------------------------------ loading
@@ -201,9 +200,7 @@ class ServerState:
         retriever = self.index.as_retriever(
             similarity_top_k=k, filters=filters, search_device=self.search_device
         )
-        hits = retriever.retrieve(query)
-        self._hold_cache(retriever)
-        return hits
+        return retriever.retrieve(query)  # the index keeps the page cache loaded
 
     def query_engine(self, k: int, filters: MetadataFilters | None) -> Any:
         """A streaming query engine over ``k`` pages, answered by the VLM."""
@@ -223,15 +220,7 @@ class ServerState:
     def answer(self, engine: Any, question: str) -> Any:
         """``engine.query(question)``: the pages retrieved and the answer's token stream, not
         started yet; blocking (run it in a worker thread)."""
-        response = engine.query(question)
-        self._hold_cache(engine.retriever)
-        return response
-
-    def _hold_cache(self, retriever: Any) -> None:
-        # Retrievers hold the store's page cache weakly; keeping the last one that searched
-        # (so holds the cache) keeps it loaded between requests. Replacing the holder before
-        # the new retriever had searched would drop the cache and reload every page.
-        self._cache_holder = retriever
+        return engine.query(question)
 
     def count_pages(self, filters: MetadataFilters | None) -> int:
         """Pages (matching ``filters``); checks the filters against the store."""

@@ -168,4 +168,4 @@ def test_a_replica_loads_the_pages_once_for_all_its_requests(
 
     assert [len(reply["pages"]) for reply in replies] == [1, 3, 2, 3]
     assert reads == [3]  # every page once, at the first request: the cache stays loaded
-    assert service._cache_holder._cache.device == torch.device("cpu")
+    assert service.index._page_cache_holder.cache.device == torch.device("cpu")

@@ -282,3 +282,34 @@ def test_an_exact_cache_on_a_device_does_not_measure_vector_norms(tmp_path, monk
     monkeypatch.setattr(page_caches, "page_vector_norms", lambda pages: measured.append(1))
     ExactPageCache(store, device=torch.device("cpu")).refresh(store.version)
     assert measured == []  # only the CPU's float16 screening needs them
+
+
+@pytest.mark.parametrize("search_mode", ["exact", "fast"])
+def test_an_index_keeps_its_pages_loaded_for_retrievers_made_per_request(
+    store, colpali_encoder, monkeypatch, search_mode
+):
+    from llama_index_vlm.index import VisualDocumentIndex
+
+    index = VisualDocumentIndex.from_store(store, colpali_encoder)
+    loaded = _count_loaded_pages(monkeypatch)
+    for k in (1, 3, 2):  # a web handler's pattern: a new retriever for each request
+        hits = index.as_retriever(search_mode=search_mode, similarity_top_k=k).retrieve("revenue")
+        assert len(hits) == k
+        gc.collect()
+    # Loaded once, at the first request (fast mode then reads from its saved index).
+    assert sorted(loaded) == sorted(store.page_ids())
+    copy = index.as_retriever(search_mode=search_mode).as_retriever(similarity_top_k=1)
+    assert copy._cache_holder is index._page_cache_holder
+
+
+def test_an_index_holds_only_the_cache_its_retrievers_used_last(store, colpali_encoder):
+    from llama_index_vlm.index import VisualDocumentIndex
+
+    index = VisualDocumentIndex.from_store(store, colpali_encoder)
+    index.as_retriever(search_mode="exact").retrieve("revenue")
+    exact_cache = weakref.ref(index._page_cache_holder.cache)
+    assert isinstance(exact_cache(), ExactPageCache)
+    index.as_retriever(search_mode="fast").retrieve("revenue")  # the store outgrew exact mode
+    gc.collect()
+    assert isinstance(index._page_cache_holder.cache, FastPageCache)
+    assert exact_cache() is None  # every page's vectors are freed

@@ -442,11 +442,11 @@ def test_a_search_device_keeps_the_pages_there_for_search_and_ask(make_app, stor
     app = make_app(search_device="cpu")  # the GPU's code path, on the CPU device
     with TestClient(app) as client:
         results = client.post("/search", json={"query": "warranty", "k": 2}).json()["results"]
-        holder = app.state.server._cache_holder
-        assert holder.search_device == "cpu"
-        assert holder._cache.device == torch.device("cpu")
+        held = app.state.server.index._page_cache_holder
+        cache = held.cache
+        assert cache.device == torch.device("cpu")
         assert client.post("/ask", json={"question": "revenue?"}).status_code == 200
-        assert app.state.server._cache_holder._cache is holder._cache
+        assert held.cache is cache  # /ask searched the same pages on the device
 
     assert [(hit["page_id"], pytest.approx(hit["score"])) for hit in results] == expected
 
