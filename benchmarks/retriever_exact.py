@@ -10,14 +10,23 @@ switched off (float32 MaxSim of every page, the path before). Both must return t
 their scores may differ in the last bit, as float32 products of a page in a different block of
 pages may (the rescoring multiplies a few pages at a time, the full pass ~250 at a time).
 
+``--compare-per-request`` times instead a new retriever for every query, as a web handler
+makes one (``index.as_retriever().retrieve(q)``): with the holder an index gives its retrievers
+(:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`: the page cache stays loaded)
+and without it (the cache goes with each retriever, so every query loads every page again:
+how an index's retrievers behaved before), alternating query by query.
+
 Usage::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/retriever_exact.py --pages 2000
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/retriever_exact.py --pages 1000 --queries 5 \
+        --compare-per-request
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -32,7 +41,9 @@ from retriever_fast import QueryVectors, log  # noqa: E402
 from search import K, SyntheticCorpus, write_page_store, write_pages  # noqa: E402
 
 from llama_index_vlm import ColPaliRetriever  # noqa: E402
+from llama_index_vlm.retriever.page_caches import PageCacheHolder  # noqa: E402
 from llama_index_vlm.search import code_scores  # noqa: E402
+from llama_index_vlm.store import LanceDBPageStore  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +52,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--compare-per-request",
+        action="store_true",
+        help="a retriever per query, with and without an index's page-cache holder",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -52,6 +68,9 @@ def main() -> None:
         queries = [corpus.query(int(target)) for target in targets]
         store = write_page_store(pages, work)
         del pages
+        if args.compare_per_request:
+            compare_per_request(store, queries, args.rounds)
+            return
         retriever = ColPaliRetriever(
             QueryVectors(queries), store, similarity_top_k=K, search_mode="exact"
         )
@@ -90,6 +109,46 @@ def main() -> None:
             f"scores within {score_gap:.1e} of each other (relative); this CPU's timing chose "
             f"float16 products: {fast_products}"
         )
+
+
+def compare_per_request(store, queries, rounds: int) -> None:
+    """p50 of a query through a retriever made for it, with and without a cache holder."""
+    holder = PageCacheHolder()
+    encoder = QueryVectors(queries)
+    # Caches are shared per store object: the variant without a holder opens its own, so that
+    # the holder's cache is not shared with it.
+    other = LanceDBPageStore(uri=store.uri, table_name=store.table_name)
+    variants = {
+        "index's holder (cache kept)": (store, holder),
+        "no holder (cache dropped)": (other, None),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    hits: dict[str, list[list[str]]] = {name: [] for name in variants}
+    ColPaliRetriever(encoder, store, search_mode="exact", cache_holder=holder).retrieve("q0")
+    for _ in range(rounds):
+        for position in range(len(queries)):
+            for name, (opened, cache_holder) in variants.items():
+                gc.collect()  # a dropped cache is freed, as between two requests
+                started = time.perf_counter()
+                retriever = ColPaliRetriever(
+                    encoder,
+                    opened,
+                    similarity_top_k=K,
+                    search_mode="exact",
+                    cache_holder=cache_holder,
+                )
+                found = retriever.retrieve(f"q{position}")
+                times[name].append(time.perf_counter() - started)
+                hits[name].append([hit.node.node_id for hit in found])
+                del retriever, found
+    for name, values in times.items():
+        ms = np.array(values) * 1000
+        log(
+            f"retriever per query, {name}: p50 {np.median(ms):,.1f} ms, p90 "
+            f"{np.percentile(ms, 90):,.1f} ms"
+        )
+    same = sum(a == b for a, b in zip(*hits.values(), strict=True))
+    log(f"same pages in {same} of {len(times[next(iter(times))])} queries")
 
 
 if __name__ == "__main__":
