@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         default="100",
         help="MUVERA's exact-rerank depths, comma-separated: one row each (recall grows with it)",
     )
+    parser.add_argument(
+        "--fast-plaid-create",
+        type=json.loads,
+        help="arguments of fast-plaid's create() as JSON, e.g. '{\"n_samples_kmeans\": 1000}' "
+        "(its k-means over every page's vectors takes hours at 10k pages on 2 cores)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
@@ -125,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
             command = [str(python), str(HERE / "run_peer.py"), peer, str(saved)]
             if depth is not None:
                 command += ["--rerank", depth]
+            if peer == "fast-plaid" and args.fast_plaid_create:
+                command += ["--create-args", json.dumps(args.fast_plaid_create)]
+                name += " " + json.dumps(args.fast_plaid_create)
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 reason = done.stderr.strip().splitlines()[-1][:200] if done.stderr else "failed"

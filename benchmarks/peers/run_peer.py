@@ -45,14 +45,16 @@ def run_muvera(pages, queries, k, rerank):
     return build, latencies, found
 
 
-def run_fast_plaid(pages, queries, k, rerank):
+def run_fast_plaid(pages, queries, k, rerank, create_args=None):
     import torch
     from fast_plaid import search
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         index = search.FastPlaid(index=folder, device="cpu")
-        index.create(documents_embeddings=[torch.from_numpy(p) for p in pages])
+        index.create(
+            documents_embeddings=[torch.from_numpy(p) for p in pages], **(create_args or {})
+        )
         build = time.perf_counter() - started
         latencies, found = [], []
         for query in queries:
@@ -91,6 +93,9 @@ def main() -> None:
     parser.add_argument("peer")
     parser.add_argument("corpus")
     parser.add_argument("--rerank", type=int, default=100)
+    parser.add_argument(
+        "--create-args", type=json.loads, default=None, help="fast-plaid's create(), as JSON"
+    )
     args = parser.parse_args()
     data = np.load(args.corpus)
     offsets = data["offsets"]
@@ -101,7 +106,7 @@ def main() -> None:
     if args.peer == "muvera":
         build, latencies, found = run_muvera(pages, queries, k, args.rerank)
     elif args.peer == "fast-plaid":
-        build, latencies, found = run_fast_plaid(pages, queries, k, args.rerank)
+        build, latencies, found = run_fast_plaid(pages, queries, k, args.rerank, args.create_args)
     elif args.peer.startswith("pylate-"):
         build, latencies, found = run_pylate(pages, queries, k, args.rerank, args.peer[7:])
     else:
