@@ -196,7 +196,11 @@ class VisualDocumentIndex(BaseManagedIndex):
         self._insert([document])
 
     def as_retriever(self, **kwargs: Any) -> ColPaliRetriever:
-        """A :class:`ColPaliRetriever` over this index (``similarity_top_k``, ``filters``...)."""
+        """A :class:`ColPaliRetriever` over this index (``similarity_top_k``, ``filters``...).
+
+        The retrievers made here share the store's page cache, and the index keeps the one
+        they used last loaded: a retriever made per request finds the pages in memory.
+        """
         return ColPaliRetriever(
             encoder=self._encoder,
             store=self._page_store,
