@@ -24,6 +24,8 @@ Rows, in one process:
   and size read at every query, reranked pages gathered before widening), paired.
 - With ``--compare-search-slots``: the throughput rows with at most one search per core at a
   time (today, ``llama_index_vlm.retriever.search_slots``) and unbounded, round by round.
+- With ``--compare-openmp-rule``: the throughput rows with a search that starts beside another
+  running on one OpenMP thread (today) and on torch's full team, round by round.
 
 Usage::
 
@@ -144,6 +146,12 @@ def main() -> None:
         action="store_true",
         help="also the throughput with one search per core at a time (today) and unbounded",
     )
+    parser.add_argument(
+        "--compare-openmp-rule",
+        action="store_true",
+        help="also the throughput with one OpenMP thread for a search beside another (today) "
+        "and with torch's full team for every search",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -222,6 +230,8 @@ def main() -> None:
             compare_centroid_products(retriever, len(queries), args)
         if args.compare_search_slots:
             compare_search_slots(retriever, len(queries), args)
+        if args.compare_openmp_rule:
+            compare_openmp_rule(retriever, len(queries), args)
 
 
 def where_in_get_nodes(store, node_ids, filters=None):
@@ -328,6 +338,15 @@ def compare_search_slots(retriever, n_queries: int, args) -> None:
         "unbounded": threading.BoundedSemaphore(1 << 20),
     }
     alternating_throughput(retriever, n_queries, args, search_slots, "_SLOTS", variants)
+
+
+def compare_openmp_rule(retriever, n_queries: int, args) -> None:
+    """Throughput with one OpenMP thread for a search that starts beside another (today) and
+    with every search on torch's full thread team (before issue 15's seventh session)."""
+    from llama_index_vlm.retriever import search_slots
+
+    variants = {"one OpenMP thread beside another search": search_slots._OPENMP, "full team": None}
+    alternating_throughput(retriever, n_queries, args, search_slots, "_OPENMP", variants)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ queries per second in seven paired comparisons (``benchmarks/RESULTS.md``, issue
 threads sleep; the rest of a query (reading its nodes from the store, building the response)
 runs outside a slot, so it still overlaps the searches.
 
+A search that starts while another is running also gives its own OpenMP thread team one
+thread: the cores are busy already, and two searches each waking torch's full team only
+contend. The setting is the calling thread's own (OpenMP's ``omp_set_num_threads`` sets the
+calling thread's count; ``torch.set_num_threads`` would also change the default every new
+thread takes) and is restored when the search ends, so a search alone keeps every thread
+(8 threads on 2 cores: 39.6-41.5 against 34.1-35.3 queries/s, 39-42 against 46-48 ms of CPU
+a query, in two paired runs).
+
 Example:
     >>> with search_slot():
     ...     pass  # score pages here
@@ -17,10 +25,12 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def usable_cores() -> int:
@@ -31,13 +41,54 @@ def usable_cores() -> int:
 
 
 _SLOTS = threading.BoundedSemaphore(usable_cores())
+#: Searches running now (holding a slot), under ``_RUNNING_LOCK``.
+_running = 0
+_RUNNING_LOCK = threading.Lock()
 
 
 def _free_slots_in_child() -> None:
     """A forked child starts with every slot free: the threads holding them in the parent
     do not exist in the child and would never give them back."""
-    global _SLOTS
+    global _SLOTS, _running
     _SLOTS = threading.BoundedSemaphore(usable_cores())
+    _running = 0
+
+
+def _openmp_runtime() -> ctypes.CDLL | None:
+    """The OpenMP runtime torch's thread teams run on (its own copy, in ``torch/lib``), or
+    None where there is none to find (a build without OpenMP)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    folder = Path(torch.__file__).parent / "lib"
+    for pattern in ("libgomp*", "libiomp5*", "libomp*"):
+        for path in sorted(folder.glob(pattern)):
+            try:
+                runtime = ctypes.CDLL(str(path))  # already loaded by torch: the same library
+                runtime.omp_get_max_threads.restype = ctypes.c_int
+                runtime.omp_set_num_threads.argtypes = [ctypes.c_int]
+                return runtime
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+_OPENMP = _openmp_runtime()
+
+
+@contextmanager
+def _one_openmp_thread() -> Iterator[None]:
+    """This thread's OpenMP regions (torch's products and reductions) use one thread."""
+    if _OPENMP is None:
+        yield
+        return
+    before = _OPENMP.omp_get_max_threads()
+    _OPENMP.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        _OPENMP.omp_set_num_threads(before)
 
 
 if hasattr(os, "register_at_fork"):
@@ -46,6 +97,19 @@ if hasattr(os, "register_at_fork"):
 
 @contextmanager
 def search_slot() -> Iterator[None]:
-    """Hold one of the process's search slots (one per core) for the ``with`` block."""
+    """Hold one of the process's search slots (one per core) for the ``with`` block; with
+    one OpenMP thread in this thread if another search is running."""
+    global _running
     with _SLOTS:
-        yield
+        with _RUNNING_LOCK:
+            others = _running
+            _running += 1
+        try:
+            if others:
+                with _one_openmp_thread():
+                    yield
+            else:
+                yield
+        finally:
+            with _RUNNING_LOCK:
+                _running -= 1

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from llama_index_vlm.retriever import ColPaliRetriever, search_slots
 from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
@@ -84,3 +85,57 @@ def test_the_retriever_searches_its_cache_in_a_slot(
     assert len(retriever.retrieve("revenue")) == 5
     assert free_slots_while_searching == [False]  # the one slot was this search's
     assert search_slots._SLOTS.acquire(blocking=False)  # and given back after it
+
+
+def _threads_inside_a_search(started: threading.Event | None = None, hold=None) -> list[int]:
+    """torch's thread count in this thread before, inside and after a search slot."""
+    counts = [torch.get_num_threads()]
+    with search_slots.search_slot():
+        counts.append(torch.get_num_threads())
+        if started is not None:
+            started.set()
+        if hold is not None:
+            hold.wait(timeout=30)
+    counts.append(torch.get_num_threads())
+    return counts
+
+
+@pytest.fixture
+def two_openmp_threads():
+    """torch's default of 2 threads (a 2-core machine's), whatever this run was started with."""
+    if search_slots._OPENMP is None:
+        pytest.skip("torch was built without OpenMP: there is no thread team to size")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_search_alone_keeps_every_openmp_thread(two_openmp_threads):
+    counts: list[int] = []
+    alone = threading.Thread(target=lambda: counts.extend(_threads_inside_a_search()))
+    alone.start()
+    alone.join(timeout=30)
+    assert counts == [2, 2, 2]
+
+
+def test_a_search_beside_another_uses_one_openmp_thread_until_it_ends(
+    two_openmp_threads, monkeypatch
+):
+    monkeypatch.setattr(search_slots, "_SLOTS", threading.BoundedSemaphore(2))
+    started, release, first = threading.Event(), threading.Event(), []
+    running = threading.Thread(
+        target=lambda: first.extend(_threads_inside_a_search(started, release))
+    )
+    running.start()
+    assert started.wait(timeout=30)
+    second: list[int] = []
+    beside = threading.Thread(target=lambda: second.extend(_threads_inside_a_search()))
+    beside.start()
+    beside.join(timeout=30)
+    release.set()
+    running.join(timeout=30)
+    assert first == [2, 2, 2]  # the search that was alone when it began keeps its team
+    assert second == [2, 1, 2]  # one thread beside it, its own count back afterwards
+    assert torch.get_num_threads() == 2  # no other thread's count changed
+    assert search_slots._running == 0
