@@ -14,9 +14,9 @@ A search that starts while another is running also gives its own OpenMP thread t
 thread: the cores are busy already, and two searches each waking torch's full team only
 contend. The setting is the calling thread's own (OpenMP's ``omp_set_num_threads`` sets the
 calling thread's count; ``torch.set_num_threads`` would also change the default every new
-thread takes) and is restored when the search ends, so a search alone keeps every thread
-(8 threads on 2 cores: 39.6-41.5 against 34.1-35.3 queries/s, 39-42 against 46-48 ms of CPU
-a query, in two paired runs).
+thread takes) and is restored when the search ends, so a search alone keeps every thread.
+With 8 query threads on 2 cores at 10k pages: 11-18% more queries/s and 4-6 ms less CPU a
+query than every search on torch's full team, in three paired runs (``benchmarks/RESULTS.md``).
 
 Example:
     >>> with search_slot():
