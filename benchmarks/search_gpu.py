@@ -109,11 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     ).to(device)
     chosen_offsets = np.zeros(candidates.size + 1, dtype=np.int64)
     np.cumsum([page.shape[0] for page in chosen], out=chosen_offsets[1:])
+    lengths = torch.from_numpy(np.diff(chosen_offsets)).to(device)  # known before the queries
 
     def rerank_resident(query):
         gathered = on_device.vectors.index_select(0, rows).float()
         scores = torch.mm(gathered, torch.from_numpy(query).to(device).T)
-        lengths = torch.from_numpy(np.diff(chosen_offsets)).to(device)
         best = torch.segment_reduce(scores, "max", lengths=lengths, axis=0).sum(1)
         return top_k(best.cpu().numpy(), K)
 

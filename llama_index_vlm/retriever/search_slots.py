@@ -29,7 +29,7 @@ import ctypes
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 
@@ -105,10 +105,7 @@ def search_slot() -> Iterator[None]:
             others = _running
             _running += 1
         try:
-            if others:
-                with _one_openmp_thread():
-                    yield
-            else:
+            with _one_openmp_thread() if others else nullcontext():
                 yield
         finally:
             with _RUNNING_LOCK:
