@@ -84,14 +84,21 @@ def fit_dpi(width_pt: float, height_pt: float, dpi: int, max_pixels: int | None)
     47
     """
 
-    def pixels(at_dpi: float) -> int:
-        scale = at_dpi / POINTS_PER_INCH
-        return math.ceil(width_pt * scale) * math.ceil(height_pt * scale)
+    def pixels(at_dpi: int) -> int:
+        # Multiply before dividing: 60 pt at 150 dpi is 125 px, but 60 * (150 / 72) rounds to
+        # 125.00000000000001, which ceil() would make a row more.
+        return math.ceil(width_pt * at_dpi / POINTS_PER_INCH) * math.ceil(
+            height_pt * at_dpi / POINTS_PER_INCH
+        )
 
     if max_pixels is None or pixels(dpi) <= max_pixels:
         return dpi
+    # A first guess from the area; the square root can land a dpi low (an exact fit computes
+    # as 149.99999...) and ceil() rounding a dpi high, so step to the highest dpi that fits.
     fitted = min(dpi, int(POINTS_PER_INCH * math.sqrt(max_pixels / (width_pt * height_pt))))
-    while fitted > 0 and pixels(fitted) > max_pixels:  # ceil() rounding can overshoot by a row
+    while fitted < dpi and pixels(fitted + 1) <= max_pixels:
+        fitted += 1
+    while fitted > 0 and pixels(fitted) > max_pixels:
         fitted -= 1
     return fitted
 

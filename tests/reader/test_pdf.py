@@ -36,6 +36,12 @@ def test_fit_dpi_of_a_200_inch_square_page_is_the_highest_that_fits():
     assert (14_400 * fitted / 72) ** 2 <= 89_478_485 < (14_400 * (fitted + 1) / 72) ** 2
 
 
+def test_fit_dpi_takes_a_dpi_whose_bitmap_fills_the_budget_exactly():
+    # 60 pt at 150 dpi is exactly 125 x 125 px: found by the property test below.
+    assert fit_dpi(60, 60, 150, 15_625) == 150
+    assert fit_dpi(60, 60, 200, 15_625) == 150  # the area's square root computes as 149.999...
+
+
 def test_fit_dpi_is_0_when_not_even_1_dpi_fits():
     assert fit_dpi(720, 720, 144, 1) == 0
 
