@@ -26,6 +26,9 @@ Rows, in one process:
   time (today, ``llama_index_vlm.retriever.search_slots``) and unbounded, round by round.
 - With ``--compare-openmp-rule``: the throughput rows with a search that starts beside another
   running on one OpenMP thread (today) and on torch's full team, round by round.
+- With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
+  (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
+  both, round by round.
 
 Usage::
 
@@ -142,6 +145,12 @@ def main() -> None:
         help="also time each query today and with the reads before the fifth session, paired",
     )
     parser.add_argument(
+        "--compare-lance-takes",
+        action="store_true",
+        help="also the latency and throughput with the hits' nodes taken from the Lance "
+        "dataset (today) and through LanceDB's take_row_ids",
+    )
+    parser.add_argument(
         "--compare-search-slots",
         action="store_true",
         help="also the throughput with one search per core at a time (today) and unbounded",
@@ -232,6 +241,8 @@ def main() -> None:
             compare_search_slots(retriever, len(queries), args)
         if args.compare_openmp_rule:
             compare_openmp_rule(retriever, len(queries), args)
+        if args.compare_lance_takes:
+            compare_lance_takes(retriever, len(queries), args)
 
 
 def where_in_get_nodes(store, node_ids, filters=None):
@@ -246,10 +257,9 @@ def where_in_get_nodes(store, node_ids, filters=None):
 
 
 def compare_read_paths(retriever, n_queries: int, rounds: int) -> None:
-    """Each query through ``retriever.retrieve`` twice in a row, in alternating order: as it
-    runs today, and as before issue 15's fifth session (nodes found by a ``page_id IN`` scan,
-    the fingerprint and page count read at every query, reranked float16 pages gathered and
-    then widened). Paired, so a burst of load hits both alike."""
+    """Each query as it runs today and as before issue 15's fifth session (nodes found by a
+    ``page_id IN`` scan, the fingerprint and page count read at every query, reranked float16
+    pages gathered and then widened), paired (:func:`paired_latencies`)."""
     from llama_index_vlm.search import maxsim
     from llama_index_vlm.store import LanceDBPageStore
 
@@ -261,6 +271,13 @@ def compare_read_paths(retriever, n_queries: int, rounds: int) -> None:
         if before:
             retriever._checked_version = None
 
+    paired_latencies(retriever, n_queries, rounds, use, "read paths")
+
+
+def paired_latencies(retriever, n_queries: int, rounds: int, use, label: str) -> None:
+    """Each query through ``retriever.retrieve`` after ``use(False)`` (today) and after
+    ``use(True)`` (before), one right after the other in alternating order, so a burst of load
+    hits both alike; ``use(False)`` again at the end."""
     times: dict[str, list[float]] = {"today": [], "before": []}
     try:
         for round_ in range(rounds):
@@ -275,10 +292,29 @@ def compare_read_paths(retriever, n_queries: int, rounds: int) -> None:
         use(False)
     today_ms, before_ms = (np.array(times[name]) * 1000 for name in ("today", "before"))
     log(
-        f"read paths, paired over {today_ms.size} queries: today p50 {np.median(today_ms):.1f} "
+        f"{label}, paired over {today_ms.size} queries: today p50 {np.median(today_ms):.1f} "
         f"ms, before p50 {np.median(before_ms):.1f} ms, median saving "
         f"{np.median(before_ms - today_ms):.1f} ms"
     )
+
+
+def compare_lance_takes(retriever, n_queries: int, args) -> None:
+    """The hits' nodes taken by row address from the Lance dataset (today) and through
+    LanceDB's ``take_row_ids`` (before issue 15's eighth session): paired latencies, then the
+    throughput rows round by round."""
+    from llama_index_vlm.store import table
+
+    today = table.take_rows
+
+    def through_lancedb(dataset, row_ids, columns):
+        return None  # no take from the dataset: PageTable.read_pages asks LanceDB
+
+    def use(before: bool) -> None:
+        table.take_rows = through_lancedb if before else today
+
+    paired_latencies(retriever, n_queries, 4, use, "node reads from the Lance dataset")
+    variants = {"takes from the Lance dataset": today, "takes through LanceDB": through_lancedb}
+    alternating_throughput(retriever, n_queries, args, table, "take_rows", variants)
 
 
 def numpy_prefiltered_slots(index, query, searchable, depth):

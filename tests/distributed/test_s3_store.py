@@ -19,6 +19,7 @@ from llama_index_vlm.errors import StoreError
 from llama_index_vlm.ingestion import ingest
 from llama_index_vlm.retriever import ColPaliRetriever
 from llama_index_vlm.store import LanceDBPageStore
+from llama_index_vlm.store import table as table_module
 
 FINGERPRINT = {"model": "test", "embedding_dim": 16}
 
@@ -34,7 +35,19 @@ def fragments(store: LanceDBPageStore) -> int:
     return table.stats()["fragment_stats"]["num_fragments"]
 
 
-def test_search_on_s3_finds_what_search_on_disk_finds(tmp_path, s3_store, colpali_encoder, reader):
+def test_search_on_s3_finds_what_search_on_disk_finds(
+    tmp_path, s3_store, colpali_encoder, reader, monkeypatch
+):
+    """The hits' nodes are read by row address from the Lance dataset on both stores."""
+    taken_from_lance = []
+    take = table_module.take_rows
+
+    def spied_take(*args):
+        taken = take(*args)
+        taken_from_lance.append(taken is not None)
+        return taken
+
+    monkeypatch.setattr(table_module, "take_rows", spied_take)
     for name in "ab":
         write_numbered_pdf(tmp_path / "docs" / f"{name}.pdf", 2)
     local = LanceDBPageStore(uri=str(tmp_path / "index"))
@@ -52,6 +65,7 @@ def test_search_on_s3_finds_what_search_on_disk_finds(tmp_path, s3_store, colpal
     }
 
     assert len(hits["s3"]) == 3 and hits["s3"] == hits["disk"]
+    assert taken_from_lance.count(True) >= 2 and False not in taken_from_lance
 
 
 def test_delete_on_s3_removes_only_that_document(

@@ -53,6 +53,8 @@ def test_a_slot_is_given_back_when_the_search_fails(monkeypatch):
     assert search_slots._SLOTS.acquire(blocking=False)
 
 
+# pylance (imported by earlier tests' reads) warns at every fork; this child never reads a table.
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
 def test_a_forked_child_starts_with_every_slot_free():
     with search_slots.search_slot():  # held by this thread while the process forks
         pid = os.fork()

@@ -831,18 +831,31 @@ def test_an_earlier_version_stays_readable_after_later_writes(filled):
     assert filled.get_page_vectors(["a-p1"], version=version)[0].shape[1] == DIM
 
 
-@pytest.mark.parametrize("by_address", [True, False], ids=["by-row-address", "by-page-id-lookup"])
+@pytest.mark.parametrize(
+    "read_path", ["lance-take", "lancedb-take", "page-id-lookup"], ids=lambda path: path
+)
 def test_reads_by_page_id_follow_rows_across_versions_and_compaction(
-    filled, monkeypatch, by_address
+    filled, monkeypatch, read_path
 ):
     """Pages are read by their row address at a version whose addresses a full read recorded
-    (a retriever's refresh), else by a page_id lookup. Addresses change when pages are
-    replaced, deleted or compacted into new files, and every read still finds its pages."""
-    lookups = []
-    lookup = table_module.select_pages
+    (a retriever's refresh): from the Lance dataset, or through LanceDB where no dataset can be
+    had. Else they are looked up by page_id. Addresses change when pages are replaced, deleted
+    or compacted into new files, and every read still finds its pages."""
+    by_address = read_path != "page-id-lookup"
+    lookups, taken_from_lance = [], []
+    lookup, take = table_module.select_pages, table_module.take_rows
     monkeypatch.setattr(
         table_module, "select_pages", lambda *a, **k: lookups.append(a) or lookup(*a, **k)
     )
+
+    def spied_take(*args):
+        taken = take(*args)
+        taken_from_lance.append(taken is not None)
+        return taken
+
+    monkeypatch.setattr(table_module, "take_rows", spied_take)
+    if read_path == "lancedb-take":
+        monkeypatch.setattr(table_module, "lance_dataset", lambda table: None)
 
     def at(version: int) -> int:
         if by_address:
@@ -877,6 +890,8 @@ def test_reads_by_page_id_follow_rows_across_versions_and_compaction(
     )
     assert filled.get_nodes([]) == [] and filled.get_page_vectors([]) == []
     assert (len(lookups) == 0) == by_address
+    expected_takes = {"lance-take": {True}, "lancedb-take": {False}, "page-id-lookup": set()}
+    assert set(taken_from_lance) == expected_takes[read_path]
 
 
 def test_a_full_read_at_a_version_gives_reads_by_id_their_rows(filled, monkeypatch):
