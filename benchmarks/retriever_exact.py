@@ -11,10 +11,11 @@ their scores may differ in the last bit, as float32 products of a page in a diff
 pages may (the rescoring multiplies a few pages at a time, the full pass ~250 at a time).
 
 ``--compare-per-request`` times instead a new retriever for every query, as a web handler
-makes one (``index.as_retriever().retrieve(q)``): with the holder an index gives its retrievers
-(:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`: the page cache stays loaded)
-and without it (the cache goes with each retriever, so every query loads every page again:
-how an index's retrievers behaved before), alternating query by query.
+makes one (``ColPaliRetriever(encoder, store).retrieve(q)``): with the store's own cache holder
+(the default since issue 15's eighth session, an index's since its seventh:
+:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`, the page cache stays loaded)
+and with a holder that goes with each retriever (so every query loads every page again: how
+retrievers made per request behaved before), alternating query by query.
 
 Usage::
 
@@ -112,22 +113,22 @@ def main() -> None:
 
 
 def compare_per_request(store, queries, rounds: int) -> None:
-    """p50 of a query through a retriever made for it, with and without a cache holder."""
-    holder = PageCacheHolder()
+    """p50 of a query through a retriever made for it, with the store's cache holder and with
+    one of its own."""
     encoder = QueryVectors(queries)
-    # Caches are shared per store object: the variant without a holder opens its own, so that
-    # the holder's cache is not shared with it.
+    # Caches are shared per store object: the variant with a holder per retriever opens its own
+    # store object, so that it finds no cache the store's holder keeps.
     other = LanceDBPageStore(uri=store.uri, table_name=store.table_name)
     variants = {
-        "index's holder (cache kept)": (store, holder),
-        "no holder (cache dropped)": (other, None),
+        "the store's holder (cache kept)": (store, lambda: None),
+        "a holder per retriever (cache dropped)": (other, PageCacheHolder),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     hits: dict[str, list[list[str]]] = {name: [] for name in variants}
-    ColPaliRetriever(encoder, store, search_mode="exact", cache_holder=holder).retrieve("q0")
+    ColPaliRetriever(encoder, store, search_mode="exact").retrieve("q0")
     for _ in range(rounds):
         for position in range(len(queries)):
-            for name, (opened, cache_holder) in variants.items():
+            for name, (opened, new_holder) in variants.items():
                 gc.collect()  # a dropped cache is freed, as between two requests
                 started = time.perf_counter()
                 retriever = ColPaliRetriever(
@@ -135,7 +136,7 @@ def compare_per_request(store, queries, rounds: int) -> None:
                     opened,
                     similarity_top_k=K,
                     search_mode="exact",
-                    cache_holder=cache_holder,
+                    cache_holder=new_holder(),
                 )
                 found = retriever.retrieve(f"q{position}")
                 times[name].append(time.perf_counter() - started)

@@ -30,7 +30,6 @@ from llama_index_vlm.pages import page_image, page_label
 from llama_index_vlm.query_engines import page_query_engine
 from llama_index_vlm.reader import PDFPageReader
 from llama_index_vlm.retriever import RETRIEVER_SETTINGS, ColPaliRetriever
-from llama_index_vlm.retriever.page_caches import PageCacheHolder
 from llama_index_vlm.store import LanceDBPageStore
 from llama_index_vlm.store.index_struct import PageIndexStruct
 
@@ -68,9 +67,6 @@ class VisualDocumentIndex(BaseManagedIndex):
         self._encoder = _encoder(encoder, index_struct)
         self._batch_size = batch_size
         self._pool_factor = pool_factor
-        # Every retriever made here keeps the store's page cache loaded through this holder,
-        # so a retriever or query engine made per request does not reload every page.
-        self._page_cache_holder = PageCacheHolder()
         #: The report of the last insertion (pages added, unchanged, failed files).
         self.last_report: IngestReport | None = None
         if storage_context is None:
@@ -198,14 +194,13 @@ class VisualDocumentIndex(BaseManagedIndex):
     def as_retriever(self, **kwargs: Any) -> ColPaliRetriever:
         """A :class:`ColPaliRetriever` over this index (``similarity_top_k``, ``filters``...).
 
-        The retrievers made here share the store's page cache, and the index keeps the one
+        The retrievers made here share the store's page cache, and the store keeps the one
         they used last loaded: a retriever made per request finds the pages in memory.
         """
         return ColPaliRetriever(
             encoder=self._encoder,
             store=self._page_store,
             callback_manager=self._callback_manager,
-            cache_holder=self._page_cache_holder,
             **kwargs,
         )
 

@@ -7,5 +7,6 @@
 """
 
 from llama_index_vlm.retriever.base import RETRIEVER_SETTINGS, ColPaliRetriever
+from llama_index_vlm.retriever.page_caches import PageCacheHolder
 
-__all__ = ["RETRIEVER_SETTINGS", "ColPaliRetriever"]
+__all__ = ["RETRIEVER_SETTINGS", "ColPaliRetriever", "PageCacheHolder"]

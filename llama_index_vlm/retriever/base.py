@@ -28,6 +28,7 @@ from llama_index_vlm.retriever.page_caches import (
     PageCache,
     PageCacheHolder,
     shared_page_cache,
+    store_cache_holder,
 )
 from llama_index_vlm.retriever.ranking import (
     SCORE_KINDS,
@@ -95,9 +96,10 @@ class ColPaliRetriever(BaseRetriever):
             the device's memory (100,000 ColPali pages: 25 GiB). ``"fast"`` still runs on the
             CPU. None (the default) searches on the CPU.
         cache_holder: keeps the page cache this retriever loads alive after the retriever is
-            gone (:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`); an index
-            gives its own to every retriever it makes. None: the cache lives while a retriever
-            over the store holds it.
+            gone (:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`). None (the
+            default): the store object's own holder, so retrievers made per request over one
+            store find its pages loaded; pass a new ``PageCacheHolder()`` to keep the cache
+            only as long as that holder.
 
     Queries are strings, or a ``QueryBundle`` whose ``image_path`` names an image to search
     with (a page-like query). ``aretrieve`` runs the model and the search in a worker thread,
@@ -269,8 +271,8 @@ class ColPaliRetriever(BaseRetriever):
                 # A retriever holds its cache; one it no longer uses (the store outgrew exact
                 # mode) is freed once no other retriever holds it either.
                 cache = self._cache = shared_page_cache(self.store, kind, device)
-        if self._cache_holder is not None:
-            self._cache_holder.hold(cache)
+        holder = self._cache_holder
+        (store_cache_holder(self.store) if holder is None else holder).hold(cache)
         cache.refresh(version)
         return cache
 

@@ -302,11 +302,12 @@ class PageCacheHolder:
     """Keeps the page cache its retrievers used last loaded after they are gone.
 
     Caches are shared weakly (:func:`shared_page_cache`): a cache lives while a retriever
-    holds it. A retriever made per request (``index.as_retriever().retrieve(q)`` in a web
-    handler, a query engine per question) would then load every page from the store again on
-    each request. :class:`~llama_index_vlm.index.VisualDocumentIndex` gives one holder to every
-    retriever it makes, so the cache lives as long as the index. Only the cache used last is
-    held: once a store that outgrew exact mode has run a fast search, its exact cache can go.
+    holds it. A retriever made per request (``ColPaliRetriever(encoder, store)`` or
+    ``index.as_retriever()`` in a web handler, a query engine per question) would then load
+    every page from the store again on each request. Each store object has a holder
+    (:func:`store_cache_holder`) that every retriever over it uses unless given another, so the
+    cache lives as long as the store object. Only the cache used last is held: once a store
+    that outgrew exact mode has run a fast search, its exact cache can go.
     """
 
     def __init__(self) -> None:
@@ -315,6 +316,20 @@ class PageCacheHolder:
     def hold(self, cache: PageCache) -> None:
         """Keep ``cache`` (and let the one held before go, unless a retriever holds it)."""
         self.cache = cache
+
+
+_HOLDERS_LOCK = threading.Lock()
+
+
+def store_cache_holder(store: LanceDBPageStore) -> PageCacheHolder:
+    """The holder that keeps ``store``'s last used page cache loaded while the store object
+    lives (made at the first call). The cache refers to the store, so the two go together,
+    at the garbage collector's next pass once nothing else holds either."""
+    with _HOLDERS_LOCK:
+        holder = store._page_cache_holder
+        if holder is None:
+            holder = store._page_cache_holder = PageCacheHolder()
+        return holder
 
 
 #: Page caches by ``id(store)``, then by cache class, held weakly: a cache lives while a

@@ -93,6 +93,9 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
 
     _connection: Any = PrivateAttr(default=None)
     _pages: PageTable = PrivateAttr(default=None)
+    #: The page cache its retrievers used last, kept loaded while this store object lives
+    #: (``llama_index_vlm.retriever.page_caches.store_cache_holder``).
+    _page_cache_holder: Any = PrivateAttr(default=None)
 
     def __init__(
         self,

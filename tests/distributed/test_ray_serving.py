@@ -13,6 +13,7 @@ from pdfs import page_ids_of, write_numbered_pdf
 
 from llama_index_vlm.distributed.serving import QueryServiceConfig, build_app
 from llama_index_vlm.ingestion import ingest
+from llama_index_vlm.retriever.page_caches import store_cache_holder
 
 pytestmark = pytest.mark.slow
 
@@ -168,4 +169,4 @@ def test_a_replica_loads_the_pages_once_for_all_its_requests(
 
     assert [len(reply["pages"]) for reply in replies] == [1, 3, 2, 3]
     assert reads == [3]  # every page once, at the first request: the cache stays loaded
-    assert service.index._page_cache_holder.cache.device == torch.device("cpu")
+    assert store_cache_holder(service.index.store).cache.device == torch.device("cpu")

@@ -21,7 +21,12 @@ from retriever_corpus import N_FILES, PAGES_PER_FILE, report_documents
 from llama_index_vlm.errors import UnsupportedDeviceError
 from llama_index_vlm.ingestion import ingest_documents
 from llama_index_vlm.retriever import ColPaliRetriever, page_caches, search_slots
-from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
+from llama_index_vlm.retriever.page_caches import (
+    ExactPageCache,
+    FastPageCache,
+    PageCacheHolder,
+    store_cache_holder,
+)
 from llama_index_vlm.search import FastPageIndex, maxsim_scores, top_k
 from llama_index_vlm.store import LanceDBPageStore
 
@@ -59,16 +64,18 @@ def test_retrievers_over_one_store_share_its_pages_in_memory(
     assert first._cache is copy._cache is other._cache
 
 
-def test_a_shared_cache_is_freed_with_its_last_retriever(store, colpali_encoder):
-    retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="exact")
+def test_a_shared_cache_is_freed_with_its_holder_and_last_retriever(store, colpali_encoder):
+    holder = PageCacheHolder()
+    retriever = ColPaliRetriever(colpali_encoder, store, search_mode="exact", cache_holder=holder)
     retriever.retrieve("revenue")
     cache = weakref.ref(retriever._cache)
     copy = retriever.as_retriever(similarity_top_k=1)
     copy.retrieve("revenue")
-    del retriever
+    assert copy._cache is cache()  # one cache for both
+    del retriever, copy
     gc.collect()
-    assert cache() is copy._cache  # the copy still holds it
-    del copy
+    assert cache() is holder.cache  # the holder still holds it
+    del holder
     gc.collect()
     assert cache() is None
     fresh = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="exact")
@@ -285,31 +292,62 @@ def test_an_exact_cache_on_a_device_does_not_measure_vector_norms(tmp_path, monk
 
 
 @pytest.mark.parametrize("search_mode", ["exact", "fast"])
-def test_an_index_keeps_its_pages_loaded_for_retrievers_made_per_request(
-    store, colpali_encoder, monkeypatch, search_mode
+@pytest.mark.parametrize("made_by", ["index", "constructor"])
+def test_a_store_keeps_its_pages_loaded_for_retrievers_made_per_request(
+    store, colpali_encoder, monkeypatch, search_mode, made_by
 ):
     from llama_index_vlm.index import VisualDocumentIndex
 
     index = VisualDocumentIndex.from_store(store, colpali_encoder)
+
+    def new_retriever(k: int) -> ColPaliRetriever:
+        if made_by == "index":
+            return index.as_retriever(search_mode=search_mode, similarity_top_k=k)
+        return ColPaliRetriever(colpali_encoder, store, similarity_top_k=k, search_mode=search_mode)
+
     loaded = _count_loaded_pages(monkeypatch)
     for k in (1, 3, 2):  # a web handler's pattern: a new retriever for each request
-        hits = index.as_retriever(search_mode=search_mode, similarity_top_k=k).retrieve("revenue")
-        assert len(hits) == k
+        assert len(new_retriever(k).retrieve("revenue")) == k
         gc.collect()
     # Loaded once, at the first request (fast mode then reads from its saved index).
     assert sorted(loaded) == sorted(store.page_ids())
-    copy = index.as_retriever(search_mode=search_mode).as_retriever(similarity_top_k=1)
-    assert copy._cache_holder is index._page_cache_holder
+    kind = {"exact": ExactPageCache, "fast": FastPageCache}[search_mode]
+    assert isinstance(store_cache_holder(store).cache, kind)
 
 
-def test_an_index_holds_only_the_cache_its_retrievers_used_last(store, colpali_encoder):
+def test_a_store_and_its_page_cache_are_freed_together(tmp_path, colpali_encoder):
+    store = LanceDBPageStore(uri=str(tmp_path / "freed"))
+    ingest_documents(report_documents(1), colpali_encoder, store, show_progress=False)
+    ColPaliRetriever(colpali_encoder, store, search_mode="exact").retrieve("revenue")
+    cache = weakref.ref(store_cache_holder(store).cache)
+    del store
+    gc.collect()
+    assert cache() is None
+
+
+def test_a_retrievers_own_holder_keeps_its_cache_only_while_the_holder_lives(
+    store, colpali_encoder
+):
+    holder = PageCacheHolder()
+    ColPaliRetriever(colpali_encoder, store, search_mode="exact", cache_holder=holder).retrieve(
+        "revenue"
+    )
+    cache = weakref.ref(holder.cache)
+    assert store_cache_holder(store).cache is None  # the store's own holder was not used
+    del holder
+    gc.collect()
+    assert cache() is None
+
+
+def test_a_store_holds_only_the_cache_its_retrievers_used_last(store, colpali_encoder):
     from llama_index_vlm.index import VisualDocumentIndex
 
     index = VisualDocumentIndex.from_store(store, colpali_encoder)
+    holder = store_cache_holder(store)
     index.as_retriever(search_mode="exact").retrieve("revenue")
-    exact_cache = weakref.ref(index._page_cache_holder.cache)
+    exact_cache = weakref.ref(holder.cache)
     assert isinstance(exact_cache(), ExactPageCache)
     index.as_retriever(search_mode="fast").retrieve("revenue")  # the store outgrew exact mode
     gc.collect()
-    assert isinstance(index._page_cache_holder.cache, FastPageCache)
+    assert isinstance(holder.cache, FastPageCache)
     assert exact_cache() is None  # every page's vectors are freed

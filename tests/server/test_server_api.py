@@ -12,6 +12,7 @@ from PIL import Image
 from serving import wait_for
 
 from llama_index_vlm.images import decode_image
+from llama_index_vlm.retriever.page_caches import store_cache_holder
 from llama_index_vlm.server import Models, ServerLimits
 
 
@@ -442,7 +443,7 @@ def test_a_search_device_keeps_the_pages_there_for_search_and_ask(make_app, stor
     app = make_app(search_device="cpu")  # the GPU's code path, on the CPU device
     with TestClient(app) as client:
         results = client.post("/search", json={"query": "warranty", "k": 2}).json()["results"]
-        held = app.state.server.index._page_cache_holder
+        held = store_cache_holder(app.state.server.index.store)
         cache = held.cache
         assert cache.device == torch.device("cpu")
         assert client.post("/ask", json={"question": "revenue?"}).status_code == 200
