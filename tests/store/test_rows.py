@@ -17,6 +17,7 @@ from llama_index_vlm.store.rows import (
     check_vectors,
     classify,
     deduplicate,
+    nonfinite_rows,
     prepare_page,
     prepare_pages,
     row_to_node,
@@ -131,3 +132,24 @@ def test_a_stored_node_hides_ids_and_sizes_from_models():
     node = row_to_node(table.to_pylist()[0])
     assert node.excluded_llm_metadata_keys == list(HIDDEN_METADATA_KEYS)
     assert node.excluded_embed_metadata_keys == list(HIDDEN_METADATA_KEYS)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None], ids=str)
+def test_nonfinite_rows_are_the_rows_with_a_nan_or_an_infinity(dtype, bad):
+    import pyarrow as pa
+
+    info = np.finfo(dtype)
+    # The extremes of finite values, which must not count: the largest and smallest normal
+    # numbers, the smallest subnormal one, zeros of both signs.
+    pages = [
+        np.array([[info.max, -info.max], [info.tiny, -info.smallest_subnormal]], dtype=dtype),
+        np.array([[0.0, -0.0]], dtype=dtype),
+        np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=dtype),
+    ]
+    if bad is not None:
+        pages[2][1, 0] = bad
+    value_type = pa.from_numpy_dtype(np.dtype(dtype))
+    column = pa.array([page.tolist() for page in pages], pa.list_(pa.list_(value_type, 2)))
+    assert nonfinite_rows(column) == ([] if bad is None else [2])
+    assert nonfinite_rows(column.slice(1)) == ([] if bad is None else [1])
