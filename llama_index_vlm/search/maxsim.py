@@ -17,8 +17,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -62,23 +61,27 @@ def as_float32_matrix(vectors: ArrayLike, name: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
+# torch warns (once per process) that writing to a tensor over a read-only array is undefined.
+# This package's tensors over memory-mapped index files and Arrow buffers are only read, so the
+# warning is ignored where this package raises it. One filter, added once: a catch_warnings
+# around each view swapped the process's filter list, and searches in several threads at once
+# left their "ignore" behind in it, or dropped a filter another thread added meanwhile.
+warnings.filterwarnings(
+    "ignore",
+    message="The given NumPy array is not writable",
+    category=UserWarning,
+    module=r"llama_index_vlm\.",
+)
+
+
 def tensor_view(array: np.ndarray) -> torch.Tensor:
     """A torch tensor sharing ``array``'s memory, also for read-only arrays (e.g. memmaps).
 
     torch warns that writing to a tensor over a read-only array is undefined; the search
-    code only reads, so the warning is silenced here rather than paying for a copy.
+    code only reads, so the warning is ignored (for this package's calls) rather than paying
+    for a copy.
     """
-    with _viewing_read_only_arrays():
-        return torch.from_numpy(array)
-
-
-@contextmanager
-def _viewing_read_only_arrays() -> Iterator[None]:
-    """Silence torch's warning about tensors over read-only arrays (see :func:`tensor_view`),
-    once for a loop of views rather than once per view."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        yield
+    return torch.from_numpy(array)
 
 
 def _as_storage_matrix(vectors: ArrayLike, name: str) -> np.ndarray:
@@ -288,10 +291,9 @@ class _PageBlocks:
     def _widened_pages(self, first: int, last: int) -> torch.Tensor:
         """Pages ``[first, last)`` of a list, each widened into the float32 block buffer."""
         offsets, base, buffer = self._row_offsets, self._row_offsets[first], self._buffer
-        with _viewing_read_only_arrays():  # memory-mapped pages: read, never written
-            for index in range(first, last):
-                rows = buffer[offsets[index] - base : offsets[index + 1] - base]
-                rows.copy_(torch.from_numpy(self._pages[index]))
+        for index in range(first, last):  # memory-mapped pages: read, never written
+            rows = buffer[offsets[index] - base : offsets[index + 1] - base]
+            rows.copy_(torch.from_numpy(self._pages[index]))
         return buffer[: offsets[last] - base]
 
 

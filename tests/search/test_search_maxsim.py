@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +178,40 @@ def test_top_k_of_exact_scores_finds_the_page_a_query_was_cut_from():
     query = pages.page(123)[:6] + 0.05 * rng.standard_normal((6, 32)).astype(np.float32)
     best, _ = top_k(maxsim_scores(query, pages)[0], 1)
     assert best.tolist() == [123]
+
+
+_READ_ONLY_VIEWS = """
+import warnings
+import numpy as np
+from llama_index_vlm.search.maxsim import tensor_view
+
+shown = []
+warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+warnings.filterwarnings("default", message="once from here")  # once per place it comes from
+page = np.arange(6, dtype=np.float32).reshape(2, 3)
+page.setflags(write=False)
+for _ in range(3):
+    warnings.warn("once from here", UserWarning)
+    assert tensor_view(page).sum().item() == 15.0
+assert shown == ["once from here"], shown
+"""
+
+
+def test_views_of_read_only_arrays_warn_nothing_and_keep_other_warnings_once():
+    """Views of read-only arrays (memory-mapped index files) neither show torch's warning nor
+    reset the registry that shows a "default" warning once: a catch_warnings per view did, so
+    a server's log repeated such warnings after every search. torch warns once per process, so
+    each case runs in a process of its own."""
+    subprocess.run([sys.executable, "-c", _READ_ONLY_VIEWS], check=True, timeout=120)
+    # Only this package's views are covered: a user's own view still warns.
+    users_view = (
+        "import numpy as np, torch, llama_index_vlm.search.maxsim\n"
+        "page = np.zeros(3); page.setflags(write=False); torch.from_numpy(page)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", users_view],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "not writable" in result.stderr
