@@ -69,6 +69,22 @@ def _rss_gib() -> float:
     return int(line.split()[1]) / 2**20
 
 
+def _peer_args(values: list[str], parser: argparse.ArgumentParser) -> dict[str, dict]:
+    """``PEER=JSON`` options as {peer: arguments}, with an error naming a bad one."""
+    found = {}
+    for value in values:
+        peer, _, text = value.partition("=")
+        if peer not in PEERS:
+            parser.error(f"--peer-args: unknown peer {peer!r} (one of {', '.join(PEERS)})")
+        try:
+            found[peer] = json.loads(text)
+        except json.JSONDecodeError as error:
+            parser.error(f"--peer-args {peer}: not JSON ({error})")
+        if not isinstance(found[peer], dict):
+            parser.error(f"--peer-args {peer}: expected a JSON object of arguments")
+    return found
+
+
 def row(name, result, truth, n_pages):
     recall = np.mean(
         [len(set(f) & set(t.tolist())) / K for f, t in zip(result["found"], truth, strict=True)]
@@ -89,13 +105,24 @@ def main(argv: list[str] | None = None) -> None:
         help="MUVERA's exact-rerank depths, comma-separated: one row each (recall grows with it)",
     )
     parser.add_argument(
+        "--peer-args",
+        action="append",
+        default=[],
+        metavar="PEER=JSON",
+        help="a peer's build arguments as JSON: fast-plaid's create(), or the PyLate index's "
+        "constructor, e.g. fast-plaid='{\"n_samples_kmeans\": 1000}' (its k-means over every "
+        "page's vectors takes hours at 10k pages on 2 cores); repeat for several peers",
+    )
+    parser.add_argument(
         "--fast-plaid-create",
         type=json.loads,
-        help="arguments of fast-plaid's create() as JSON, e.g. '{\"n_samples_kmeans\": 1000}' "
-        "(its k-means over every page's vectors takes hours at 10k pages on 2 cores)",
+        help="the same as --peer-args fast-plaid=JSON (the name earlier runs used)",
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    peer_args = _peer_args(args.peer_args, parser)
+    if args.fast_plaid_create:
+        peer_args["fast-plaid"] = args.fast_plaid_create
     load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     corpus = family(args.family)
     pages = corpus.pages(0, args.pages)
@@ -124,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             runs = [("muvera", depth) for depth in args.muvera_rerank.split(",")] + runs
         for peer, depth in runs:
             name = peer if depth is None else f"{peer} (rerank {depth})"
+            if peer in peer_args:
+                name += " " + json.dumps(peer_args[peer])
             python = HERE / f".venv-{PEERS[peer]}" / "bin" / "python"
             if not python.exists():
                 rows.append([name, f"{args.pages:,}", "-", "-", "-", "not installed (setup.sh)"])
@@ -131,9 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             command = [str(python), str(HERE / "run_peer.py"), peer, str(saved)]
             if depth is not None:
                 command += ["--rerank", depth]
-            if peer == "fast-plaid" and args.fast_plaid_create:
-                command += ["--create-args", json.dumps(args.fast_plaid_create)]
-                name += " " + json.dumps(args.fast_plaid_create)
+            if peer in peer_args:
+                command += ["--peer-args", json.dumps(peer_args[peer])]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 reason = done.stderr.strip().splitlines()[-1][:200] if done.stderr else "failed"

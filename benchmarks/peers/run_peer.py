@@ -65,15 +65,13 @@ def run_fast_plaid(pages, queries, k, rerank, create_args=None):
     return build, latencies, found
 
 
-def run_pylate(pages, queries, k, rerank, kind):
+def run_pylate(pages, queries, k, rerank, kind, index_args=None):
     from pylate import indexes, retrieve
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        if kind == "plaid":
-            index = indexes.PLAID(index_folder=folder, index_name="bench", override=True)
-        else:
-            index = indexes.Voyager(index_folder=folder, index_name="bench", override=True)
+        make = indexes.PLAID if kind == "plaid" else indexes.Voyager
+        index = make(index_folder=folder, index_name="bench", override=True, **(index_args or {}))
         index.add_documents(
             documents_ids=[str(i) for i in range(len(pages))], documents_embeddings=pages
         )
@@ -94,7 +92,10 @@ def main() -> None:
     parser.add_argument("corpus")
     parser.add_argument("--rerank", type=int, default=100)
     parser.add_argument(
-        "--create-args", type=json.loads, default=None, help="fast-plaid's create(), as JSON"
+        "--peer-args",
+        type=json.loads,
+        default=None,
+        help="as JSON: fast-plaid's create() arguments, or PyLate's index constructor's",
     )
     args = parser.parse_args()
     data = np.load(args.corpus)
@@ -106,9 +107,11 @@ def main() -> None:
     if args.peer == "muvera":
         build, latencies, found = run_muvera(pages, queries, k, args.rerank)
     elif args.peer == "fast-plaid":
-        build, latencies, found = run_fast_plaid(pages, queries, k, args.rerank, args.create_args)
+        build, latencies, found = run_fast_plaid(pages, queries, k, args.rerank, args.peer_args)
     elif args.peer.startswith("pylate-"):
-        build, latencies, found = run_pylate(pages, queries, k, args.rerank, args.peer[7:])
+        build, latencies, found = run_pylate(
+            pages, queries, k, args.rerank, args.peer[7:], args.peer_args
+        )
     else:
         sys.exit(f"unknown peer {args.peer}")
     print(json.dumps({"build_s": build, "latencies_s": latencies, "found": found}))
