@@ -17,6 +17,8 @@ thing that matters to an approximate first stage:
   ``ingest(..., pool_factor=3)`` stores them (no near-duplicate patches left).
 - ``tiny-encoder`` (:class:`EncodedPages`): real vectors of rendered pages from the tiny
   random-weight ColPali checkpoint (23 vectors per page, a very different geometry).
+- ``duplicated``: every ``codebook`` page stored twice, as a folder ingested twice or a cover
+  page repeated in every report leave them; a query's top 10 are twins with equal scores.
 
 Every family is deterministic: page ``i`` is the same however and whenever it is generated, so
 a large run can regenerate pages instead of holding them. Queries aim at a *target* page; a
@@ -45,6 +47,7 @@ FAMILIES = (
     "colqwen2",
     "pooled-x3",
     "tiny-encoder",
+    "duplicated",
 )
 
 
@@ -212,6 +215,29 @@ class PooledPages:
         return self.base.query(target)
 
 
+@dataclass(frozen=True)
+class DuplicatedPages:
+    """Another family's pages, each stored ``copies`` times in a row (page ``i`` is the base's
+    page ``i // copies``); a query aims at all copies of its target."""
+
+    base: SyntheticPages
+    copies: int = 2
+    name: str = "duplicated"
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def page(self, index: int) -> np.ndarray:
+        return self.base.page(index // self.copies)
+
+    def pages(self, start: int, stop: int) -> list[np.ndarray]:
+        return [self.page(index) for index in range(start, stop)]
+
+    def query(self, target: int) -> np.ndarray:
+        return self.base.query(target // self.copies)
+
+
 class EncodedPages:
     """Real vectors: rendered text pages embedded by the tiny ColPali checkpoint.
 
@@ -324,6 +350,8 @@ def family(
         )
     if name == "pooled-x3":
         return PooledPages(_codebook(base), 3)
+    if name == "duplicated":
+        return DuplicatedPages(_codebook(base), 2)
     if name == "tiny-encoder":
         if checkpoint_dir is None:
             raise ValueError("the tiny-encoder family needs checkpoint_dir")

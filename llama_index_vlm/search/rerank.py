@@ -73,6 +73,26 @@ def _fetch_scores(query: np.ndarray, page_ids: list[Hashable], rerank_fn: Rerank
     return maxsim_scores(query, vectors)[0]
 
 
+def first_round_depth(approximate: np.ndarray, n_distinct: int) -> int:
+    """How many of the best-first ``approximate`` candidates hold ``n_distinct`` different
+    scores, each score's candidates all included (all of them if there are fewer scores).
+
+    A page stored twice (a file ingested twice, a cover page in every report) has the same
+    codes, so the same approximate and exact scores: its twin tells the stopping rule nothing
+    new about how far exact scores sit above approximate ones. Counting distinct scores keeps
+    the first round's sample of that gap as large with duplicates as without.
+
+    >>> first_round_depth(np.array([5.0, 5.0, 4.0, 3.0, 3.0, 2.0]), 3)
+    5
+    """
+    if n_distinct < 1:
+        return 0
+    changes = np.flatnonzero(approximate[1:] != approximate[:-1])
+    if changes.size < n_distinct:  # n different scores have n - 1 changes between them
+        return int(approximate.size)
+    return int(changes[n_distinct - 1]) + 1
+
+
 def required_depth(
     approximate: np.ndarray, exact: np.ndarray, k: int, slack: float = DEFAULT_SLACK
 ) -> int:
@@ -133,7 +153,7 @@ def adaptive_rerank(
     query = np.ascontiguousarray(query_vectors, dtype=np.float32)
     n = len(candidate_ids)
     max_depth = max(max_depth, k)
-    depth = min(n, max(min_depth, k), max_depth)
+    depth = min(first_round_depth(approximate, max(min_depth, k)), max_depth)
     exact = _fetch_scores(query, candidate_ids[:depth], rerank_fn)
     exhausted = False
     while depth < n:
