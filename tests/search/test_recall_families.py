@@ -92,3 +92,10 @@ def test_short_pages_keep_every_vector_as_codes():
     np.testing.assert_allclose(
         np.sort(approximate)[::-1], np.sort(maxsim_scores(query, pages)[0])[::-1], rtol=1e-3
     )
+
+
+def test_recall_counts_a_page_tied_with_the_exact_kth_as_found():
+    scores = np.array([3.0, 2.0, 2.0, 1.0], dtype=np.float32)
+    assert recall_at_k([0, 2], scores, 2) == 1.0  # page 2 ties page 1
+    assert recall_at_k([0, 3], scores, 2) == 0.5
+    assert same_score(2, 1, scores) and not same_score(3, 1, scores)
