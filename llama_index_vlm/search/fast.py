@@ -427,7 +427,7 @@ class FastPageIndex:
             slots = np.sort(self._prefiltered_slots(query, searchable, prefilter_depth))
         scores = code_maxsim_scores(query, self._codes.values, offsets, slots)
         order, values = top_k(scores, depth)
-        return [self._page_ids[slot] for slot in slots[order]], values
+        return _ties_by_page_id([self._page_ids[slot] for slot in slots[order]], values), values
 
     def search(
         self,
@@ -473,6 +473,28 @@ class FastPageIndex:
             max_depth=max_depth,
         )
         return result.page_ids, result.scores
+
+
+def _ties_by_page_id(page_ids: list[Hashable], scores: np.ndarray) -> list[Hashable]:
+    """``page_ids`` (best first by ``scores``) with each run of equal scores in page id order.
+
+    Equal pooled-code scores come from equal pages (a page stored twice). Their exact scores tie
+    too, and the rerank keeps the earlier of tied candidates; ordering twins by page id makes
+    fast mode return the same twin, in the same order, as exact search, whatever order the
+    pages were added in. Ids that cannot be compared keep the order they were added in.
+    """
+    runs = np.flatnonzero(scores[1:] != scores[:-1]) + 1
+    if runs.size == len(page_ids) - 1:
+        return page_ids  # no ties: the usual case
+    bounds = [0, *runs.tolist(), len(page_ids)]
+    ordered = list(page_ids)
+    try:
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            if stop - start > 1:
+                ordered[start:stop] = sorted(ordered[start:stop])
+    except TypeError:
+        return page_ids
+    return ordered
 
 
 def _page_pool_factor(n_vectors: int, pool_factor: float) -> float:

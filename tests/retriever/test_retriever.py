@@ -355,3 +355,33 @@ def test_a_cuda_search_device_without_a_gpu_is_refused_at_construction(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UnsupportedDeviceError, match="search_device unset"):
         ColPaliRetriever(encoder=colpali_encoder, store=store, search_device="cuda")
+
+
+def test_twin_pages_come_back_the_same_in_fast_and_exact_mode(tmp_path, colpali_encoder):
+    # The same reports ingested twice under other names: every page has a twin with the same
+    # vectors and scores. Both modes break the ties by page id, whatever the ingest order.
+    copies = report_documents()
+    for page in copies:
+        page.metadata["doc_id"] = "copy-" + page.metadata["doc_id"]
+        page.metadata["page_id"] = page.id_ = "copy-" + page.metadata["page_id"]
+        page.metadata["file_path"] = page.metadata["file_path"].replace("/reports/", "/copies/")
+    store = LanceDBPageStore(uri=str(tmp_path / "index"))
+    ingest_documents(report_documents() + copies, colpali_encoder, store, show_progress=False)
+
+    for query in ["warranty", "revenue 2021", "summary"]:
+        found = {}
+        for mode in ("exact", "fast"):
+            retriever = ColPaliRetriever(
+                encoder=colpali_encoder,
+                store=store,
+                search_mode=mode,
+                candidate_depth=2 * N_FILES * PAGES_PER_FILE,
+                similarity_top_k=5,
+            )
+            found[mode] = [(hit.node.node_id, hit.score) for hit in retriever.retrieve(query)]
+        assert [page for page, _ in found["fast"]] == [page for page, _ in found["exact"]]
+        np.testing.assert_allclose(
+            [score for _, score in found["fast"]], [score for _, score in found["exact"]], rtol=1e-6
+        )
+        ids = [page for page, _ in found["exact"]]
+        assert ids[0].startswith("copy-") and ids[1] == ids[0].removeprefix("copy-")

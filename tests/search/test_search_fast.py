@@ -277,3 +277,28 @@ def test_an_unknown_search_mode_is_refused():
 )
 def test_the_default_prefilter_keeps_5_percent_between_512_and_2048_pages(n_pages, depth):
     assert default_prefilter_depth(n_pages) == depth
+
+
+def test_twin_pages_tie_by_page_id_whatever_order_they_were_added_in():
+    rng = np.random.default_rng(11)
+    page = rng.standard_normal((30, DIM)).astype(np.float16)
+    others = [rng.standard_normal((30, DIM)).astype(np.float16) for _ in range(3)]
+    pages = {"z-copy": page, "b": others[0], "a-copy": page, "c": others[1]}
+    index = FastPageIndex()
+    index.add(list(pages), list(pages.values()))
+    query = page[:4].astype(np.float32)
+
+    ids, _ = index.candidates(query, 4)
+    assert ids[:2] == ["a-copy", "z-copy"]
+    found, scores = index.search(query, 2, rerank_fn=lambda ids: [pages[i] for i in ids])
+    assert found == ["a-copy", "z-copy"] and scores[0] == scores[1]
+
+
+def test_twins_with_ids_that_do_not_compare_keep_the_order_they_were_added_in():
+    rng = np.random.default_rng(12)
+    page = rng.standard_normal((30, DIM)).astype(np.float16)
+    index = FastPageIndex()
+    index.add(["x", 7], [page, page])
+
+    ids, scores = index.candidates(page[:4].astype(np.float32), 2)
+    assert ids == ["x", 7] and scores[0] == scores[1]
