@@ -191,32 +191,38 @@ def _blank_weights(rng: np.random.Generator, corpus: SyntheticPages) -> np.ndarr
     return weights / weights.sum()
 
 
+class _DerivedPages:
+    """A family made from another's pages (``base``): its ``page`` and ``query`` say how."""
+
+    base: SyntheticPages
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def pages(self, start: int, stop: int) -> list[np.ndarray]:
+        return [self.page(index) for index in range(start, stop)]
+
+
 @dataclass(frozen=True)
-class PooledPages:
+class PooledPages(_DerivedPages):
     """Another family's pages Ward-pooled at ingest (``hierarchical_pool``), queries unchanged."""
 
     base: SyntheticPages
     pool_factor: float = 3
     name: str = "pooled-x3"
 
-    @property
-    def dim(self) -> int:
-        return self.base.dim
-
     def page(self, index: int) -> np.ndarray:
         from llama_index_vlm.search import hierarchical_pool
 
         return hierarchical_pool(self.base.page(index), self.pool_factor)
-
-    def pages(self, start: int, stop: int) -> list[np.ndarray]:
-        return [self.page(index) for index in range(start, stop)]
 
     def query(self, target: int) -> np.ndarray:
         return self.base.query(target)
 
 
 @dataclass(frozen=True)
-class DuplicatedPages:
+class DuplicatedPages(_DerivedPages):
     """Another family's pages, each stored ``copies`` times in a row (page ``i`` is the base's
     page ``i // copies``); a query aims at all copies of its target."""
 
@@ -224,15 +230,8 @@ class DuplicatedPages:
     copies: int = 2
     name: str = "duplicated"
 
-    @property
-    def dim(self) -> int:
-        return self.base.dim
-
     def page(self, index: int) -> np.ndarray:
         return self.base.page(index // self.copies)
-
-    def pages(self, start: int, stop: int) -> list[np.ndarray]:
-        return [self.page(index) for index in range(start, stop)]
 
     def query(self, target: int) -> np.ndarray:
         return self.base.query(target // self.copies)
