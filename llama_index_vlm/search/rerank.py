@@ -7,10 +7,11 @@ belong to the top ``k``. A fixed depth is either wasted (clear-cut corpora) or t
 (near-tie corpora): measured on corpora built independently of the tuning one, a fixed depth
 of 100 kept only 0.83 of the exact top 10 (issue 15).
 
-:func:`adaptive_rerank` lets the scores decide. It reranks the ``min_depth`` best candidates,
-then looks at how far the exact scores of those pages sit above their approximate ones (the
-*residual*, ``exact - approximate``), takes the largest residual seen (plus ``slack`` times its
-spread) as the most an unseen page could gain, and reranks every further candidate whose
+:func:`adaptive_rerank` lets the scores decide. It reranks the ``min_depth`` best candidates
+(pages with equal approximate scores, such as a page stored twice, counting once), then looks
+at how far the exact scores of those pages sit above their approximate ones (the *residual*,
+``exact - approximate``), takes the largest residual seen (plus ``slack`` times its spread)
+as the most an unseen page could gain, and reranks every further candidate whose
 approximate score plus that gain reaches the ``k``-th best exact score so far. It repeats
 while the newly reranked pages widen the residual, up to ``max_depth``. On a clear-cut corpus
 it stops after ``min_depth``; on a near-tie one it goes deeper, only as far as needed.
@@ -138,7 +139,8 @@ def adaptive_rerank(
         k: pages to return.
         rerank_fn: ``rerank_fn(page_ids)`` returns those pages' full vectors in that order;
             called once per round, with the round's new candidates only.
-        min_depth: candidates reranked in the first round (at least ``k``).
+        min_depth: candidates reranked in the first round (at least ``k``); candidates with
+            equal approximate scores count once (see :func:`first_round_depth`).
         max_depth: the most candidates reranked in all; ``>= len(candidate_ids)`` allows all.
         slack: see :func:`required_depth`; 0 trusts the largest residual seen exactly.
     """
