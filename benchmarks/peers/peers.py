@@ -3,7 +3,9 @@
 The corpus (a :mod:`corpora` family) is generated once and saved; our
 :class:`~llama_index_vlm.search.FastPageIndex` runs here, each peer in its own venv made by
 ``benchmarks/peers/setup.sh`` (``run_peer.py``), on the same pages and queries. Recall@10 is
-against exact MaxSim computed here. A peer whose venv is missing gets a row saying so.
+against exact MaxSim computed here, a page tied with the exact 10th counting as found
+(:mod:`recall`: the ``duplicated`` family's twins tie). A peer whose venv is missing gets a
+row saying so.
 
 Usage::
 
@@ -33,8 +35,9 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from corpora import family  # noqa: E402
+from recall import recall_at_k  # noqa: E402
 
-from llama_index_vlm.search import FastPageIndex, PageVectorMatrix, maxsim_scores, top_k  # noqa: E402
+from llama_index_vlm.search import FastPageIndex, PageVectorMatrix, maxsim_scores  # noqa: E402
 
 K = 10
 PEERS = {  # peer -> its venv
@@ -85,9 +88,9 @@ def _peer_args(values: list[str], parser: argparse.ArgumentParser) -> dict[str, 
     return found
 
 
-def row(name, result, truth, n_pages):
+def row(name, result, exact, n_pages):
     recall = np.mean(
-        [len(set(f) & set(t.tolist())) / K for f, t in zip(result["found"], truth, strict=True)]
+        [recall_at_k(f, scores, K) for f, scores in zip(result["found"], exact, strict=True)]
     )
     p50 = np.median(result["latencies_s"]) * 1000
     return [name, f"{n_pages:,}", f"{p50:,.1f}", f"{recall:.3f}", f"{result['build_s']:,.1f}", ""]
@@ -129,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     targets = np.random.default_rng(args.pages).choice(args.pages, args.queries, replace=False)
     queries = [corpus.query(int(t)) for t in targets]
     matrix = PageVectorMatrix.from_pages(pages)
-    truth, _ = top_k(maxsim_scores(queries, matrix), K)
-    rows = [row("ours (FastPageIndex)", ours(pages, queries), truth, args.pages)]
+    exact = maxsim_scores(queries, matrix)
+    rows = [row("ours (FastPageIndex)", ours(pages, queries), exact, args.pages)]
     print(rows[-1], file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as folder:
         saved = Path(folder) / "corpus.npz"
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append([name, f"{args.pages:,}", "-", "-", "-", reason])
             else:
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-                rows.append(row(name, result, truth, args.pages))
+                rows.append(row(name, result, exact, args.pages))
             print(rows[-1], file=sys.stderr, flush=True)
     header = ["engine", "pages", "p50 ms", "recall@10", "build s", "notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
