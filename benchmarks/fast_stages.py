@@ -3,8 +3,9 @@
 Rows:
 
 - ``codes``: the pooled-code stage over the prefiltered pages of a ``--pages`` index built from
-  ``search.py``'s synthetic pages: float16 products (``code_maxsim_scores`` as the index runs
-  it) against the float32 path it falls back to, taking turns query by query.
+  ``search.py``'s synthetic pages: float16 products, bfloat16 products (the same codes kept as
+  bfloat16) and the float32 path float16 codes fall back to (``code_maxsim_scores`` as the
+  index runs each), taking turns query by query; and which one this CPU's index uses.
 - ``lookups``: ``LanceDBPageStore.get_nodes`` of 10 pages from tables of ``--lookup-pages``
   one-vector pages, before and after compaction creates the ``page_id`` index.
 
@@ -58,7 +59,7 @@ def taking_turns(variants: dict, inputs: list, rounds: int) -> dict[str, tuple[f
 
 def bench_index(n_pages: int, n_queries: int, rounds: int) -> None:
     corpus = SyntheticCorpus()
-    index = FastPageIndex()
+    index = FastPageIndex(code_dtype="float16")
     started = time.perf_counter()
     for start in range(0, n_pages, 500):
         stop = min(n_pages, start + 500)
@@ -71,26 +72,34 @@ def bench_index(n_pages: int, n_queries: int, rounds: int) -> None:
     depth = fast_module.default_prefilter_depth(n_pages)
     slots = [np.sort(index._prefiltered_slots(q, alive, depth)) for q in queries]
     codes, offsets = index._codes.values, index._offsets.values
+    bfloat16_codes = code_scores.code_matrix(codes, "bfloat16")
     fast_products = code_scores.half_products_are_fast()
 
-    def with_products(half: bool):
+    def with_products(half: bool, stored: np.ndarray):
         def call(position: int):
             code_scores.half_products_are_fast = lambda: half
             try:
-                code_scores.code_maxsim_scores(queries[position], codes, offsets, slots[position])
+                code_scores.code_maxsim_scores(queries[position], stored, offsets, slots[position])
             finally:
                 code_scores.half_products_are_fast = lambda: fast_products
 
         return call
 
     results = taking_turns(
-        {"float16 products": with_products(True), "float32 (widened)": with_products(False)},
+        {
+            "float16 products": with_products(True, codes),
+            "bfloat16 products": with_products(False, bfloat16_codes),
+            "float32 (widened float16)": with_products(False, codes),
+        },
         list(range(n_queries)),
         rounds,
     )
-    for name, (wall, _) in results.items():
-        log(f"codes: pooled-code stage over {depth} pages, {name}: p50 {wall:.1f} ms")
-    log(f"codes: this CPU's timing chose float16 products: {fast_products}")
+    for name, (wall, cpu) in results.items():
+        log(f"codes: pooled-code stage over {depth} pages, {name}: p50 {wall:.1f} ms "
+            f"({cpu:.1f} ms CPU)")  # fmt: skip
+    log(f"codes: this CPU's timing chose float16 products: {fast_products}, bfloat16: "
+        f"{code_scores.bfloat16_products_are_fast()}; a new index keeps "
+        f"{code_scores.preferred_code_dtype()} codes")  # fmt: skip
 
 
 def bench_lookups(n_pages: int, workdir: Path) -> None:

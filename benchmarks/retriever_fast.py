@@ -26,6 +26,9 @@ Rows, in one process:
   time (today, ``llama_index_vlm.retriever.search_slots``) and unbounded, round by round.
 - With ``--compare-openmp-rule``: the throughput rows with a search that starts beside another
   running on one OpenMP thread (today) and on torch's full team, round by round.
+- With ``--compare-code-dtypes``: each query with the fast index's codes kept in the type this
+  CPU prefers (``preferred_code_dtype``) and in the other one (float16 or bfloat16: the same
+  codes, converted), paired; then the throughput rows of both, round by round.
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -161,6 +164,12 @@ def main() -> None:
         help="also the throughput with one OpenMP thread for a search beside another (today) "
         "and with torch's full team for every search",
     )
+    parser.add_argument(
+        "--compare-code-dtypes",
+        action="store_true",
+        help="also the latency and throughput with the fast index's codes kept as this CPU's "
+        "preferred type and as the other (float16 / bfloat16)",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -243,6 +252,35 @@ def main() -> None:
             compare_openmp_rule(retriever, len(queries), args)
         if args.compare_lance_takes:
             compare_lance_takes(retriever, len(queries), args)
+        if args.compare_code_dtypes:
+            compare_code_dtypes(retriever, cache, len(queries), args)
+
+
+def compare_code_dtypes(retriever, cache, n_queries: int, args) -> None:
+    """The fast index's codes in this CPU's preferred type (today) and in the other one (float16
+    everywhere before issue 15's tenth session): paired latencies, then the throughput rows.
+    Both hold the same codes (those the index keeps, converted)."""
+    from llama_index_vlm.search._growable import GrowableArray
+    from llama_index_vlm.search.code_scores import code_matrix, float16_codes, preferred_code_dtype
+
+    index = cache._index
+    codes = float16_codes(index._codes.values)
+    columns = {}
+    for dtype in ("float16", "bfloat16"):
+        column = GrowableArray((index.dim,), np.float16 if dtype == "float16" else np.uint16)
+        column.append(code_matrix(codes, dtype))
+        columns[dtype] = column
+    del codes
+    today = preferred_code_dtype()
+    other = "bfloat16" if today == "float16" else "float16"
+    log(f"codes: this CPU keeps {today}; comparing with {other}")
+
+    def use(before: bool) -> None:
+        index._codes = columns[other if before else today]
+
+    paired_latencies(retriever, n_queries, 4, use, f"{today} codes (today) against {other}")
+    variants = {f"{today} codes": columns[today], f"{other} codes": columns[other]}
+    alternating_throughput(retriever, n_queries, args, index, "_codes", variants)
 
 
 def where_in_get_nodes(store, node_ids, filters=None):

@@ -6,7 +6,9 @@ For each family of :mod:`corpora` (same pages, same queries, one process), compa
 - ``fast (issue 4)``: the previous fast mode: pool factor 16, binary sign-code prefilter,
   a fixed exact rerank of 100 candidates;
 - ``fast``: today's default :class:`FastPageIndex` (pool factor 8, centroid-interaction
-  prefilter, adaptive exact rerank from 32 candidates up to 512);
+  prefilter, adaptive exact rerank from 32 candidates up to 512), once per code type of
+  ``--code-dtypes`` (float16 and bfloat16 codes: the same pooled codes, kept and multiplied
+  in each type);
 - ``fast, fixed depth 100``: today's first stages with the old fixed-depth rerank, to
   separate what the first stage and what the adaptive depth each bring.
 
@@ -53,7 +55,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def bench_family(name: str, n_pages: int, n_queries: int, workdir: Path) -> list[list[str]]:
+def bench_family(
+    name: str, n_pages: int, n_queries: int, workdir: Path, code_dtypes: list[str]
+) -> list[list[str]]:
     corpus = family(name, checkpoint_dir=workdir / "tiny-colpali")
     started = time.perf_counter()
     pages = corpus.pages(0, n_pages)
@@ -81,30 +85,43 @@ def bench_family(name: str, n_pages: int, n_queries: int, workdir: Path) -> list
     old.add(range(n_pages), pages)
     builds["old"] = time.perf_counter() - started
     started = time.perf_counter()
-    new = FastPageIndex()
-    new.add(range(n_pages), pages)
-    new.prepare()
-    builds["new"] = time.perf_counter() - started
-    log(f"{name}: indexes built (issue 4 {builds['old']:.0f}s, now {builds['new']:.0f}s)")
+    codes = FastPageIndex().encode(pages)  # pooled once, kept in each type
+    pooling = time.perf_counter() - started
+    indexes = {}
+    for dtype in code_dtypes:
+        started = time.perf_counter()
+        indexes[dtype] = FastPageIndex(code_dtype=dtype)
+        indexes[dtype].add_codes(range(n_pages), codes)
+        indexes[dtype].prepare()
+        builds[dtype] = pooling + time.perf_counter() - started
+    new = indexes[code_dtypes[0]]
+    log(f"{name}: indexes built (issue 4 {builds['old']:.0f}s, now {builds[code_dtypes[0]]:.0f}s)")
 
     def old_search(query):
         ids, _ = old.candidates(query, 100)
         return rerank_exactly(query, ids, K, fetch)[0], 100
 
-    def new_search(query):
-        ids, approximate = new.candidates(query, 512)
-        result = adaptive_rerank(query, ids, approximate, K, fetch)
-        return result.page_ids, result.n_reranked
+    def new_search(index):
+        def search(query):
+            ids, approximate = index.candidates(query, 512)
+            result = adaptive_rerank(query, ids, approximate, K, fetch)
+            return result.page_ids, result.n_reranked
+
+        return search
 
     def new_fixed(query):
         ids, _ = new.candidates(query, 100)
         return rerank_exactly(query, ids, K, fetch)[0], 100
 
-    methods = {
-        "fast (issue 4: binary, x16, depth 100)": (old_search, old, builds["old"]),
-        "fast (centroids, x8, adaptive depth)": (new_search, new, builds["new"]),
-        "fast (centroids, x8, fixed depth 100)": (new_fixed, new, builds["new"]),
-    }
+    methods = {"fast (issue 4: binary, x16, depth 100)": (old_search, old, builds["old"])}
+    for dtype, index in indexes.items():
+        method = f"fast (centroids, x8, adaptive depth, {dtype} codes)"
+        methods[method] = (new_search(index), index, builds[dtype])
+    methods[f"fast (centroids, x8, fixed depth 100, {code_dtypes[0]} codes)"] = (
+        new_fixed,
+        new,
+        builds[code_dtypes[0]],
+    )
     latencies = {method: [] for method in methods}
     found = {method: [] for method in methods}
     depths = {method: [] for method in methods}
@@ -166,6 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--code-dtypes",
+        default="float16,bfloat16",
+        help="the fast index's code types, one row each (the first also for fixed depth 100)",
+    )
     args = parser.parse_args(argv)
     load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     started = time.perf_counter()
@@ -183,7 +205,11 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="vlm-families-") as workdir:
         for name in args.families.split(","):
-            rows.extend(bench_family(name, args.pages, args.queries, Path(workdir)))
+            rows.extend(
+                bench_family(
+                    name, args.pages, args.queries, Path(workdir), args.code_dtypes.split(",")
+                )
+            )
             if args.out:
                 args.out.write_text(table() + "\n")
     print(table())

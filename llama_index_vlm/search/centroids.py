@@ -54,16 +54,18 @@ def _unit(matrix: torch.Tensor) -> torch.Tensor:
     return matrix / matrix.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def _as_float32_tensor(vectors: np.ndarray) -> torch.Tensor:
-    array = np.ascontiguousarray(vectors)
-    tensor = tensor_view(array)
+def _as_float32_tensor(vectors: np.ndarray | torch.Tensor) -> torch.Tensor:
+    tensor = (
+        vectors if isinstance(vectors, torch.Tensor) else tensor_view(np.ascontiguousarray(vectors))
+    )
     return tensor.float() if tensor.dtype != torch.float32 else tensor
 
 
 def assign_centroids(
-    vectors: np.ndarray, centroids: np.ndarray, batch_size: int = 32_768
+    vectors: np.ndarray | torch.Tensor, centroids: np.ndarray, batch_size: int = 32_768
 ) -> np.ndarray:
-    """Index ``(n,)`` int32 of the most similar centroid of each ``(n, dim)`` vector."""
+    """Index ``(n,)`` int32 of the most similar centroid of each ``(n, dim)`` vector (an
+    array, or a tensor such as a fast index's bfloat16 codes)."""
     centroid_t = _as_float32_tensor(centroids)
     out = np.empty(vectors.shape[0], dtype=np.int32)
     for start in range(0, vectors.shape[0], batch_size):
@@ -73,14 +75,16 @@ def assign_centroids(
 
 
 def train_centroids(
-    vectors: np.ndarray, n_centroids: int, n_iterations: int = 6, seed: int = 0
+    vectors: np.ndarray | torch.Tensor, n_centroids: int, n_iterations: int = 6, seed: int = 0
 ) -> np.ndarray:
     """A ``(n_centroids, dim)`` float32 codebook of unit vectors by spherical k-means.
 
-    Trains on a uniform sample of at most 65,536 of ``vectors``; seeds are a random sample
-    of them (deterministic for ``seed``). Fewer distinct vectors than ``n_centroids`` gives
-    fewer centroids.
+    Trains on a uniform sample of at most 65,536 of ``vectors`` (an array, or a tensor such as
+    a fast index's bfloat16 codes); seeds are a random sample of them (deterministic for
+    ``seed``). Fewer distinct vectors than ``n_centroids`` gives fewer centroids.
     """
+    if not isinstance(vectors, torch.Tensor):
+        vectors = np.asarray(vectors)
     rng = np.random.default_rng(seed)
     n = vectors.shape[0]
     if n == 0:
@@ -90,7 +94,7 @@ def train_centroids(
         if n > _TRAINING_SAMPLE
         else np.arange(n)
     )
-    points = _unit(_as_float32_tensor(np.asarray(vectors)[np.sort(sample)]))
+    points = _unit(_as_float32_tensor(vectors[np.sort(sample)]))
     n_centroids = min(n_centroids, points.shape[0])
     centroids = points[torch.from_numpy(rng.choice(points.shape[0], n_centroids, replace=False))]
     for _ in range(n_iterations):

@@ -1,8 +1,9 @@
 """Fast multi-stage MaxSim search: compact in-memory page codes pick candidates, exact rerank.
 
 Each page is summarised by *codes*: ``ceil(n_patches / pool_factor)`` k-means-pooled unit
-vectors (``pool_factor=8`` turns 1030 ColPali patch vectors into 129), kept as float16. A
-search runs:
+vectors (``pool_factor=8`` turns 1030 ColPali patch vectors into 129), kept as float16, or as
+bfloat16 on a CPU that multiplies bfloat16 faster (:func:`~llama_index_vlm.search.code_scores.
+preferred_code_dtype`). A search runs:
 
 1. *prefilter*: centroid interaction (:mod:`~llama_index_vlm.search.centroids`) scores every
    page through a corpus-wide codebook with no per-page float maths; the best
@@ -49,7 +50,14 @@ from llama_index_vlm.search.centroids import (
     codebook_size,
     train_centroids,
 )
-from llama_index_vlm.search.code_scores import code_maxsim_scores
+from llama_index_vlm.search.code_scores import (
+    CodeDtype,
+    code_matrix,
+    code_maxsim_scores,
+    code_tensor,
+    float16_codes,
+    preferred_code_dtype,
+)
 from llama_index_vlm.search.maxsim import (
     ArrayLike,
     as_float32_matrix,
@@ -106,6 +114,9 @@ class FastPageIndex:
             sign codes) or ``None`` (score every page's pooled codes).
         kmeans_iterations: refinement rounds of the pooling k-means.
         n_probe: centroids looked up per query token by the centroid prefilter.
+        code_dtype: how the codes are kept and multiplied, ``"float16"`` or ``"bfloat16"``;
+            default: :func:`~llama_index_vlm.search.code_scores.preferred_code_dtype`, the
+            faster on this CPU. :meth:`encode` and :meth:`page_codes` give float16 either way.
 
     Memory: ``(2 * dim + 4)`` bytes per code (~3.4 GB for 100k 1030 x 128 pages at the
     default pool factor); pages keep at least 32 codes. Full vectors stay with ``rerank_fn``.
@@ -120,17 +131,22 @@ class FastPageIndex:
         prefilter: Prefilter = "centroids",
         kmeans_iterations: int = 3,
         n_probe: int = DEFAULT_N_PROBE,
+        code_dtype: CodeDtype | None = None,
     ) -> None:
         if pool_factor < 1:
             raise ValueError(f"pool_factor must be >= 1, got {pool_factor}")
         if prefilter not in ("centroids", "binary", None):
             raise ValueError(f"prefilter must be 'centroids', 'binary' or None, got {prefilter!r}")
+        if code_dtype not in ("float16", "bfloat16", None):
+            raise ValueError(f"code_dtype must be 'float16' or 'bfloat16', got {code_dtype!r}")
+        self.code_dtype: CodeDtype = code_dtype or preferred_code_dtype()
         self.pool_factor = pool_factor
         self.prefilter = prefilter
         self.kmeans_iterations = kmeans_iterations
         self.n_probe = n_probe
         self.dim: int | None = None
-        self._codes: GrowableArray | None = None  # float16 (n_rows, dim) pooled vectors
+        # (n_rows, dim) pooled vectors: float16, or bfloat16 bits (code_scores.code_matrix)
+        self._codes: GrowableArray | None = None
         # Sign codes of the same rows (binary prefilter): one uint64 (n_rows,) array per 64
         # dims, word-major so that the prefilter XORs contiguous arrays.
         self._sign_words: list[GrowableArray] = []
@@ -215,8 +231,9 @@ class FastPageIndex:
             self.dim = dims.pop()
         rows = np.concatenate(matrices)
         if self._codes is None:
-            self._codes = GrowableArray((self.dim,), np.float16)
-        self._codes.append(rows)
+            stored_type = np.float16 if self.code_dtype == "float16" else np.uint16
+            self._codes = GrowableArray((self.dim,), stored_type)
+        self._codes.append(code_matrix(rows, self.code_dtype))
         if self.prefilter == "binary":
             words = binary_codes(rows)
             if not self._sign_words:
@@ -295,11 +312,12 @@ class FastPageIndex:
         return self._trained_rows
 
     def page_codes(self, page_id: Hashable) -> tuple[np.ndarray, np.ndarray | None]:
-        """A page's ``(codes, centroid ids)`` (ids ``None`` before the codebook is trained)."""
+        """A page's float16 ``(codes, centroid ids)`` (ids ``None`` before the codebook is
+        trained)."""
         slot = self._slot_of[page_id]
         first, last = self._offsets.values[slot], self._offsets.values[slot + 1]
         ids = self._code_centroids.values[first:last] if self.centroids is not None else None
-        return self._codes.values[first:last], ids
+        return float16_codes(self._codes.values[first:last]), ids
 
     def train_codebook(self) -> None:
         """(Re)train the centroid codebook on the current codes and re-assign every code.
@@ -309,7 +327,7 @@ class FastPageIndex:
         """
         if self._codes is None or self._codes.size == 0:
             return
-        codes = self._codes.values
+        codes = code_tensor(self._codes.values)
         self.centroids = train_centroids(codes, codebook_size(codes.shape[0]))
         self._code_centroids = GrowableArray((), np.int32)
         self._code_centroids.append(assign_centroids(codes, self.centroids))

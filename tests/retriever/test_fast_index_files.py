@@ -161,3 +161,38 @@ def test_many_small_commits_are_merged_into_one_segment(tmp_path):
     assert sorted(reopened.load(restored, hashes)) == sorted(pages)
     read = reopened.reader()
     assert all(np.array_equal(read(i), pages[i]) for i in pages)
+
+
+@pytest.mark.parametrize(
+    ("saved_by", "loaded_by"), [("float16", "bfloat16"), ("bfloat16", "float16")]
+)
+def test_saved_codes_load_into_an_index_of_either_code_type(tmp_path, saved_by, loaded_by):
+    # The files keep float16 codes whatever the writer's CPU preferred; a reader on another
+    # CPU keeps them in its own type.
+    from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
+    from llama_index_vlm.search.code_scores import code_matrix, float16_codes
+
+    rng = np.random.default_rng(1)
+    pages = {f"p{i}": rng.standard_normal((16, 8)).astype(np.float16) for i in range(40)}
+    hashes = {page_id: f"h{page_id}" for page_id in pages}
+    index = FastPageIndex(pool_factor=4, code_dtype=saved_by)
+    index.add(list(pages), list(pages.values()))
+    index.train_codebook()
+    files = FastIndexFiles(tmp_path / "fast-index")
+    files.add_segment(index, pages, hashes)
+    files.commit(1, index, hashes)
+    restored = FastPageIndex(pool_factor=4, code_dtype=loaded_by)
+    assert sorted(FastIndexFiles(tmp_path / "fast-index").load(restored, hashes)) == sorted(pages)
+    assert restored.code_dtype == loaded_by
+    for page_id in pages:
+        codes, ids = index.page_codes(page_id)
+        restored_codes, restored_ids = restored.page_codes(page_id)
+        np.testing.assert_array_equal(restored_codes, float16_codes(code_matrix(codes, loaded_by)))
+        np.testing.assert_array_equal(restored_ids, ids)  # the saved centroids, not reassigned
+    fetch = lambda ids: [pages[i] for i in ids]  # noqa: E731
+    for page_id in ("p3", "p27"):
+        query = pages[page_id][:4].astype(np.float32)
+        found, scores = restored.search(query, 5, rerank_fn=fetch)
+        expected, expected_scores = index.search(query, 5, rerank_fn=fetch)
+        assert found[0] == page_id and found == expected
+        np.testing.assert_array_equal(scores, expected_scores)

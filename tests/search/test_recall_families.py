@@ -24,16 +24,26 @@ def fetch_from(pages):
     return lambda ids: [pages[i] for i in ids]
 
 
-@pytest.fixture(scope="module", params=["blank-heavy", "codebook", "colqwen2", "duplicated"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        (name, code_dtype)
+        for name in ("blank-heavy", "codebook", "colqwen2", "duplicated")
+        for code_dtype in ("float16", "bfloat16")
+    ],
+    ids=lambda param: f"{param[0]}, {param[1]} codes",
+)
 def corpus(request):
-    """``(pages, queries, targets, exact top 10, index, exact scores)`` of one family."""
-    generator = family(request.param, dim=DIM, n_patches=N_PATCHES)
+    """``(pages, queries, targets, exact top 10, index, exact scores)`` of one family, the
+    index keeping its codes in one type (each CPU prefers one; both must keep the recall)."""
+    name, code_dtype = request.param
+    generator = family(name, dim=DIM, n_patches=N_PATCHES)
     pages = generator.pages(0, N_PAGES)
     targets = np.random.default_rng(7).choice(N_PAGES, size=N_QUERIES, replace=False)
     queries = [generator.query(int(target)) for target in targets]
     exact = maxsim_scores(queries, PageVectorMatrix.from_pages(pages))
     truth, _ = top_k(exact, 10)
-    index = FastPageIndex(pool_factor=4)
+    index = FastPageIndex(pool_factor=4, code_dtype=code_dtype)
     index.add(range(N_PAGES), pages)
     return pages, queries, targets, truth, index, exact
 
@@ -78,19 +88,21 @@ def test_filters_hold_in_fast_mode_with_the_prefilter(corpus):
     assert found == best_allowed
 
 
-def test_short_pages_keep_every_vector_as_codes():
+@pytest.mark.parametrize(("code_dtype", "rtol"), [("float16", 1e-3), ("bfloat16", 8e-3)])
+def test_short_pages_keep_every_vector_as_codes(code_dtype, rtol):
     # 23 vectors per page, as the tiny ColPali encoder gives: pooling them to 3 codes lost
     # most of the exact top 10; pages keep at least MIN_CODES_PER_PAGE codes.
     rng = np.random.default_rng(3)
     pages = [rng.standard_normal((23, DIM)).astype(np.float16) for _ in range(50)]
-    index = FastPageIndex()
+    index = FastPageIndex(code_dtype=code_dtype)
     index.add(range(50), pages)
     codes, _ = index.page_codes(7)
     assert codes.shape == (23, DIM)
     query = pages[7][:5].astype(np.float32)
     _, approximate = index.candidates(query, 50)
+    # the same scores up to the code type's roundings (bfloat16: of the codes too)
     np.testing.assert_allclose(
-        np.sort(approximate)[::-1], np.sort(maxsim_scores(query, pages)[0])[::-1], rtol=1e-3
+        np.sort(approximate)[::-1], np.sort(maxsim_scores(query, pages)[0])[::-1], rtol=rtol
     )
 
 
