@@ -10,7 +10,9 @@ For each family of :mod:`corpora` (same pages, same queries, one process), compa
   ``--code-dtypes`` (float16 and bfloat16 codes: the same pooled codes, kept and multiplied
   in each type);
 - ``fast, fixed depth 100``: today's first stages with the old fixed-depth rerank, to
-  separate what the first stage and what the adaptive depth each bring.
+  separate what the first stage and what the adaptive depth each bring;
+- with ``--compare-codebook``: also today's index with the codebook size of before issue 15's
+  tenth session (``2 sqrt(codes)`` centroids, without today's floor of 2,048), float16 codes.
 
 Full vectors for the rerank are read from memory, so latencies are the search's own.
 Recall@10 is against exact MaxSim, a page tied with the exact 10th counting as found
@@ -25,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -47,8 +50,14 @@ from llama_index_vlm.search import (  # noqa: E402
     rerank_exactly,
     top_k,
 )
+from llama_index_vlm.search import fast as fast_module  # noqa: E402
 
 K = 10
+
+
+def codebook_size_before(n_codes: int) -> int:
+    """``codebook_size`` before issue 15's tenth session: a power of two near 2 sqrt(codes)."""
+    return int(min(8192, max(64, 2 ** round(math.log2(2 * math.sqrt(n_codes))))))
 
 
 def log(message: str) -> None:
@@ -56,7 +65,12 @@ def log(message: str) -> None:
 
 
 def bench_family(
-    name: str, n_pages: int, n_queries: int, workdir: Path, code_dtypes: list[str]
+    name: str,
+    n_pages: int,
+    n_queries: int,
+    workdir: Path,
+    code_dtypes: list[str],
+    compare_codebook: bool = False,
 ) -> list[list[str]]:
     corpus = family(name, checkpoint_dir=workdir / "tiny-colpali")
     started = time.perf_counter()
@@ -95,6 +109,17 @@ def bench_family(
         indexes[dtype].prepare()
         builds[dtype] = pooling + time.perf_counter() - started
     new = indexes[code_dtypes[0]]
+    if compare_codebook:
+        started = time.perf_counter()
+        before = FastPageIndex(code_dtype="float16")
+        before.add_codes(range(n_pages), codes)
+        today_size = fast_module.codebook_size
+        fast_module.codebook_size = codebook_size_before
+        try:
+            before.prepare()
+        finally:
+            fast_module.codebook_size = today_size
+        builds["codebook before"] = pooling + time.perf_counter() - started
     log(f"{name}: indexes built (issue 4 {builds['old']:.0f}s, now {builds[code_dtypes[0]]:.0f}s)")
 
     def old_search(query):
@@ -122,6 +147,11 @@ def bench_family(
         new,
         builds[code_dtypes[0]],
     )
+    if compare_codebook:
+        method = (
+            f"fast (adaptive depth, float16 codes, {before.centroids.shape[0]} centroids as before)"
+        )
+        methods[method] = (new_search(before), before, builds["codebook before"])
     latencies = {method: [] for method in methods}
     found = {method: [] for method in methods}
     depths = {method: [] for method in methods}
@@ -188,6 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         default="float16,bfloat16",
         help="the fast index's code types, one row each (the first also for fixed depth 100)",
     )
+    parser.add_argument(
+        "--compare-codebook",
+        action="store_true",
+        help="also a row with the codebook size of before the tenth session (2 sqrt(codes))",
+    )
     args = parser.parse_args(argv)
     load_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     started = time.perf_counter()
@@ -207,7 +242,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.families.split(","):
             rows.extend(
                 bench_family(
-                    name, args.pages, args.queries, Path(workdir), args.code_dtypes.split(",")
+                    name,
+                    args.pages,
+                    args.queries,
+                    Path(workdir),
+                    args.code_dtypes.split(","),
+                    args.compare_codebook,
                 )
             )
             if args.out:
