@@ -42,25 +42,24 @@ DEFAULT_N_PROBE = 32
 _TRAINING_SAMPLE = 65_536
 
 
-#: The fewest centroids a codebook gets when it has the codes for them (64 a centroid).
-_MIN_CENTROIDS = 2048
-
-
 def codebook_size(n_codes: int) -> int:
-    """Centroids for ``n_codes`` code vectors: a power of two near ``2 * sqrt(n_codes)``
-    (PLAID uses ``16 * sqrt``; our codes are already pooled), but at least 2,048 where there
-    are 64 codes for each, and between 64 and 8192.
+    """Centroids for ``n_codes`` code vectors: a power of two near ``4 * sqrt(n_codes)`` where
+    that leaves at least 64 codes to each, else near ``2 * sqrt(n_codes)``; between 64 and
+    8192 (PLAID uses ``16 * sqrt``; our codes are already pooled).
 
-    The floor is for stores of 2,000-8,000 pages: there ``2 * sqrt`` gave 1,024 centroids,
-    too coarse for pages of ColQwen2-like image regions (the prefilter's 512 pages of 2,000
-    missed 5% of the exact top 10: recall@10 0.947 against 0.983 with 2,048 centroids,
-    ``benchmarks/RESULTS.md``). From ~1M codes (8k ColPali pages) on it changes nothing.
+    ``2 * sqrt`` alone (until issue 15's tenth session) was too coarse for pages of
+    ColQwen2-like image regions: the prefilter's 512 pages missed the exact top 10's pages,
+    recall@10 0.952 at 2,000 pages (1,024 centroids) and 0.959 at 10,000 (2,048), against
+    0.992 and 0.986 with twice the centroids. Where fewer codes would share each centroid
+    (2,000 pages of 23 vectors: 0.996 against 0.990) it stays. From 100k ColPali pages on
+    (8,192) nothing changes (``benchmarks/RESULTS.md``).
     """
     if n_codes < 1:
         raise ValueError("n_codes must be >= 1")
-    near_sqrt = 2 ** round(math.log2(2 * math.sqrt(n_codes)))
-    trainable = 2 ** math.floor(math.log2(max(n_codes // 64, 1)))
-    return int(min(8192, max(64, near_sqrt, min(_MIN_CENTROIDS, trainable))))
+    coarse = 2 ** round(math.log2(2 * math.sqrt(n_codes)))
+    fine = 2 ** round(math.log2(4 * math.sqrt(n_codes)))
+    filled = 2 ** math.floor(math.log2(max(n_codes // 64, 1)))  # 64 codes to each at least
+    return int(min(8192, max(64, coarse, min(fine, filled))))
 
 
 def _unit(matrix: torch.Tensor) -> torch.Tensor:

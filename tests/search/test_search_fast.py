@@ -308,15 +308,15 @@ def test_twins_with_ids_that_do_not_compare_keep_the_order_they_were_added_in():
     ("n_codes", "expected"),
     [
         (10, 64),  # the floor for a handful of codes
-        (30_000, 256),  # ~2 sqrt(n): 500 pages of 60 codes, as in the tests
+        (30_000, 256),  # 500 pages of 60 codes, as in the tests: 2 sqrt(n), 117 codes each
         (46_000, 512),  # 2,000 pages of 23 vectors (a tiny encoder): 2 sqrt(n) still
-        (86_000, 1024),  # 2,000 pages pooled to 43 codes: 64 codes for each of 1,024
-        (184_000, 2048),  # 2,000 ColQwen2-like pages: 2 sqrt(n) would give 1,024
-        (1_290_000, 2048),  # 10k ColPali pages: 2 sqrt(n), as before
-        (12_900_000, 8192),  # 100k pages: the ceiling
+        (86_000, 1024),  # 2,000 pages pooled to 43 codes: 4 sqrt(n), 84 codes each
+        (184_000, 2048),  # 2,000 ColQwen2-like pages: 2 sqrt(n) gave 1,024
+        (923_000, 4096),  # 10k ColQwen2-like pages: 2 sqrt(n) gave 2,048
+        (12_900_000, 8192),  # 100k ColPali pages: the ceiling, as before
     ],
 )
-def test_codebook_size_has_at_least_2048_centroids_where_codes_fill_them(n_codes, expected):
+def test_codebook_size_is_near_four_square_roots_where_64_codes_fill_each(n_codes, expected):
     from llama_index_vlm.search.centroids import codebook_size
 
     assert codebook_size(n_codes) == expected
