@@ -2,8 +2,8 @@
 
 Each page is summarised by *codes*: ``ceil(n_patches / pool_factor)`` k-means-pooled unit
 vectors (``pool_factor=8`` turns 1030 ColPali patch vectors into 129), kept as float16, or as
-bfloat16 on a CPU that multiplies bfloat16 faster (:func:`~llama_index_vlm.search.code_scores.
-preferred_code_dtype`). A search runs:
+bfloat16 on a CPU that multiplies bfloat16 faster (see
+:func:`~llama_index_vlm.search.code_scores.preferred_code_dtype`). A search runs:
 
 1. *prefilter*: centroid interaction (:mod:`~llama_index_vlm.search.centroids`) scores every
    page through a corpus-wide codebook with no per-page float maths; the best
