@@ -267,9 +267,9 @@ def compare_code_dtypes(retriever, cache, n_queries: int, args) -> None:
     codes = float16_codes(index._codes.values)
     columns = {}
     for dtype in ("float16", "bfloat16"):
-        column = GrowableArray((index.dim,), np.float16 if dtype == "float16" else np.uint16)
-        column.append(code_matrix(codes, dtype))
-        columns[dtype] = column
+        stored = code_matrix(codes, dtype)
+        columns[dtype] = GrowableArray((index.dim,), stored.dtype)
+        columns[dtype].append(stored)
     del codes
     today = preferred_code_dtype()
     other = "bfloat16" if today == "float16" else "float16"

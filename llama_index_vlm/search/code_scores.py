@@ -90,7 +90,7 @@ def _products_are_fast(dtype: torch.dtype) -> bool:
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(32, 128, generator=generator)
     rows = torch.randn(8192, 128, generator=generator).to(dtype)
-    half_query = query.to(dtype)
+    narrow_query = query.to(dtype)
 
     def best_time(product) -> float:
         product()  # warm-up: oneDNN builds its kernel on the first call
@@ -101,9 +101,9 @@ def _products_are_fast(dtype: torch.dtype) -> bool:
             times.append(time.perf_counter() - started)
         return min(times)
 
-    half = best_time(lambda: torch.mm(half_query, rows.T))
+    narrow = best_time(lambda: torch.mm(narrow_query, rows.T))
     widened = best_time(lambda: torch.mm(query, rows.float().T))
-    return half <= widened and products_accumulate_in_float32(query, rows)
+    return narrow <= widened and products_accumulate_in_float32(query, rows)
 
 
 def products_accumulate_in_float32(query: torch.Tensor, rows: torch.Tensor) -> bool:
@@ -117,11 +117,6 @@ def products_accumulate_in_float32(query: torch.Tensor, rows: torch.Tensor) -> b
     error = (product - torch.mm(query, rows.float().T)).abs().max()
     bound = unit_roundoff * query.norm(dim=1).max() * rows.float().norm(dim=1).max()
     return bool(error <= bound)
-
-
-def half_products_accumulate_in_float32(query: torch.Tensor, rows: torch.Tensor) -> bool:
-    """:func:`products_accumulate_in_float32` for float16 ``rows``."""
-    return products_accumulate_in_float32(query, rows.half())
 
 
 def code_matrix(codes: np.ndarray, dtype: CodeDtype) -> np.ndarray:

@@ -230,10 +230,10 @@ class FastPageIndex:
         if self.dim is None:
             self.dim = dims.pop()
         rows = np.concatenate(matrices)
+        stored = code_matrix(rows, self.code_dtype)
         if self._codes is None:
-            stored_type = np.float16 if self.code_dtype == "float16" else np.uint16
-            self._codes = GrowableArray((self.dim,), stored_type)
-        self._codes.append(code_matrix(rows, self.code_dtype))
+            self._codes = GrowableArray((self.dim,), stored.dtype)
+        self._codes.append(stored)
         if self.prefilter == "binary":
             words = binary_codes(rows)
             if not self._sign_words:

@@ -23,6 +23,7 @@ from llama_index_vlm.search.code_scores import (
 )
 
 DIM = 64
+CODE_DTYPES = ("float16", "bfloat16")
 
 
 def codes_and_offsets(lengths: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +179,9 @@ def test_float16_products_summed_in_float16_are_refused(monkeypatch):
     rows = torch.randn(256, 128, generator=generator).half()
     float16_mm = _float16_accumulating_mm(torch.mm)
     # the real kernel here (float32 accumulation on x86 CPUs) passes the check
-    assert code_scores.half_products_accumulate_in_float32(query, rows)
+    assert code_scores.products_accumulate_in_float32(query, rows)
     monkeypatch.setattr(torch, "mm", float16_mm)
-    assert not code_scores.half_products_accumulate_in_float32(query, rows)
+    assert not code_scores.products_accumulate_in_float32(query, rows)
     assert half_products_are_fast.__wrapped__() is False  # the process's answer is kept
 
 
@@ -225,9 +226,6 @@ def test_fast_index_returns_the_same_pages_either_way(monkeypatch):
         ):
             assert ids == ids_wide
             np.testing.assert_array_equal(scores, scores_wide)  # the rerank is exact
-
-
-CODE_DTYPES = ("float16", "bfloat16")
 
 
 @pytest.mark.parametrize("dtype", CODE_DTYPES)
