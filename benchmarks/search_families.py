@@ -12,7 +12,8 @@ For each family of :mod:`corpora` (same pages, same queries, one process), compa
 - ``fast, fixed depth 100``: today's first stages with the old fixed-depth rerank, to
   separate what the first stage and what the adaptive depth each bring;
 - with ``--compare-codebook``: also today's index with the codebook size of before issue 15's
-  tenth session (``2 sqrt(codes)`` centroids, without today's floor of 2,048), float16 codes.
+  tenth session (near ``2 sqrt(codes)`` centroids always, where today's rule takes ``4 sqrt``
+  wherever that leaves 64 codes to each), float16 codes.
 
 Full vectors for the rerank are read from memory, so latencies are the search's own.
 Recall@10 is against exact MaxSim, a page tied with the exact 10th counting as found
