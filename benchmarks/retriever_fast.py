@@ -29,6 +29,12 @@ Rows, in one process:
 - With ``--compare-code-dtypes``: each query with the fast index's codes kept in the type this
   CPU prefers (``preferred_code_dtype``) and in the other one (float16 or bfloat16: the same
   codes, converted), paired; then the throughput rows of both, round by round.
+- With ``--compare-node-versions``: each query with the hits' nodes read at the version the
+  search scored (today) and at the current version (a second read of the table's version),
+  paired; then the throughput rows of both, round by round.
+- With ``--diagnose-store-calls``: the throughput rows with the store's calls as they are, with
+  the table version from memory, and with the version and the hits' nodes from memory, with
+  the cores busy and the machine's idle share (where the threads wait, not a mode to use).
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -170,6 +176,18 @@ def main() -> None:
         help="also the latency and throughput with the fast index's codes kept as this CPU's "
         "preferred type and as the other (float16 / bfloat16)",
     )
+    parser.add_argument(
+        "--compare-node-versions",
+        action="store_true",
+        help="also the latency and throughput with the hits' nodes read at the searched "
+        "version (today) and at the current one",
+    )
+    parser.add_argument(
+        "--diagnose-store-calls",
+        action="store_true",
+        help="also the throughput rows with the table version and the hits' nodes answered "
+        "from memory instead of the store (where the threads wait)",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -252,6 +270,10 @@ def main() -> None:
             compare_openmp_rule(retriever, len(queries), args)
         if args.compare_lance_takes:
             compare_lance_takes(retriever, len(queries), args)
+        if args.compare_node_versions:
+            compare_node_versions(retriever, len(queries), args)
+        if args.diagnose_store_calls:
+            diagnose_store_calls(retriever, len(queries), args)
         if args.compare_code_dtypes:
             compare_code_dtypes(retriever, cache, len(queries), args)
 
@@ -283,8 +305,9 @@ def compare_code_dtypes(retriever, cache, n_queries: int, args) -> None:
     alternating_throughput(retriever, n_queries, args, index, "_codes", variants)
 
 
-def where_in_get_nodes(store, node_ids, filters=None):
-    """``get_nodes`` as it was before issue 15's fifth session: a ``page_id IN (...)`` scan."""
+def where_in_get_nodes(store, node_ids, filters=None, *, version=None):
+    """``get_nodes`` as it was before issue 15's fifth session: a ``page_id IN (...)`` scan
+    of the current version."""
     from llama_index_vlm.store import queries
     from llama_index_vlm.store.rows import row_to_node
     from llama_index_vlm.store.schema import NODE_COLUMNS
@@ -334,6 +357,83 @@ def paired_latencies(retriever, n_queries: int, rounds: int, use, label: str) ->
         f"ms, before p50 {np.median(before_ms):.1f} ms, median saving "
         f"{np.median(before_ms - today_ms):.1f} ms"
     )
+
+
+def compare_node_versions(retriever, n_queries: int, args) -> None:
+    """The hits' nodes read at the version the search scored (today: no second read of the
+    table's version) and at the current version (before issue 15's eleventh session): paired
+    latencies, then the throughput rows round by round."""
+    from llama_index_vlm.store import LanceDBPageStore
+
+    today = LanceDBPageStore.get_nodes
+
+    def at_current_version(store, node_ids=None, filters=None, *, version=None):
+        return today(store, node_ids, filters)
+
+    def use(before: bool) -> None:
+        LanceDBPageStore.get_nodes = at_current_version if before else today
+
+    paired_latencies(retriever, n_queries, 4, use, "nodes at the searched version")
+    variants = {
+        "nodes at the searched version": today,
+        "nodes at the current version": at_current_version,
+    }
+    alternating_throughput(retriever, n_queries, args, LanceDBPageStore, "get_nodes", variants)
+
+
+def diagnose_store_calls(retriever, n_queries: int, args) -> None:
+    """Where the threads' throughput goes: the throughput rows with the store's two calls per
+    query (the table's version, read through LanceDB's event loop, and the hits' nodes, taken
+    from the Lance dataset) as they are, with the version from memory, and with both from
+    memory (the nodes each query returns, read once beforehand). A diagnosis, not a mode:
+    the answers are the store's as it stands. The cores busy and the machine's idle share
+    (``/proc/stat``) show whether the threads wait rather than work."""
+    from llama_index_vlm.store import LanceDBPageStore
+
+    store = retriever.store
+    version = store.version
+    real = (LanceDBPageStore.version, LanceDBPageStore.get_nodes)
+    hit_ids = {hit.node.node_id for q in range(n_queries) for hit in retriever.retrieve(f"q{q}")}
+    in_memory = {node.node_id: node for node in store.get_nodes(sorted(hit_ids))}
+
+    def nodes_from_memory(store, node_ids=None, filters=None, *, version=None):
+        return [in_memory[page_id] for page_id in node_ids]
+
+    variants = {
+        "store calls as they are": real,
+        "version from memory": (property(lambda store: version), real[1]),
+        "version and nodes from memory": (property(lambda store: version), nodes_from_memory),
+    }
+    rates: dict[tuple[str, int], list[float]] = {}
+    try:
+        for _ in range(args.rounds):
+            for name, (version_attribute, get_nodes) in variants.items():
+                LanceDBPageStore.version, LanceDBPageStore.get_nodes = version_attribute, get_nodes
+                for threads in (1, args.threads):
+                    before = _cpu_ticks()
+                    rate, cores = throughput(retriever, n_queries, threads, args.seconds)
+                    ticks = _cpu_ticks() - before
+                    idle = f"{ticks[3] / ticks.sum():.0%}" if ticks.sum() else "n/a"
+                    rates.setdefault((name, threads), []).append(rate)
+                    log(
+                        f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores "
+                        f"busy, machine idle {idle}"
+                    )
+    finally:
+        LanceDBPageStore.version, LanceDBPageStore.get_nodes = real
+    for name in variants:
+        single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
+        log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
+
+
+def _cpu_ticks() -> np.ndarray:
+    """The machine's CPU time so far by state (user, nice, system, idle, ...) from
+    ``/proc/stat``; zeros where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            return np.array([int(x) for x in stat.readline().split()[1:9]], dtype=np.int64)
+    except OSError:
+        return np.zeros(8, dtype=np.int64)
 
 
 def compare_lance_takes(retriever, n_queries: int, args) -> None:

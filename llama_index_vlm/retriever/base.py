@@ -240,7 +240,7 @@ class ColPaliRetriever(BaseRetriever):
             )
         else:
             ranking = visual_ranking(hits, len(query_vectors), self.score)
-        return scored_nodes(ranking, self.store.get_nodes)
+        return scored_nodes(ranking, lambda ids: self.store.get_nodes(ids, version=version))
 
     def _maxsim_of(self, query_vectors: np.ndarray, page_ids: list[str], version: int):
         """The exact MaxSim scores of ``page_ids`` at ``version`` (vectors read from the store)."""

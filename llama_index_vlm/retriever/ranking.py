@@ -87,8 +87,8 @@ def hybrid_ranking(
 def scored_nodes(
     ranking: list[RankedPage], get_nodes: Callable[[list[str]], list[BaseNode]]
 ) -> list[NodeWithScore]:
-    """The ranked pages as LlamaIndex results, raw scores in hidden metadata; a page deleted
-    since the search is left out rather than returned stale.
+    """The ranked pages as LlamaIndex results, raw scores in hidden metadata; a page
+    ``get_nodes`` does not return (deleted before the version it reads) is left out.
     """
     nodes = {node.node_id: node for node in get_nodes([page.page_id for page in ranking])}
     results = []

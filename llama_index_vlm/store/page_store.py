@@ -337,18 +337,23 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         self,
         node_ids: list[str] | None = None,
         filters: MetadataFilters | None = None,
+        *,
+        version: int | None = None,
     ) -> list[BaseNode]:
         """Return the pages with these ids and/or matching ``filters`` as ``ImageNode``s.
 
         With ``node_ids``, nodes come in that order (missing ids are left out); with neither
         argument, every page. Each node carries the stored image (base64, with its mimetype),
         the text, the page fields and user metadata, and ``ref_doc_id`` = ``doc_id``.
+
+        ``version`` reads the pages as they were at that table version (e.g. the version a
+        search scored), not the current one; it also spares the read of the current version.
         """
-        table = self._pages.open()
+        table = self._pages.snapshot(version)
         if table is None or (node_ids is not None and not node_ids):
             return []
         if node_ids is not None and not (filters and filters.filters):
-            rows = self._pages.read_pages(node_ids, NODE_COLUMNS).to_pylist()
+            rows = self._pages.read_pages(node_ids, NODE_COLUMNS, version=version).to_pylist()
         else:
             rows = queries.select_pages(table, NODE_COLUMNS, filters, page_ids=node_ids)
             rows = rows.to_pylist()

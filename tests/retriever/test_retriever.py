@@ -214,6 +214,31 @@ def test_deleted_pages_are_gone_from_the_next_query(store, colpali_encoder):
     assert all(hit.node.metadata["doc_id"] != "doc0" for hit in hits)
 
 
+@pytest.mark.parametrize("search_mode", ["exact", "fast"])
+def test_hits_are_read_at_the_version_the_search_scored(
+    store, colpali_encoder, monkeypatch, search_mode
+):
+    """A document deleted after the search scored its pages, before their nodes are read,
+    still comes back as it was scored: the nodes are read at the searched version."""
+    retriever = ColPaliRetriever(
+        encoder=colpali_encoder, store=store, similarity_top_k=100, search_mode=search_mode
+    )
+    scored_at = store.version
+    get_nodes = LanceDBPageStore.get_nodes
+
+    def delete_first(self, node_ids, filters=None, *, version=None):
+        monkeypatch.setattr(LanceDBPageStore, "get_nodes", get_nodes)
+        self.delete("doc0")
+        return get_nodes(self, node_ids, filters, version=version)
+
+    monkeypatch.setattr(LanceDBPageStore, "get_nodes", delete_first)
+    hits = retriever.retrieve("revenue")
+    assert store.version > scored_at
+    assert len(hits) == N_FILES * PAGES_PER_FILE
+    assert sum(hit.node.metadata["doc_id"] == "doc0" for hit in hits) == PAGES_PER_FILE
+    assert len(retriever.retrieve("revenue")) == (N_FILES - 1) * PAGES_PER_FILE
+
+
 def test_vectors_of_another_model_are_refused(store, colqwen2_encoder):
     with pytest.raises(ModelMismatchError):
         ColPaliRetriever(encoder=colqwen2_encoder, store=store).retrieve("revenue")

@@ -984,6 +984,26 @@ def test_two_page_hash_reads_show_what_changed(filled):
     assert set(hashes) - set(now) == {"b-p1", "b-p2", "b-p3"}
 
 
+def test_nodes_read_at_an_earlier_version_are_the_pages_as_they_were(filled):
+    """A retriever reads its hits' nodes at the version it searched: a page replaced or
+    deleted since comes back as it was scored, not with content it was never scored on."""
+    version = filled.version
+    before = {node.node_id: node.text for node in filled.get_nodes(["a-p1", "b-p2"])}
+    filled.add([page_document("a", 1, text="changed")], page_vectors=[unit_vectors(7)])
+    filled.delete("b")
+
+    at_version = filled.get_nodes(["b-p2", "a-p1"], version=version)
+    assert [node.node_id for node in at_version] == ["b-p2", "a-p1"]
+    assert {node.node_id: node.text for node in at_version} == before
+    assert before["a-p1"] != "changed"
+    now = filled.get_nodes(["b-p2", "a-p1"])
+    assert [(node.node_id, node.text) for node in now] == [("a-p1", "changed")]
+    tax_then = filled.get_nodes(filters=_where("topic", "tax"), version=version)
+    assert _ids(tax_then) == sorted(f"{d}-p{n}" for d in "ab" for n in (1, 2, 3))
+    # The new a-p1 has no topic; b is gone.
+    assert _ids(filled.get_nodes(filters=_where("topic", "tax"))) == ["a-p2", "a-p3"]
+
+
 def test_page_ids_and_hashes_read_an_earlier_version(filled):
     version, hashes = filled.version, filled.page_hashes()
     filled.add([page_document("a", 1, text="changed")], page_vectors=[unit_vectors(7)])
