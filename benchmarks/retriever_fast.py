@@ -35,6 +35,8 @@ Rows, in one process:
 - With ``--diagnose-store-calls``: the throughput rows with the store's calls as they are, with
   the table version from memory, and with the version and the hits' nodes from memory, with
   the cores busy and the machine's idle share (where the threads wait, not a mode to use).
+- With ``--compare-stage-threads``: a lone search's candidates and rerank stages each on one
+  OpenMP thread and on torch's whole team, query by query in turns.
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -188,6 +190,12 @@ def main() -> None:
         help="also the throughput rows with the table version and the hits' nodes answered "
         "from memory instead of the store (where the threads wait)",
     )
+    parser.add_argument(
+        "--compare-stage-threads",
+        action="store_true",
+        help="also a lone search's candidates and rerank stages on one OpenMP thread and on "
+        "torch's team, in turns",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -274,6 +282,8 @@ def main() -> None:
             compare_node_versions(retriever, len(queries), args)
         if args.diagnose_store_calls:
             diagnose_store_calls(retriever, len(queries), args)
+        if args.compare_stage_threads:
+            compare_stage_threads(cache, queries, rounds=5)
         if args.compare_code_dtypes:
             compare_code_dtypes(retriever, cache, len(queries), args)
 
@@ -424,6 +434,47 @@ def diagnose_store_calls(retriever, n_queries: int, args) -> None:
     for name in variants:
         single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
         log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
+
+
+def compare_stage_threads(cache, queries: list[np.ndarray], rounds: int) -> None:
+    """A lone search's two stages, the candidates (prefilter and pooled codes) and the
+    adaptive rerank, each on one OpenMP thread and on torch's whole team, query by query in
+    turns: which stage the team speeds up under this process's ``OMP_WAIT_POLICY``."""
+    from llama_index_vlm.retriever import search_slots
+    from llama_index_vlm.search.rerank import adaptive_rerank
+
+    runtime = search_slots._OPENMP
+    if runtime is None:
+        log("stage threads: no OpenMP runtime found in torch; skipped")
+        return
+    team = runtime.omp_get_max_threads()
+    index, version = cache._index, cache.version
+    times: dict[tuple[str, int], list[float]] = {}
+    try:
+        for _ in range(rounds):
+            for query in queries:
+                for threads in (1, team):
+                    runtime.omp_set_num_threads(threads)
+                    started = time.perf_counter()
+                    ids, approximate = index.candidates(query, 512)
+                    middle = time.perf_counter()
+                    adaptive_rerank(
+                        query,
+                        ids,
+                        approximate,
+                        K,
+                        lambda page_ids: cache._rerank_vectors(page_ids, version),
+                        min_depth=32,
+                        max_depth=512,
+                    )
+                    done = time.perf_counter()
+                    times.setdefault(("candidates", threads), []).append(middle - started)
+                    times.setdefault(("rerank", threads), []).append(done - middle)
+    finally:
+        runtime.omp_set_num_threads(team)
+    for stage in ("candidates", "rerank"):
+        one, many = (np.median(times[(stage, t)]) * 1000 for t in (1, team))
+        log(f"{stage}: p50 {one:.1f} ms on one OpenMP thread, {many:.1f} ms on {team}")
 
 
 def _cpu_ticks() -> np.ndarray:

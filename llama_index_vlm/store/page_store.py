@@ -367,9 +367,11 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         self,
         node_ids: list[str] | None = None,
         filters: MetadataFilters | None = None,
+        *,
+        version: int | None = None,
     ) -> list[BaseNode]:
         """:meth:`get_nodes` in a worker thread."""
-        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+        return await asyncio.to_thread(self.get_nodes, node_ids, filters, version=version)
 
     @reports_storage_errors
     def count(self, filters: MetadataFilters | None = None) -> int:

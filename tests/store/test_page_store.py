@@ -998,6 +998,8 @@ def test_nodes_read_at_an_earlier_version_are_the_pages_as_they_were(filled):
     assert before["a-p1"] != "changed"
     now = filled.get_nodes(["b-p2", "a-p1"])
     assert [(node.node_id, node.text) for node in now] == [("a-p1", "changed")]
+    then = asyncio.run(filled.aget_nodes(["b-p2"], version=version))
+    assert [(node.node_id, node.text) for node in then] == [("b-p2", before["b-p2"])]
     tax_then = filled.get_nodes(filters=_where("topic", "tax"), version=version)
     assert _ids(tax_then) == sorted(f"{d}-p{n}" for d in "ab" for n in (1, 2, 3))
     # The new a-p1 has no topic; b is gone.
