@@ -33,8 +33,9 @@ Rows, in one process:
   search scored (today) and at the current version (a second read of the table's version),
   paired; then the throughput rows of both, round by round.
 - With ``--diagnose-store-calls``: the throughput rows with the store's calls as they are, with
-  the table version from memory, and with the version and the hits' nodes from memory, with
-  the cores busy and the machine's idle share (where the threads wait, not a mode to use).
+  the table version from memory, with the version and the hits' nodes from memory, and with
+  both from memory after a 3 ms sleep, with the cores busy and the machine's idle share (where
+  the threads wait, not a mode to use).
 - With ``--compare-stage-threads``: a lone search's candidates and rerank stages each on one
   OpenMP thread and on torch's whole team, query by query in turns.
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
@@ -394,8 +395,9 @@ def compare_node_versions(retriever, n_queries: int, args) -> None:
 def diagnose_store_calls(retriever, n_queries: int, args) -> None:
     """Where the threads' throughput goes: the throughput rows with the store's two calls per
     query (the table's version, read through LanceDB's event loop, and the hits' nodes, taken
-    from the Lance dataset) as they are, with the version from memory, and with both from
-    memory (the nodes each query returns, read once beforehand). A diagnosis, not a mode:
+    from the Lance dataset) as they are, with the version from memory, with both from memory
+    (the nodes each query returns, read once beforehand), and with both from memory after a
+    3 ms sleep where the nodes are read (a wait with no store in it). A diagnosis, not a mode:
     the answers are the store's as it stands. The cores busy and the machine's idle share
     (``/proc/stat``) show whether the threads wait rather than work."""
     from llama_index_vlm.store import LanceDBPageStore
@@ -409,10 +411,16 @@ def diagnose_store_calls(retriever, n_queries: int, args) -> None:
     def nodes_from_memory(store, node_ids=None, filters=None, *, version=None):
         return [in_memory[page_id] for page_id in node_ids]
 
+    def nodes_after_a_wait(store, node_ids=None, filters=None, *, version=None):
+        time.sleep(0.003)  # blocks as a store read does, without its work or the store
+        return nodes_from_memory(store, node_ids)
+
+    from_memory = property(lambda store: version)
     variants = {
         "store calls as they are": real,
-        "version from memory": (property(lambda store: version), real[1]),
-        "version and nodes from memory": (property(lambda store: version), nodes_from_memory),
+        "version from memory": (from_memory, real[1]),
+        "version and nodes from memory": (from_memory, nodes_from_memory),
+        "both from memory, nodes after a 3 ms sleep": (from_memory, nodes_after_a_wait),
     }
     rates: dict[tuple[str, int], list[float]] = {}
     try:
