@@ -38,6 +38,9 @@ Rows, in one process:
   the threads wait, not a mode to use).
 - With ``--compare-stage-threads``: a lone search's candidates and rerank stages each on one
   OpenMP thread and on torch's whole team, query by query in turns.
+- With ``--compare-rerank-threads``: each query with the rerank on the threads this process's
+  probe chose (``search_slots.rerank_on_one_thread``) and on the other choice, paired; then the
+  throughput rows of both, round by round.
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -197,6 +200,12 @@ def main() -> None:
         help="also a lone search's candidates and rerank stages on one OpenMP thread and on "
         "torch's team, in turns",
     )
+    parser.add_argument(
+        "--compare-rerank-threads",
+        action="store_true",
+        help="also the latency and throughput with the rerank on the threads this process's "
+        "probe chose (today) and on the other choice",
+    )
     args = parser.parse_args()
     log(f"start: {args.pages} pages, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     corpus = SyntheticCorpus()
@@ -285,6 +294,8 @@ def main() -> None:
             diagnose_store_calls(retriever, len(queries), args)
         if args.compare_stage_threads:
             compare_stage_threads(cache, queries, rounds=5)
+        if args.compare_rerank_threads:
+            compare_rerank_threads(retriever, len(queries), args)
         if args.compare_code_dtypes:
             compare_code_dtypes(retriever, cache, len(queries), args)
 
@@ -442,6 +453,29 @@ def diagnose_store_calls(retriever, n_queries: int, args) -> None:
     for name in variants:
         single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
         log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
+
+
+def compare_rerank_threads(retriever, n_queries: int, args) -> None:
+    """The rerank on the threads this process's probe chose (today,
+    ``search_slots.rerank_on_one_thread``) and on the other choice (torch's team everywhere
+    before issue 15's eleventh session, or one thread where the probe kept the team): paired
+    latencies, then the throughput rows round by round."""
+    from llama_index_vlm.retriever import search_slots
+
+    today = search_slots.rerank_on_one_thread()
+    log(f"rerank threads: the probe chose {'one thread' if today else 'the team'}")
+
+    def use(before: bool) -> None:
+        search_slots._rerank_on_one_thread = (not today) if before else today
+
+    paired_latencies(retriever, n_queries, 4, use, "rerank threads as the probe chose")
+    variants = {
+        f"rerank on {'one thread' if choice else 'the team'}": choice
+        for choice in (today, not today)
+    }
+    alternating_throughput(
+        retriever, n_queries, args, search_slots, "_rerank_on_one_thread", variants
+    )
 
 
 def compare_stage_threads(cache, queries: list[np.ndarray], rounds: int) -> None:

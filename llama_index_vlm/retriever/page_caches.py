@@ -23,6 +23,7 @@ import torch
 
 from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
 from llama_index_vlm.retriever.rwlock import ReadWriteLock
+from llama_index_vlm.retriever.search_slots import rerank_threads
 from llama_index_vlm.search import (
     DEFAULT_MAX_CANDIDATE_DEPTH,
     DevicePageMatrix,
@@ -277,15 +278,16 @@ class FastPageCache(PageCache):
             )
         finally:
             self._readers_writer.release_read()
-        result = adaptive_rerank(
-            query_vectors,
-            candidate_ids,
-            approximate,
-            k,
-            lambda ids: self._rerank_vectors(ids, version),
-            min_depth=max(candidate_depth, k),
-            max_depth=depth,
-        )
+        with rerank_threads():  # one OpenMP thread where the team only costs (search_slots)
+            result = adaptive_rerank(
+                query_vectors,
+                candidate_ids,
+                approximate,
+                k,
+                lambda ids: self._rerank_vectors(ids, version),
+                min_depth=max(candidate_depth, k),
+                max_depth=depth,
+            )
         return _finite_hits(result.page_ids, result.scores)
 
 

@@ -18,6 +18,16 @@ thread takes) and is restored when the search ends, so a search alone keeps ever
 With 8 query threads on 2 cores at 10k pages: 11-18% more queries/s and 4-6 ms less CPU a
 query than every search on torch's full team, in three paired runs (``benchmarks/RESULTS.md``).
 
+A rerank runs on one OpenMP thread where torch's team only costs it time
+(:func:`rerank_threads`). Its steps are small: each reranked page widened from float16 on its
+own (a 1,030 x 128 page), each block's per-page maxima. Every one of them is a parallel
+region, and where the team's threads sleep between regions (``OMP_WAIT_POLICY=PASSIVE``, the
+setting a shared machine wants) waking them costs more than the second thread gives back: on
+a 2-core VM, 62 us for a page's widening on 2 threads against 8.5 us on one, and a 10k-page
+rerank 17.8 ms on 2 threads against 12.1 ms on one; with spinning threads the team wins
+(5.3 against 9.0 us; 8.8 against 11.1 ms) and is kept (``benchmarks/RESULTS.md``, issue 15).
+Which one holds is timed once per process on a page-sized widening.
+
 Example:
     >>> with search_slot():
     ...     pass  # score pages here
@@ -28,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -89,6 +100,79 @@ def _one_openmp_thread() -> Iterator[None]:
         yield
     finally:
         _OPENMP.omp_set_num_threads(before)
+
+
+#: The page widened by the rerank probe: ColPali's 1,030 vectors of 128 dimensions.
+_PROBE_PAGE_SHAPE = (1030, 128)
+_PROBE_REPEATS = 15
+#: The rerank goes to one thread only if the team is this many times slower on a page: a
+#: margin no timing noise seen here came near (the two sides differ 1.6-7x).
+_TEAM_SLOWER_BY = 1.5
+_rerank_on_one_thread: bool | None = None
+_PROBE_LOCK = threading.Lock()
+
+
+def page_widening_seconds(threads: int, repeats: int = _PROBE_REPEATS) -> float:
+    """The median seconds of widening one float16 page to float32 with this thread's OpenMP
+    regions on ``threads`` threads (its own count is restored afterwards)."""
+    import torch
+
+    source = torch.zeros(_PROBE_PAGE_SHAPE, dtype=torch.float16)
+    target = torch.empty(_PROBE_PAGE_SHAPE, dtype=torch.float32)
+    before = _OPENMP.omp_get_max_threads()
+    _OPENMP.omp_set_num_threads(threads)
+    try:
+        target.copy_(source)  # the team's threads started and warm
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            target.copy_(source)
+            times.append(time.perf_counter() - started)
+    finally:
+        _OPENMP.omp_set_num_threads(before)
+    return sorted(times)[len(times) // 2]
+
+
+def _probe_rerank_threads() -> bool:
+    """Time a page's widening on torch's team and on one thread, in a thread of its own (so
+    the team is the process's default, whatever the caller's thread is set to)."""
+    import torch
+
+    answer: list[bool] = []
+
+    def probe() -> None:
+        torch.zeros(1 << 16).add_(1)  # torch sets this thread's team size at its first region
+        team = _OPENMP.omp_get_max_threads()
+        if team < 2:
+            answer.append(False)
+            return
+        on_team = page_widening_seconds(team)
+        on_one = page_widening_seconds(1)
+        answer.append(on_team > _TEAM_SLOWER_BY * on_one)
+
+    thread = threading.Thread(target=probe, name="llama-index-vlm-rerank-probe")
+    thread.start()
+    thread.join()
+    return bool(answer and answer[0])
+
+
+def rerank_on_one_thread() -> bool:
+    """Whether this process's reranks run on one OpenMP thread: where a page's widening is
+    more than 1.5x slower on torch's team than on one thread (timed at the first call, about
+    2 ms; False without an OpenMP runtime)."""
+    global _rerank_on_one_thread
+    with _PROBE_LOCK:
+        if _rerank_on_one_thread is None:
+            _rerank_on_one_thread = _OPENMP is not None and _probe_rerank_threads()
+        return _rerank_on_one_thread
+
+
+@contextmanager
+def rerank_threads() -> Iterator[None]:
+    """This thread's OpenMP regions on one thread for the ``with`` block where
+    :func:`rerank_on_one_thread` says so; torch's team otherwise."""
+    with _one_openmp_thread() if rerank_on_one_thread() else nullcontext():
+        yield
 
 
 if hasattr(os, "register_at_fork"):

@@ -11,6 +11,7 @@ import torch
 
 from llama_index_vlm.retriever import ColPaliRetriever, search_slots
 from llama_index_vlm.retriever.page_caches import ExactPageCache, FastPageCache
+from llama_index_vlm.search import FastPageIndex
 
 
 def test_one_slot_per_usable_core():
@@ -141,3 +142,88 @@ def test_a_search_beside_another_uses_one_openmp_thread_until_it_ends(
     assert second == [2, 1, 2]  # one thread beside it, its own count back afterwards
     assert torch.get_num_threads() == 2  # no other thread's count changed
     assert search_slots._running == 0
+
+
+# ------------------------------------------------------------------ the rerank's threads
+
+
+def _widening_times(on_team: float, on_one: float, asked: list[int]):
+    def seconds(threads: int, repeats: int = 15) -> float:
+        asked.append(threads)
+        return on_one if threads == 1 else on_team
+
+    return seconds
+
+
+@pytest.mark.parametrize(
+    ("on_team", "on_one", "one_thread"),
+    [
+        (62e-6, 8.5e-6, True),  # sleeping team threads woken at every region (PASSIVE, a VM)
+        (5.3e-6, 9.0e-6, False),  # spinning team threads: the team is faster
+        (10e-6, 8e-6, False),  # slower on the team, but within the margin
+    ],
+)
+def test_the_probe_puts_the_rerank_on_one_thread_only_where_the_team_is_much_slower(
+    two_openmp_threads, monkeypatch, on_team, on_one, one_thread
+):
+    asked: list[int] = []
+    monkeypatch.setattr(
+        search_slots, "page_widening_seconds", _widening_times(on_team, on_one, asked)
+    )
+    assert search_slots._probe_rerank_threads() is one_thread
+    assert sorted(asked) == [1, 2]  # the process's team (2 here), not the caller's count
+
+
+def test_the_probe_runs_once_per_process(monkeypatch):
+    monkeypatch.setattr(search_slots, "_rerank_on_one_thread", None)
+    calls = []
+    monkeypatch.setattr(search_slots, "_probe_rerank_threads", lambda: calls.append(1) or True)
+    threads = [threading.Thread(target=search_slots.rerank_on_one_thread) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert search_slots.rerank_on_one_thread() is True
+    assert calls == [1]
+
+
+def test_the_probe_times_a_real_widening_and_answers():
+    assert search_slots.page_widening_seconds(1, repeats=3) > 0
+    if search_slots._OPENMP is not None:
+        assert search_slots._probe_rerank_threads() in (True, False)
+
+
+@pytest.mark.parametrize("one_thread", [True, False])
+def test_rerank_threads_narrows_this_thread_only_where_chosen(
+    two_openmp_threads, monkeypatch, one_thread
+):
+    monkeypatch.setattr(search_slots, "_rerank_on_one_thread", one_thread)
+    with search_slots.rerank_threads():
+        inside = torch.get_num_threads()
+    assert inside == (1 if one_thread else 2)
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("one_thread", [True, False])
+def test_the_fast_cache_reranks_on_the_chosen_threads(
+    store, colpali_encoder, two_openmp_threads, monkeypatch, one_thread
+):
+    monkeypatch.setattr(search_slots, "_rerank_on_one_thread", one_thread)
+    rerank_vectors, candidates = FastPageCache._rerank_vectors, FastPageIndex.candidates
+    seen: dict[str, list[int]] = {"rerank": [], "candidates": []}
+
+    def reading(cache, *args, **kwargs):
+        seen["rerank"].append(torch.get_num_threads())
+        return rerank_vectors(cache, *args, **kwargs)
+
+    def choosing(index, *args, **kwargs):
+        seen["candidates"].append(torch.get_num_threads())
+        return candidates(index, *args, **kwargs)
+
+    monkeypatch.setattr(FastPageCache, "_rerank_vectors", reading)
+    monkeypatch.setattr(FastPageIndex, "candidates", choosing)
+    retriever = ColPaliRetriever(encoder=colpali_encoder, store=store, search_mode="fast")
+    assert len(retriever.retrieve("revenue")) == 5
+    assert seen["candidates"] == [2]  # the first stage keeps the team
+    assert seen["rerank"] and set(seen["rerank"]) == {1 if one_thread else 2}
+    assert torch.get_num_threads() == 2
