@@ -89,17 +89,23 @@ _OPENMP = _openmp_runtime()
 
 
 @contextmanager
-def _one_openmp_thread() -> Iterator[None]:
-    """This thread's OpenMP regions (torch's products and reductions) use one thread."""
+def _openmp_threads(threads: int) -> Iterator[None]:
+    """This thread's OpenMP regions (torch's products and reductions) use ``threads`` threads
+    for the ``with`` block; its own count is restored afterwards."""
     if _OPENMP is None:
         yield
         return
     before = _OPENMP.omp_get_max_threads()
-    _OPENMP.omp_set_num_threads(1)
+    _OPENMP.omp_set_num_threads(threads)
     try:
         yield
     finally:
         _OPENMP.omp_set_num_threads(before)
+
+
+def _one_openmp_thread():
+    """This thread's OpenMP regions use one thread for the ``with`` block."""
+    return _openmp_threads(1)
 
 
 #: The page widened by the rerank probe: ColPali's 1,030 vectors of 128 dimensions.
@@ -119,17 +125,13 @@ def page_widening_seconds(threads: int, repeats: int = _PROBE_REPEATS) -> float:
 
     source = torch.zeros(_PROBE_PAGE_SHAPE, dtype=torch.float16)
     target = torch.empty(_PROBE_PAGE_SHAPE, dtype=torch.float32)
-    before = _OPENMP.omp_get_max_threads()
-    _OPENMP.omp_set_num_threads(threads)
-    try:
+    with _openmp_threads(threads):
         target.copy_(source)  # the team's threads started and warm
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
             target.copy_(source)
             times.append(time.perf_counter() - started)
-    finally:
-        _OPENMP.omp_set_num_threads(before)
     return sorted(times)[len(times) // 2]
 
 
@@ -161,6 +163,8 @@ def rerank_on_one_thread() -> bool:
     more than 1.5x slower on torch's team than on one thread (timed at the first call, about
     2 ms; False without an OpenMP runtime)."""
     global _rerank_on_one_thread
+    if _rerank_on_one_thread is not None:  # every search asks: no lock once it is known
+        return _rerank_on_one_thread
     with _PROBE_LOCK:
         if _rerank_on_one_thread is None:
             _rerank_on_one_thread = _OPENMP is not None and _probe_rerank_threads()
