@@ -433,26 +433,14 @@ def diagnose_store_calls(retriever, n_queries: int, args) -> None:
         "version and nodes from memory": (from_memory, nodes_from_memory),
         "both from memory, nodes after a 3 ms sleep": (from_memory, nodes_after_a_wait),
     }
-    rates: dict[tuple[str, int], list[float]] = {}
+
+    def use(calls) -> None:
+        LanceDBPageStore.version, LanceDBPageStore.get_nodes = calls
+
     try:
-        for _ in range(args.rounds):
-            for name, (version_attribute, get_nodes) in variants.items():
-                LanceDBPageStore.version, LanceDBPageStore.get_nodes = version_attribute, get_nodes
-                for threads in (1, args.threads):
-                    before = _cpu_ticks()
-                    rate, cores = throughput(retriever, n_queries, threads, args.seconds)
-                    ticks = _cpu_ticks() - before
-                    idle = f"{ticks[3] / ticks.sum():.0%}" if ticks.sum() else "n/a"
-                    rates.setdefault((name, threads), []).append(rate)
-                    log(
-                        f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores "
-                        f"busy, machine idle {idle}"
-                    )
+        throughput_rounds(retriever, n_queries, args, variants, use)
     finally:
-        LanceDBPageStore.version, LanceDBPageStore.get_nodes = real
-    for name in variants:
-        single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
-        log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
+        use(real)
 
 
 def compare_rerank_threads(retriever, n_queries: int, args) -> None:
@@ -559,23 +547,36 @@ def alternating_throughput(
     retriever, n_queries: int, args, owner, attribute: str, variants: dict[str, object]
 ) -> None:
     """1 and ``args.threads`` query threads with ``owner.attribute`` set to each of
-    ``variants`` (name -> value) in turn, round by round so a burst of load hits them alike;
-    the attribute is restored after."""
+    ``variants`` (name -> value) in turn (:func:`throughput_rounds`); the attribute is
+    restored after."""
     today = getattr(owner, attribute)
-    rates: dict[tuple[str, int], list[float]] = {}
     try:
-        for _ in range(args.rounds):
-            for name, value in variants.items():
-                setattr(owner, attribute, value)
-                for threads in (1, args.threads):
-                    rate, cores = throughput(retriever, n_queries, threads, args.seconds)
-                    rates.setdefault((name, threads), []).append(rate)
-                    log(
-                        f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} "
-                        f"cores busy, {cores / rate * 1000:.1f} ms of CPU per query"
-                    )
+        throughput_rounds(
+            retriever, n_queries, args, variants, lambda value: setattr(owner, attribute, value)
+        )
     finally:
         setattr(owner, attribute, today)
+
+
+def throughput_rounds(retriever, n_queries: int, args, variants: dict[str, object], use) -> None:
+    """1 and ``args.threads`` query threads after ``use(value)`` for each of ``variants``
+    (name -> value) in turn, round by round so a burst of load hits them alike: queries/s,
+    the cores the process kept busy, its CPU a query and the machine's idle share
+    (``/proc/stat``). The caller restores what ``use`` changed."""
+    rates: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.rounds):
+        for name, value in variants.items():
+            use(value)
+            for threads in (1, args.threads):
+                before = _cpu_ticks()
+                rate, cores = throughput(retriever, n_queries, threads, args.seconds)
+                ticks = _cpu_ticks() - before
+                idle = f"{ticks[3] / ticks.sum():.0%}" if ticks.sum() else "n/a"
+                rates.setdefault((name, threads), []).append(rate)
+                log(
+                    f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores "
+                    f"busy, {cores / rate * 1000:.1f} ms of CPU per query, machine idle {idle}"
+                )
     for name in variants:
         single, many = (float(np.mean(rates[(name, t)])) for t in (1, args.threads))
         log(f"{name}: {args.threads} threads {many:.1f} q/s, {many / single:.2f}x one thread")
