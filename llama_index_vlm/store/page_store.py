@@ -181,8 +181,7 @@ class LanceDBPageStore(BasePydanticVectorStore, CompactingStore):
         A retriever caching vectors in memory compares it with the version it loaded to know
         when to refresh. 0 before the table exists.
         """
-        table = self._pages.open()
-        return 0 if table is None else int(table.version)
+        return self._pages.version()
 
     def check_fingerprint(self, fingerprint: dict[str, Any] | None, dim: int | None = None) -> None:
         """Raise :class:`ModelMismatchError` if vectors from ``fingerprint`` (or of ``dim``

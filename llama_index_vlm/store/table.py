@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +33,13 @@ from llama_index_vlm.store.schema import (
     schema_dtype,
     schema_fingerprint,
 )
+
+
+def _checks_every_read(connection: Any) -> bool:
+    """Whether ``connection`` looks for other processes' commits at every read (LanceDB's
+    ``read_consistency_interval`` of 0)."""
+    interval = getattr(connection, "read_consistency_interval", None)
+    return isinstance(interval, timedelta) and interval == timedelta(0)
 
 
 class PageTable:
@@ -59,6 +67,9 @@ class PageTable:
         self._dataset: tuple[int, Any | None] | None = None
         #: ``(version, page_id -> _rowid at it)`` of the last version :meth:`read_all` read
         self._rows: tuple[int, dict[str, int]] | None = None
+        #: The Lance dataset :meth:`version` lists the latest version from (False: none can
+        #: be had; None: not looked for yet)
+        self._versions_dataset: Any = None
         #: Rows this object deleted or replaced, and rows it wrote, since it last compacted
         #: the table: what makes an automatic compaction worth its cost.
         self.rows_deleted = 0
@@ -84,6 +95,41 @@ class PageTable:
         check_page_table(table.schema, self.name, self.uri)
         self._table = table
         return table
+
+    def version(self) -> int:
+        """The table's current version (0 before it exists): the latest one committed, by any
+        process, where the connection checks for other processes' commits at every read
+        (``read_consistency_interval`` 0, the store's default); the table handle's otherwise.
+
+        A retriever reads it at every query. LanceDB's ``Table.version`` loads the latest
+        manifest for it, through LanceDB's one background event-loop thread, which query
+        threads then wait on in turn: 254 us a read at 10k pages, 5,500 reads a second from 8
+        threads. The Lance dataset behind the table lists the latest version number without
+        that thread: 31 us, 44,000 a second (``benchmarks/retriever_fast.py
+        --compare-version-reads``, ``benchmarks/RESULTS.md``). Where no dataset can be had, or
+        the listing fails, LanceDB answers as before.
+        """
+        table = self.open()
+        if table is None:
+            return 0
+        if _checks_every_read(self.connection):
+            dataset = self._dataset_for_versions(table)
+            if dataset is not None:
+                try:
+                    return int(dataset.latest_version)
+                except Exception:  # noqa: BLE001 - a storage error: LanceDB answers, or raises
+                    pass
+        return int(table.version)
+
+    def _dataset_for_versions(self, table: Any) -> Any | None:
+        """The Lance dataset :meth:`version` lists versions from, opened at the first call."""
+        with self._read_lock:
+            dataset = self._versions_dataset
+        if dataset is None:
+            dataset = lance_dataset(table)
+            with self._read_lock:
+                self._versions_dataset = False if dataset is None else dataset
+        return None if dataset is False else dataset
 
     def snapshot(self, version: int | None) -> Any | None:
         """The table, or a separate handle fixed at ``version`` (consistent multi-call reads).
@@ -124,7 +170,7 @@ class PageTable:
         if table is None:
             return None
         if version is None:
-            version = int(table.version)
+            version = self.version()
         snapshot = self.snapshot(version)
         with self._read_lock:
             row_ids = self._rows[1] if self._rows is not None and self._rows[0] == version else None

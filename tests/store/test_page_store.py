@@ -483,6 +483,79 @@ def test_another_instance_sees_new_commits_at_once(writer_and_reader):
     assert reader.doc_ids() == ["d1", "d2"]
 
 
+@pytest.fixture
+def lancedb_version_reads(monkeypatch):
+    """Counts reads of LanceDB's ``Table.version`` (each loads the latest manifest)."""
+    import lancedb.table
+
+    calls = []
+    real = lancedb.table.LanceTable.version
+
+    def counted(table):
+        calls.append(table)
+        return real.fget(table)
+
+    monkeypatch.setattr(lancedb.table.LanceTable, "version", property(counted))
+    return calls
+
+
+def test_the_latest_version_is_listed_without_loading_lancedbs_manifest(
+    writer_and_reader, lancedb_version_reads
+):
+    writer, reader = writer_and_reader
+    before = reader.version
+    writer.add(document_pages("d2", 1), page_vectors=[unit_vectors(3)], fingerprint=FINGERPRINT)
+    lancedb_version_reads.clear()
+    assert reader.version == before + 1
+    writer.delete("d1")  # and the compaction after it
+    listed = reader.version
+    assert lancedb_version_reads == []  # listed from the Lance dataset
+    assert listed == writer._pages.open().version > before + 1  # what LanceDB reads
+    assert reader.doc_ids() == ["d2"]  # and the reads that follow see that version
+
+
+def test_the_version_of_an_emptied_table_is_listed_too(tmp_path, lancedb_version_reads):
+    uri = str(tmp_path / "index")
+    writer = LanceDBPageStore(uri=uri)
+    writer.add(document_pages("d1", 1), page_vectors=[unit_vectors(1)], fingerprint=FINGERPRINT)
+    writer.clear()
+    reader = LanceDBPageStore(uri=uri)
+    assert reader.count() == 0
+    emptied = reader.version  # the dataset it lists versions from opens on no rows
+    writer.add(document_pages("d2", 1), page_vectors=[unit_vectors(2)], fingerprint=FINGERPRINT)
+    lancedb_version_reads.clear()
+    listed = reader.version
+    assert lancedb_version_reads == []
+    assert listed == writer._pages.open().version > emptied
+
+
+def test_a_store_that_never_checks_keeps_its_own_version(tmp_path, lancedb_version_reads):
+    uri = str(tmp_path / "index")
+    writer = LanceDBPageStore(uri=uri)
+    writer.add(document_pages("d1", 1), page_vectors=[unit_vectors(1)], fingerprint=FINGERPRINT)
+    reader = LanceDBPageStore(uri=uri, read_consistency_interval=None)
+    seen = reader.version
+    writer.add(document_pages("d2", 1), page_vectors=[unit_vectors(2)], fingerprint=FINGERPRINT)
+    assert reader.version == seen < writer.version  # LanceDB's handle, as configured
+    assert lancedb_version_reads  # LanceDB answered, not the dataset's listing
+    reader.refresh()
+    assert reader.version == writer.version
+
+
+@pytest.mark.parametrize("failure", ["no dataset", "listing fails"])
+def test_the_version_falls_back_to_lancedb(writer_and_reader, monkeypatch, failure):
+    class FailingListing:
+        @property
+        def latest_version(self):
+            raise OSError("listing failed")
+
+    replacement = None if failure == "no dataset" else FailingListing()
+    monkeypatch.setattr(table_module, "lance_dataset", lambda table: replacement)
+    writer, reader = writer_and_reader
+    writer.add(document_pages("d2", 1), page_vectors=[unit_vectors(3)], fingerprint=FINGERPRINT)
+    assert reader.version == writer.version == LanceDBPageStore(uri=writer.uri).version
+
+
 def test_another_instance_refuses_another_encoder(writer_and_reader):
     _, reader = writer_and_reader
     with pytest.raises(ModelMismatchError):
