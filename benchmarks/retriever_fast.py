@@ -41,6 +41,11 @@ Rows, in one process:
 - With ``--compare-rerank-threads``: each query with the rerank on the threads this process's
   probe chose (``search_slots.rerank_on_one_thread``) and on the other choice, paired; then the
   throughput rows of both, round by round.
+- With ``--compare-version-reads``: the table's version listed from the Lance dataset (today)
+  and read through LanceDB's ``Table.version`` (before): the reads alone and from many threads
+  at once, then each query paired, then the throughput rows of both, round by round.
+- With ``--compare-processes``: one thread, ``--threads`` threads, and two processes querying
+  the same store with one thread each, round by round (what one process's threads leave).
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -189,6 +194,18 @@ def main() -> None:
         "version (today) and at the current one",
     )
     parser.add_argument(
+        "--compare-version-reads",
+        action="store_true",
+        help="also the table's version listed from the Lance dataset (today) against LanceDB's "
+        "Table.version: the reads alone, then the latency and throughput",
+    )
+    parser.add_argument(
+        "--compare-processes",
+        action="store_true",
+        help="also the throughput of one thread, of --threads threads and of two processes "
+        "querying the same store with one thread each (what one process's threads leave)",
+    )
+    parser.add_argument(
         "--diagnose-store-calls",
         action="store_true",
         help="also the throughput rows with the table version and the hits' nodes answered "
@@ -290,8 +307,12 @@ def main() -> None:
             compare_lance_takes(retriever, len(queries), args)
         if args.compare_node_versions:
             compare_node_versions(retriever, len(queries), args)
+        if args.compare_version_reads:
+            compare_version_reads(retriever, len(queries), args)
         if args.diagnose_store_calls:
             diagnose_store_calls(retriever, len(queries), args)
+        if args.compare_processes:
+            compare_processes(retriever, store.uri, queries, args)
         if args.compare_stage_threads:
             compare_stage_threads(cache, queries, rounds=5)
         if args.compare_rerank_threads:
@@ -401,6 +422,125 @@ def compare_node_versions(retriever, n_queries: int, args) -> None:
         "nodes at the current version": at_current_version,
     }
     alternating_throughput(retriever, n_queries, args, LanceDBPageStore, "get_nodes", variants)
+
+
+def calls_per_second(call, threads: int, seconds: float) -> tuple[float, float]:
+    """Calls of ``call()`` a second from ``threads`` threads for ``seconds``, and the cores the
+    process kept busy meanwhile."""
+    done = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(slot: int) -> None:
+        while time.perf_counter() < stop:
+            call()
+            done[slot] += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - started
+    return sum(done) / wall, (time.process_time() - cpu) / wall
+
+
+def compare_version_reads(retriever, n_queries: int, args) -> None:
+    """The table's version listed from the Lance dataset (today) and read through LanceDB's
+    ``Table.version`` (before issue 15's twelfth session): each alone, 2,000 reads in turns,
+    then ``args.threads`` threads reading at once; then paired query latencies and the
+    throughput rows, round by round."""
+    from llama_index_vlm.store.table import PageTable
+
+    listed = PageTable.version
+
+    def through_lancedb(table) -> int:
+        handle = table.open()
+        return 0 if handle is None else int(handle.version)
+
+    pages = retriever.store._pages
+    reads = {"listed from the Lance dataset": listed, "LanceDB's Table.version": through_lancedb}
+    assert len({read(pages) for read in reads.values()}) == 1, "the two reads disagree"
+    for name, read in reads.items():
+        wall, cpu = [], []
+        for _ in range(4):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(500):
+                read(pages)
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
+        log(
+            f"version {name}: {sum(wall) / 2000 * 1e6:.0f} us a read, "
+            f"{sum(cpu) / 2000 * 1e6:.0f} us of CPU (2,000 reads)"
+        )
+        rate, cores = calls_per_second(lambda read=read: read(pages), args.threads, 3.0)
+        log(f"version {name}, {args.threads} threads at once: {rate:.0f}/s, {cores:.2f} cores")
+
+    def use(before: bool) -> None:
+        PageTable.version = through_lancedb if before else listed
+
+    paired_latencies(retriever, n_queries, 4, use, "version listed from the Lance dataset")
+    variants = {"version listed": listed, "version through LanceDB": through_lancedb}
+    alternating_throughput(retriever, n_queries, args, PageTable, "version", variants)
+
+
+def _process_throughput(uri: str, queries: list[np.ndarray], seconds: float, ready, start, out):
+    """In a process of its own: one thread querying the store at ``uri`` (its saved fast index
+    loaded, every query run once first) for ``seconds`` once ``start`` is set."""
+    from llama_index_vlm.store import LanceDBPageStore
+
+    retriever = ColPaliRetriever(
+        QueryVectors(queries), LanceDBPageStore(uri=uri), similarity_top_k=K, search_mode="fast"
+    )
+    for position in range(len(queries)):
+        retriever.retrieve(f"q{position}")
+    ready.put(True)
+    start.wait()
+    out.put(throughput(retriever, len(queries), 1, seconds))
+
+
+def compare_processes(retriever, uri: str, queries: list[np.ndarray], args) -> None:
+    """One thread, ``args.threads`` threads, and two processes with one thread each, querying
+    the same store, round by round: what the threads of one process leave on the table. The
+    processes load the saved fast index before their round starts (not timed)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # the parent's threads would not survive fork
+    rates: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for name in ("1 thread", f"{args.threads} threads", "2 processes x 1 thread"):
+            if name.endswith("processes x 1 thread"):
+                ready, start, out = context.Queue(), context.Event(), context.Queue()
+                processes = [
+                    context.Process(
+                        target=_process_throughput,
+                        args=(uri, queries, args.seconds, ready, start, out),
+                    )
+                    for _ in range(2)
+                ]
+                for process in processes:
+                    process.start()
+                for _ in processes:
+                    ready.get()
+                before = _cpu_ticks()
+                start.set()
+                results = [out.get() for _ in processes]
+                for process in processes:
+                    process.join()
+                rate, cores = sum(r[0] for r in results), sum(r[1] for r in results)
+            else:
+                threads = 1 if name == "1 thread" else args.threads
+                before = _cpu_ticks()
+                rate, cores = throughput(retriever, len(queries), threads, args.seconds)
+            ticks = _cpu_ticks() - before
+            rates.setdefault(name, []).append(rate)
+            log(
+                f"{name}: {rate:.1f} queries/s, {cores:.2f} cores busy, machine idle "
+                f"{ticks[3] / ticks.sum():.0%}"
+            )
+    single = float(np.mean(rates["1 thread"]))
+    for name, values in rates.items():
+        log(f"{name}: {np.mean(values):.1f} q/s, {np.mean(values) / single:.2f}x one thread")
 
 
 def diagnose_store_calls(retriever, n_queries: int, args) -> None:
