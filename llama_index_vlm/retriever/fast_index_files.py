@@ -61,7 +61,9 @@ class _Segment:
     def __init__(self, directory: Path, codebook: str | None):
         self.codes = np.load(directory / "codes.npy", mmap_mode="r")
         self.code_offsets = np.load(directory / "code_offsets.npy")
-        self.vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+        # A plain array over the mapping: a slice of a np.memmap runs numpy's Python-level
+        # memmap bookkeeping, for each of the ~75 pages a rerank reads.
+        self.vectors = np.load(directory / "vectors.npy", mmap_mode="r").view(np.ndarray)
         self.vector_offsets = np.load(directory / "vector_offsets.npy")
         path = directory / f"centroids-{codebook}.npy"
         self.centroid_ids = np.load(path) if codebook and path.exists() else None

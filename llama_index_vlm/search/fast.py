@@ -445,7 +445,9 @@ class FastPageIndex:
             slots = np.sort(self._prefiltered_slots(query, searchable, prefilter_depth))
         scores = code_maxsim_scores(query, self._codes.values, offsets, slots)
         order, values = top_k(scores, depth)
-        return _ties_by_page_id([self._page_ids[slot] for slot in slots[order]], values), values
+        page_ids = self._page_ids  # Python ints index the list without numpy's scalar boxing
+        best = [page_ids[slot] for slot in slots[order].tolist()]
+        return _ties_by_page_id(best, values), values
 
     def search(
         self,
