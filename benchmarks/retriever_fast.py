@@ -41,6 +41,8 @@ Rows, in one process:
 - With ``--compare-rerank-threads``: each query with the rerank on the threads this process's
   probe chose (``search_slots.rerank_on_one_thread``) and on the other choice, paired; then the
   throughput rows of both, round by round.
+- With ``--compare-memmap-slices``: each query with the rerank's pages sliced from plain arrays
+  over the index files' mapping (today) and from the ``np.memmap`` objects, paired.
 - With ``--compare-version-reads``: the table's version listed from the Lance dataset (today)
   and read through LanceDB's ``Table.version`` (before): the reads alone and from many threads
   at once, then each query paired, then the throughput rows of both, round by round.
@@ -194,6 +196,12 @@ def main() -> None:
         "version (today) and at the current one",
     )
     parser.add_argument(
+        "--compare-memmap-slices",
+        action="store_true",
+        help="also the latency with the rerank's pages sliced from plain arrays over the index "
+        "files (today) and from np.memmap objects, paired",
+    )
+    parser.add_argument(
         "--compare-version-reads",
         action="store_true",
         help="also the table's version listed from the Lance dataset (today) against LanceDB's "
@@ -307,6 +315,8 @@ def main() -> None:
             compare_lance_takes(retriever, len(queries), args)
         if args.compare_node_versions:
             compare_node_versions(retriever, len(queries), args)
+        if args.compare_memmap_slices:
+            compare_memmap_slices(retriever, cache, len(queries))
         if args.compare_version_reads:
             compare_version_reads(retriever, len(queries), args)
         if args.diagnose_store_calls:
@@ -443,6 +453,22 @@ def calls_per_second(call, threads: int, seconds: float) -> tuple[float, float]:
         worker.join()
     wall = time.perf_counter() - started
     return sum(done) / wall, (time.process_time() - cpu) / wall
+
+
+def compare_memmap_slices(retriever, cache, n_queries: int) -> None:
+    """Each query with the rerank's pages sliced from plain arrays over the index files' mapping
+    (today) and from the ``np.memmap`` objects themselves (before issue 15's twelfth session),
+    paired."""
+    segments = list(cache._files._segments.values())
+    plain = [segment.vectors for segment in segments]
+    mapped = [segment.vectors.base for segment in segments]
+    assert all(isinstance(vectors, np.memmap) for vectors in mapped)
+
+    def use(before: bool) -> None:
+        for segment, today, memmap in zip(segments, plain, mapped, strict=True):
+            segment.vectors = memmap if before else today
+
+    paired_latencies(retriever, n_queries, 4, use, "pages sliced from plain arrays")
 
 
 def compare_version_reads(retriever, n_queries: int, args) -> None:
