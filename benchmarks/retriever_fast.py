@@ -105,19 +105,16 @@ def exact_truth(pages: np.ndarray, queries: list[np.ndarray], chunk: int = 1000)
     return top_k(scores, K)[0]
 
 
-def throughput(retriever, n_queries: int, threads: int, seconds: float) -> tuple[float, float]:
-    """Queries per second of ``threads`` threads calling ``retriever.retrieve`` for ``seconds``,
-    and the cores the process kept busy meanwhile (its CPU seconds / wall seconds): threads that
-    wait on each other leave it near 1 however many there are."""
+def calls_per_second(call, threads: int, seconds: float) -> tuple[float, float]:
+    """Calls a second of ``call(slot, done)`` (the thread's number, its calls so far) from
+    ``threads`` threads for ``seconds``, and the cores the process kept busy meanwhile."""
     done = [0] * threads
     stop = time.perf_counter() + seconds
 
     def work(slot: int) -> None:
-        position = slot
         while time.perf_counter() < stop:
-            retriever.retrieve(f"q{position % n_queries}")
+            call(slot, done[slot])
             done[slot] += 1
-            position += threads
 
     started, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
@@ -127,6 +124,17 @@ def throughput(retriever, n_queries: int, threads: int, seconds: float) -> tuple
         worker.join()
     wall = time.perf_counter() - started
     return sum(done) / wall, (time.process_time() - cpu) / wall
+
+
+def throughput(retriever, n_queries: int, threads: int, seconds: float) -> tuple[float, float]:
+    """Queries per second of ``threads`` threads calling ``retriever.retrieve`` for ``seconds``,
+    and the cores the process kept busy meanwhile (its CPU seconds / wall seconds): threads that
+    wait on each other leave it near 1 however many there are."""
+    return calls_per_second(
+        lambda slot, done: retriever.retrieve(f"q{(slot + done * threads) % n_queries}"),
+        threads,
+        seconds,
+    )
 
 
 def profile_queries(retriever, n_queries: int) -> None:
@@ -434,27 +442,6 @@ def compare_node_versions(retriever, n_queries: int, args) -> None:
     alternating_throughput(retriever, n_queries, args, LanceDBPageStore, "get_nodes", variants)
 
 
-def calls_per_second(call, threads: int, seconds: float) -> tuple[float, float]:
-    """Calls of ``call()`` a second from ``threads`` threads for ``seconds``, and the cores the
-    process kept busy meanwhile."""
-    done = [0] * threads
-    stop = time.perf_counter() + seconds
-
-    def work(slot: int) -> None:
-        while time.perf_counter() < stop:
-            call()
-            done[slot] += 1
-
-    started, cpu = time.perf_counter(), time.process_time()
-    workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    wall = time.perf_counter() - started
-    return sum(done) / wall, (time.process_time() - cpu) / wall
-
-
 def compare_memmap_slices(retriever, cache, n_queries: int) -> None:
     """Each query with the rerank's pages sliced from plain arrays over the index files' mapping
     (today) and from the ``np.memmap`` objects themselves (before issue 15's twelfth session),
@@ -499,7 +486,7 @@ def compare_version_reads(retriever, n_queries: int, args) -> None:
             f"version {name}: {sum(wall) / 2000 * 1e6:.0f} us a read, "
             f"{sum(cpu) / 2000 * 1e6:.0f} us of CPU (2,000 reads)"
         )
-        rate, cores = calls_per_second(lambda read=read: read(pages), args.threads, 3.0)
+        rate, cores = calls_per_second(lambda *_, read=read: read(pages), args.threads, 3.0)
         log(f"version {name}, {args.threads} threads at once: {rate:.0f}/s, {cores:.2f} cores")
 
     def use(before: bool) -> None:
