@@ -545,11 +545,10 @@ def compare_processes(retriever, uri: str, queries: list[np.ndarray], args) -> N
                 threads = 1 if name == "1 thread" else args.threads
                 before = _cpu_ticks()
                 rate, cores = throughput(retriever, len(queries), threads, args.seconds)
-            ticks = _cpu_ticks() - before
             rates.setdefault(name, []).append(rate)
             log(
                 f"{name}: {rate:.1f} queries/s, {cores:.2f} cores busy, machine idle "
-                f"{ticks[3] / ticks.sum():.0%}"
+                f"{_idle_since(before)}"
             )
     single = float(np.mean(rates["1 thread"]))
     for name, values in rates.items():
@@ -633,11 +632,10 @@ def compare_stage_threads(cache, queries: list[np.ndarray], rounds: int) -> None
     team = runtime.omp_get_max_threads()
     index, version = cache._index, cache.version
     times: dict[tuple[str, int], list[float]] = {}
-    try:
-        for _ in range(rounds):
-            for query in queries:
-                for threads in (1, team):
-                    runtime.omp_set_num_threads(threads)
+    for _ in range(rounds):
+        for query in queries:
+            for threads in (1, team):
+                with search_slots._openmp_threads(threads):
                     started = time.perf_counter()
                     ids, approximate = index.candidates(query, 512)
                     middle = time.perf_counter()
@@ -651,10 +649,8 @@ def compare_stage_threads(cache, queries: list[np.ndarray], rounds: int) -> None
                         max_depth=512,
                     )
                     done = time.perf_counter()
-                    times.setdefault(("candidates", threads), []).append(middle - started)
-                    times.setdefault(("rerank", threads), []).append(done - middle)
-    finally:
-        runtime.omp_set_num_threads(team)
+                times.setdefault(("candidates", threads), []).append(middle - started)
+                times.setdefault(("rerank", threads), []).append(done - middle)
     for stage in ("candidates", "rerank"):
         one, many = (np.median(times[(stage, t)]) * 1000 for t in (1, team))
         log(f"{stage}: p50 {one:.1f} ms on one OpenMP thread, {many:.1f} ms on {team}")
@@ -668,6 +664,12 @@ def _cpu_ticks() -> np.ndarray:
             return np.array([int(x) for x in stat.readline().split()[1:9]], dtype=np.int64)
     except OSError:
         return np.zeros(8, dtype=np.int64)
+
+
+def _idle_since(before: np.ndarray) -> str:
+    """The machine's idle share since ``before`` (from :func:`_cpu_ticks`), or "n/a"."""
+    ticks = _cpu_ticks() - before
+    return f"{ticks[3] / ticks.sum():.0%}" if ticks.sum() else "n/a"
 
 
 def compare_lance_takes(retriever, n_queries: int, args) -> None:
@@ -723,8 +725,7 @@ def throughput_rounds(retriever, n_queries: int, args, variants: dict[str, objec
             for threads in (1, args.threads):
                 before = _cpu_ticks()
                 rate, cores = throughput(retriever, n_queries, threads, args.seconds)
-                ticks = _cpu_ticks() - before
-                idle = f"{ticks[3] / ticks.sum():.0%}" if ticks.sum() else "n/a"
+                idle = _idle_since(before)
                 rates.setdefault((name, threads), []).append(rate)
                 log(
                     f"{name}: {threads} thread(s): {rate:.1f} queries/s, {cores:.2f} cores "
