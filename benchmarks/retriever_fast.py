@@ -48,6 +48,10 @@ Rows, in one process:
   at once, then each query paired, then the throughput rows of both, round by round.
 - With ``--compare-processes``: one thread, ``--threads`` threads, and two processes querying
   the same store with one thread each, round by round (what one process's threads leave).
+- With ``--compare-search-processes``: the retriever's fast searches in this process (the
+  default) and in two worker processes (``ColPaliRetriever(search_processes=2)``): the answers
+  compared, each query's latency paired, then one thread and ``--threads`` threads, round by
+  round, with the machine's idle share.
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -222,6 +226,13 @@ def main() -> None:
         "querying the same store with one thread each (what one process's threads leave)",
     )
     parser.add_argument(
+        "--compare-search-processes",
+        action="store_true",
+        help="also the retriever's fast searches in this process (default) against two worker "
+        "processes (search_processes=2): latency paired, then the throughput of 1 and "
+        "--threads threads",
+    )
+    parser.add_argument(
         "--diagnose-store-calls",
         action="store_true",
         help="also the throughput rows with the table version and the hits' nodes answered "
@@ -331,6 +342,8 @@ def main() -> None:
             diagnose_store_calls(retriever, len(queries), args)
         if args.compare_processes:
             compare_processes(retriever, store.uri, queries, args)
+        if args.compare_search_processes:
+            compare_search_processes(retriever, len(queries), args)
         if args.compare_stage_threads:
             compare_stage_threads(cache, queries, rounds=5)
         if args.compare_rerank_threads:
@@ -553,6 +566,44 @@ def compare_processes(retriever, uri: str, queries: list[np.ndarray], args) -> N
     single = float(np.mean(rates["1 thread"]))
     for name, values in rates.items():
         log(f"{name}: {np.mean(values):.1f} q/s, {np.mean(values) / single:.2f}x one thread")
+
+
+def compare_search_processes(retriever, n_queries: int, args, processes: int = 2) -> None:
+    """The retriever's fast searches in this process (the default) and in ``processes``
+    worker processes (``search_processes``): the workers start and load the saved index, and
+    every answer is checked equal, before anything is timed; then each query's latency,
+    paired, and one thread and ``args.threads`` threads, round by round. The cores busy are
+    the whole machine's (``/proc/stat``): the workers' CPU is not this process's."""
+    with_workers = retriever.as_retriever(search_processes=processes)
+    for query in range(n_queries):
+        alone = [(hit.node.node_id, hit.score) for hit in retriever.retrieve(f"q{query}")]
+        helped = [(hit.node.node_id, hit.score) for hit in with_workers.retrieve(f"q{query}")]
+        assert helped == alone, f"query {query}: the workers answered differently"
+    variants = {"in this process": retriever, f"{processes} search processes": with_workers}
+    latencies: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.passes):
+        for query in range(n_queries):
+            for name, each in variants.items():
+                started = time.perf_counter()
+                each.retrieve(f"q{query}")
+                latencies[name].append((time.perf_counter() - started) * 1000)
+    for name, values in latencies.items():
+        log(f"{name}: p50 {np.median(values):.1f} ms, p90 {np.percentile(values, 90):.1f} ms")
+    rates: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.rounds):
+        for name, each in variants.items():
+            for threads in (1, args.threads):
+                before = _cpu_ticks()
+                rate, _ = throughput(each, n_queries, threads, args.seconds)
+                idle = _idle_since(before)
+                rates.setdefault((name, threads), []).append(rate)
+                log(f"{name}: {threads} thread(s): {rate:.1f} queries/s, machine idle {idle}")
+    single = float(np.mean(rates[("in this process", 1)]))
+    for (name, threads), values in rates.items():
+        log(
+            f"{name}, {threads} thread(s): {np.mean(values):.1f} q/s, "
+            f"{np.mean(values) / single:.2f}x one thread in this process"
+        )
 
 
 def diagnose_store_calls(retriever, n_queries: int, args) -> None:

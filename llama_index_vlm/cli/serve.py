@@ -81,6 +81,14 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
         "there exactly; the store must fit in its memory (default: search on the CPU)",
     )
     serve.add_argument(
+        "--search-processes",
+        type=positive_int,
+        metavar="N",
+        help="run fast searches in N worker processes, so that concurrent requests use "
+        "several cores; each keeps its own copy of the page codes (default: in the server's "
+        "process)",
+    )
+    serve.add_argument(
         "--dtype",
         default="auto",
         choices=DTYPES,
@@ -190,6 +198,7 @@ def _serve(args: argparse.Namespace, token: str | None, listener: socket.socket)
         # On loopback, only requests that name a loopback host: no DNS-rebinding page gets in.
         allowed_hosts=[*_LOOPBACK_HOSTS, args.host] if _is_loopback(args.host) else None,
         search_device=args.search_device,
+        search_processes=args.search_processes,
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -37,6 +37,10 @@ from llama_index_vlm.retriever.ranking import (
     scored_nodes,
     visual_ranking,
 )
+from llama_index_vlm.retriever.search_processes import (
+    SearchProcessesUnavailable,
+    shared_search_processes,
+)
 from llama_index_vlm.retriever.search_slots import search_slot
 from llama_index_vlm.search import (
     DEFAULT_CANDIDATE_DEPTH,
@@ -59,6 +63,7 @@ RETRIEVER_SETTINGS = (
     "fast_min_pages",
     "score",
     "search_device",
+    "search_processes",
 )
 
 #: The search modes of a retriever: the visual ones, and visual fused with text.
@@ -95,6 +100,12 @@ class ColPaliRetriever(BaseRetriever):
             the visual half of ``"hybrid"``) is always exact. The store's vectors must fit in
             the device's memory (100,000 ColPali pages: 25 GiB). ``"fast"`` still runs on the
             CPU. None (the default) searches on the CPU.
+        search_processes: run fast searches in this many worker processes, shared by the
+            retrievers over this store object
+            (:mod:`~llama_index_vlm.retriever.search_processes`): for many query threads (a
+            server) on several cores, where threads of one process wait on each other's Python.
+            Each worker keeps its own copy of the page codes. None (the default): searches run
+            in the calling thread.
         cache_holder: keeps the page cache this retriever loads alive after the retriever is
             gone (:class:`~llama_index_vlm.retriever.page_caches.PageCacheHolder`). None (the
             default): the store object's own holder, so retrievers made per request over one
@@ -126,6 +137,7 @@ class ColPaliRetriever(BaseRetriever):
         score: ScoreKind = "maxsim",
         search_device: str | None = None,
         cache_holder: PageCacheHolder | None = None,
+        search_processes: int | None = None,
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be at least 1, not {similarity_top_k}")
@@ -135,6 +147,15 @@ class ColPaliRetriever(BaseRetriever):
             raise ValueError(f"search_mode must be one of {SEARCH_MODES}, not {search_mode!r}")
         if score not in SCORE_KINDS:
             raise ValueError(f"score must be one of {SCORE_KINDS}, not {score!r}")
+        if search_processes is not None and (
+            isinstance(search_processes, bool)
+            or not isinstance(search_processes, int)
+            or search_processes < 1
+        ):
+            raise ValueError(
+                f"search_processes must be a whole number of at least 1 (or None), "
+                f"not {search_processes!r}"
+            )
         self.encoder = encoder
         self.store = store
         self.similarity_top_k = similarity_top_k
@@ -145,6 +166,7 @@ class ColPaliRetriever(BaseRetriever):
         self.score = score
         self.search_device = search_device
         self._device = None if search_device is None else resolve_search_device(search_device)
+        self.search_processes = search_processes
         self._cache: PageCache | None = None
         self._cache_holder = cache_holder
         self._cache_lock = threading.Lock()
@@ -212,7 +234,7 @@ class ColPaliRetriever(BaseRetriever):
         if version == 0:
             return []  # no table yet: nothing indexed
         n_pages = self._checked_store(version, query_vectors.shape[1])
-        cache = self._refreshed_cache(version, self._search_mode_for(n_pages))
+        mode = self._search_mode_for(n_pages)
         allowed = None
         if self.filters is not None and self.filters.filters:
             allowed = set(self.store.page_ids(filters=self.filters, version=version))
@@ -220,14 +242,9 @@ class ColPaliRetriever(BaseRetriever):
                 return []
         hybrid = self.search_mode == "hybrid" and not query_bundle.image_path
         depth = max(self.candidate_depth, self.similarity_top_k) if hybrid else None
-        with search_slot():  # no more searches at once than cores (search_slots.py)
-            hits = cache.search(
-                query_vectors,
-                depth or self.similarity_top_k,
-                version=version,
-                allowed=allowed,
-                candidate_depth=self.candidate_depth,
-            )
+        hits = self._visual_hits(
+            query_vectors, depth or self.similarity_top_k, version, mode, allowed
+        )
         if hybrid:
             text_hits = search_pages(
                 self.store, query_bundle.query_str, depth, self.filters, version=version
@@ -241,6 +258,27 @@ class ColPaliRetriever(BaseRetriever):
         else:
             ranking = visual_ranking(hits, len(query_vectors), self.score)
         return scored_nodes(ranking, lambda ids: self.store.get_nodes(ids, version=version))
+
+    def _visual_hits(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        version: int,
+        mode: Literal["exact", "fast"],
+        allowed: set[str] | None,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` best ``(page_id, MaxSim)`` at ``version``: a fast search in the worker
+        processes where the retriever has them, else in this thread."""
+        search = {"version": version, "allowed": allowed, "candidate_depth": self.candidate_depth}
+        if mode == "fast" and self.search_processes is not None:
+            workers = shared_search_processes(self.store, self.search_processes)
+            try:
+                return workers.search(query_vectors, k, **search)
+            except SearchProcessesUnavailable:
+                pass  # logged by the workers' pool; this process searches instead
+        cache = self._refreshed_cache(version, mode)
+        with search_slot():  # no more searches at once than cores (search_slots.py)
+            return cache.search(query_vectors, k, **search)
 
     def _maxsim_of(self, query_vectors: np.ndarray, page_ids: list[str], version: int):
         """The exact MaxSim scores of ``page_ids`` at ``version`` (vectors read from the store)."""
@@ -287,6 +325,7 @@ class ColPaliRetriever(BaseRetriever):
             "fast_min_pages": self.fast_min_pages,
             "score": self.score,
             "search_device": self.search_device,
+            "search_processes": self.search_processes,
             "store": self.store.to_dict(),
             "encoder": {
                 "name_or_path": self.encoder.name_or_path,
@@ -314,4 +353,5 @@ class ColPaliRetriever(BaseRetriever):
             fast_min_pages=data.get("fast_min_pages", FAST_MODE_MIN_PAGES),
             score=data.get("score", "maxsim"),
             search_device=data.get("search_device"),
+            search_processes=data.get("search_processes"),
         )

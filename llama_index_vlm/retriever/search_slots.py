@@ -103,7 +103,7 @@ def _openmp_threads(threads: int) -> Iterator[None]:
         _OPENMP.omp_set_num_threads(before)
 
 
-def _one_openmp_thread():
+def one_openmp_thread():
     """This thread's OpenMP regions use one thread for the ``with`` block."""
     return _openmp_threads(1)
 
@@ -175,7 +175,7 @@ def rerank_on_one_thread() -> bool:
 def rerank_threads() -> Iterator[None]:
     """This thread's OpenMP regions on one thread for the ``with`` block where
     :func:`rerank_on_one_thread` says so; torch's team otherwise."""
-    with _one_openmp_thread() if rerank_on_one_thread() else nullcontext():
+    with one_openmp_thread() if rerank_on_one_thread() else nullcontext():
         yield
 
 
@@ -193,7 +193,7 @@ def search_slot() -> Iterator[None]:
             others = _running
             _running += 1
         try:
-            with _one_openmp_thread() if others else nullcontext():
+            with one_openmp_thread() if others else nullcontext():
                 yield
         finally:
             with _RUNNING_LOCK:

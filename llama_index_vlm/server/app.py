@@ -75,6 +75,7 @@ def create_app(
     upload_dir: str | os.PathLike[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
     search_device: str | None = None,
+    search_processes: int | None = None,
 ) -> FastAPI:
     """The server's ASGI app over a page store: run it with uvicorn, or ``llama-index-vlm serve``.
 
@@ -93,6 +94,9 @@ def create_app(
             loopback address this stops DNS-rebinding pages from reaching the server.
         search_device: a torch device (``"cuda"``) to keep every page's vectors on and search
             them there exactly (``ColPaliRetriever``'s ``search_device``); None: the CPU.
+        search_processes: run fast searches in this many worker processes
+            (``ColPaliRetriever``'s ``search_processes``), for concurrent requests on several
+            cores; None: in the server's process.
 
     Raises:
         UnsupportedDeviceError: ``search_device`` names a device torch cannot use here.
@@ -117,6 +121,7 @@ def create_app(
         upload_dir if upload_dir is not None else default_upload_dir(store),
         auth=token is not None,
         search_device=search_device,
+        search_processes=search_processes,
     )
     if encoder is not None:
         state.load()

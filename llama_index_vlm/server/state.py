@@ -99,6 +99,8 @@ class ServerState:
         auth: whether a token protects the server (reported by ``/info``).
         search_device: where the retrievers keep and search the pages (``ColPaliRetriever``'s
             ``search_device``; checked here); None: the CPU.
+        search_processes: worker processes for the retrievers' fast searches
+            (``ColPaliRetriever``'s ``search_processes``); None: in this process.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class ServerState:
         upload_dir: str | os.PathLike[str],
         auth: bool = False,
         search_device: str | None = None,
+        search_processes: int | None = None,
     ):
         if search_device is not None:
             from llama_index_vlm.search import resolve_search_device
@@ -116,6 +119,7 @@ class ServerState:
             resolve_search_device(search_device)
         self.store = store
         self.search_device = search_device
+        self.search_processes = search_processes
         self.limits = limits
         self.upload_dir = Path(os.path.abspath(upload_dir))
         self.auth = auth
@@ -198,7 +202,10 @@ class ServerState:
     def search(self, query: str, k: int, filters: MetadataFilters | None) -> list[NodeWithScore]:
         """The best ``k`` pages for ``query``; blocking (run it in a worker thread)."""
         retriever = self.index.as_retriever(
-            similarity_top_k=k, filters=filters, search_device=self.search_device
+            similarity_top_k=k,
+            filters=filters,
+            search_device=self.search_device,
+            search_processes=self.search_processes,
         )
         return retriever.retrieve(query)  # the index keeps the page cache loaded
 
@@ -215,6 +222,7 @@ class ServerState:
             filters=filters,
             streaming=True,
             search_device=self.search_device,
+            search_processes=self.search_processes,
         )
 
     def answer(self, engine: Any, question: str) -> Any:

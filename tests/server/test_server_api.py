@@ -457,3 +457,29 @@ def test_a_search_device_torch_cannot_use_is_refused_when_the_app_is_made(make_a
 
     with pytest.raises(UnsupportedDeviceError, match="unknown search device"):
         make_app(search_device="gpu0")
+
+
+def test_search_processes_answer_search_and_ask_in_a_worker(
+    make_app, store, colpali_encoder, monkeypatch
+):
+    from fastapi.testclient import TestClient
+
+    from llama_index_vlm.retriever import ColPaliRetriever
+    from llama_index_vlm.retriever.search_processes import shared_search_processes
+
+    # This store is small enough for exact search, which stays in the server's process.
+    monkeypatch.setattr(ColPaliRetriever, "_search_mode_for", lambda self, n_pages: "fast")
+    expected = ColPaliRetriever(encoder=colpali_encoder, store=store, similarity_top_k=2)
+    expected = [(hit.node.node_id, hit.score) for hit in expected.retrieve("warranty")]
+    app = make_app(search_processes=1)
+    try:
+        with TestClient(app) as client:
+            results = client.post("/search", json={"query": "warranty", "k": 2}).json()
+            workers = shared_search_processes(app.state.server.index.store, 1)
+            assert len(workers.worker_pids) == 1 and workers.unavailable is None
+            assert client.post("/ask", json={"question": "revenue?"}).status_code == 200
+    finally:
+        shared_search_processes(app.state.server.index.store, 1).close()
+
+    found = [(hit["page_id"], pytest.approx(hit["score"], abs=1e-4)) for hit in results["results"]]
+    assert found == expected

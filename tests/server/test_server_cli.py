@@ -108,3 +108,10 @@ def test_a_search_device_without_a_gpu_is_refused_before_listening(tmp_path, mon
 
     assert status == 2
     assert "--search-device" in err and "torch sees no CUDA GPU" in err
+
+
+def test_search_processes_must_be_a_positive_number(tmp_path):
+    status, err = run_cli("serve", "--store", tmp_path, "--no-vlm", "--search-processes", "0")
+
+    assert status == 2
+    assert "--search-processes" in err
