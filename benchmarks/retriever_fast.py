@@ -52,6 +52,10 @@ Rows, in one process:
   default) and in two worker processes (``ColPaliRetriever(search_processes=2)``): the answers
   compared, each query's latency paired, then one thread and ``--threads`` threads, round by
   round, with the machine's idle share.
+- With ``--compare-one-thread-blocks``: products on one OpenMP thread (the rerank's, and the
+  codes' beside another search) in small blocks that stay in the core's cache (today) and in
+  a thread team's large blocks (before): each query paired on one thread, then the throughput
+  of 1 and ``--threads`` threads and of two processes of one thread each, round by round.
 - With ``--compare-lance-takes``: each query with the hits' nodes taken from the Lance dataset
   (today) and through LanceDB's ``take_row_ids`` (before), paired; then the throughput rows of
   both, round by round.
@@ -233,6 +237,12 @@ def main() -> None:
         "--threads threads",
     )
     parser.add_argument(
+        "--compare-one-thread-blocks",
+        action="store_true",
+        help="also products on one thread in small blocks (today) against a thread team's "
+        "large ones: latency paired on one thread, then threads and two processes",
+    )
+    parser.add_argument(
         "--diagnose-store-calls",
         action="store_true",
         help="also the throughput rows with the table version and the hits' nodes answered "
@@ -344,6 +354,8 @@ def main() -> None:
             compare_processes(retriever, store.uri, queries, args)
         if args.compare_search_processes:
             compare_search_processes(retriever, len(queries), args)
+        if args.compare_one_thread_blocks:
+            compare_one_thread_blocks(retriever, store.uri, queries, args)
         if args.compare_stage_threads:
             compare_stage_threads(cache, queries, rounds=5)
         if args.compare_rerank_threads:
@@ -510,11 +522,15 @@ def compare_version_reads(retriever, n_queries: int, args) -> None:
     alternating_throughput(retriever, n_queries, args, PageTable, "version", variants)
 
 
-def _process_throughput(uri: str, queries: list[np.ndarray], seconds: float, ready, start, out):
+def _process_throughput(
+    uri: str, queries: list[np.ndarray], seconds: float, ready, start, out, big_blocks=False
+):
     """In a process of its own: one thread querying the store at ``uri`` (its saved fast index
-    loaded, every query run once first) for ``seconds`` once ``start`` is set."""
+    loaded, every query run once first) for ``seconds`` once ``start`` is set; with
+    ``big_blocks``, one-thread products in team-sized blocks (:func:`use_big_blocks`)."""
     from llama_index_vlm.store import LanceDBPageStore
 
+    use_big_blocks(big_blocks)
     retriever = ColPaliRetriever(
         QueryVectors(queries), LanceDBPageStore(uri=uri), similarity_top_k=K, search_mode="fast"
     )
@@ -523,6 +539,64 @@ def _process_throughput(uri: str, queries: list[np.ndarray], seconds: float, rea
     ready.put(True)
     start.wait()
     out.put(throughput(retriever, len(queries), 1, seconds))
+
+
+_ONE_THREAD_BLOCKS: dict[str, int | None] = {}
+
+
+def use_big_blocks(big: bool) -> None:
+    """Products on one thread in blocks as large as a thread team's (before issue 15's
+    thirteenth session), or in today's small ones."""
+    from llama_index_vlm.search import code_scores, rerank
+
+    if not _ONE_THREAD_BLOCKS:
+        _ONE_THREAD_BLOCKS["rerank"] = rerank.ONE_THREAD_BLOCK_ROWS
+        _ONE_THREAD_BLOCKS["codes"] = code_scores._ONE_THREAD_BLOCK_ROWS
+    rerank.ONE_THREAD_BLOCK_ROWS = None if big else _ONE_THREAD_BLOCKS["rerank"]
+    code_scores._ONE_THREAD_BLOCK_ROWS = (
+        code_scores._BLOCK_ROWS if big else _ONE_THREAD_BLOCKS["codes"]
+    )
+
+
+def compare_one_thread_blocks(retriever, uri: str, queries: list[np.ndarray], args) -> None:
+    """Products on one thread in small blocks that stay in the core's cache (today) and in a
+    thread team's large ones (before): each query paired with the whole search on one OpenMP
+    thread; then 1 and ``args.threads`` threads of this process, and two processes of one
+    thread each, round by round."""
+    import multiprocessing
+
+    from llama_index_vlm.retriever import search_slots
+
+    with search_slots._openmp_threads(1):
+        paired_latencies(retriever, len(queries), 4, use_big_blocks, "small blocks, one thread")
+    variants = {"small blocks": False, "team-sized blocks": True}
+    throughput_rounds(retriever, len(queries), args, variants, use_big_blocks)
+    use_big_blocks(False)
+    context = multiprocessing.get_context("spawn")
+    rates: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for name, big in variants.items():
+            ready, start, out = context.Queue(), context.Event(), context.Queue()
+            processes = [
+                context.Process(
+                    target=_process_throughput,
+                    args=(uri, queries, args.seconds, ready, start, out, big),
+                )
+                for _ in range(2)
+            ]
+            for process in processes:
+                process.start()
+            for _ in processes:
+                ready.get()
+            before = _cpu_ticks()
+            start.set()
+            rate = sum(out.get()[0] for _ in processes)
+            for process in processes:
+                process.join()
+            rates.setdefault(name, []).append(rate)
+            log(f"{name}: 2 processes x 1 thread: {rate:.1f} queries/s, idle {_idle_since(before)}")
+    for name, values in rates.items():
+        log(f"{name}: 2 processes x 1 thread: {np.mean(values):.1f} q/s on average")
 
 
 def compare_processes(retriever, uri: str, queries: list[np.ndarray], args) -> None:
@@ -579,6 +653,16 @@ def compare_search_processes(retriever, n_queries: int, args, processes: int = 2
         alone = [(hit.node.node_id, hit.score) for hit in retriever.retrieve(f"q{query}")]
         helped = [(hit.node.node_id, hit.score) for hit in with_workers.retrieve(f"q{query}")]
         assert helped == alone, f"query {query}: the workers answered differently"
+    import psutil
+
+    from llama_index_vlm.retriever.search_processes import shared_search_processes
+
+    for pid in shared_search_processes(retriever.store, processes).worker_pids:
+        memory = psutil.Process(pid).memory_full_info()
+        log(
+            f"search process {pid}: {memory.rss / 2**20:.0f} MiB resident, "
+            f"{memory.uss / 2**20:.0f} MiB its own (the rest: mapped files, shared)"
+        )
     variants = {"in this process": retriever, f"{processes} search processes": with_workers}
     latencies: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.passes):

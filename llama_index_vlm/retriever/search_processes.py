@@ -17,11 +17,12 @@ and the rest of LlamaIndex's retrieval stay in the calling process.
 Costs: each worker holds its own copy of the page codes (about 33 MB per 1,000 ColPali pages;
 a local store's full vectors are memory-mapped from the persisted index and shared through
 the operating system's page cache), and starts in a few seconds (torch's import, then the
-index loaded from its persisted files) at the first search that reaches it. Workers are
-spawned, not forked (torch's and LanceDB's threads do not survive a fork): a script that
-creates them needs the usual ``if __name__ == "__main__":`` guard. Where workers cannot start
-or die, the search runs in the calling process instead (with a warning), and a later search
-starts new workers, unless they never answered a search (then they are not tried again).
+index loaded from its persisted files; on object storage, where none is saved, each worker
+pools every page again) at the first search. Workers are spawned, not forked (torch's and
+LanceDB's threads do not survive a fork): a script that creates them needs the usual
+``if __name__ == "__main__":`` guard. Where workers cannot start or die, the search runs in
+the calling process instead (with a warning), and a later search starts new workers, unless
+none of them ever answered a search (then they are not tried again).
 
 Example::
 

@@ -40,8 +40,14 @@ import torch
 from llama_index_vlm.search._growable import ranges
 from llama_index_vlm.search.maxsim import PageVectorMatrix, maxsim_scores, page_blocks, tensor_view
 
-#: Code rows gathered and multiplied at a time (16 MiB of 16-bit codes at 128 dims).
+#: Code rows gathered and multiplied at a time (16 MiB of 16-bit codes at 128 dims): few
+#: blocks, so few parallel regions for torch's thread team to wake.
 _BLOCK_ROWS = 65_536
+#: ... and on one thread (2 MiB), where there is no team to wake and a block that stays in the
+#: core's cache from its gathering to its product and maxima wins: at 10k pages a search on
+#: one thread ran 45-46 instead of 38-41 a second alone, two processes searching at once 98-100
+#: instead of 75-79 (``benchmarks/RESULTS.md``, issue 15).
+_ONE_THREAD_BLOCK_ROWS = 8192
 
 #: Rows whose float32 similarities set the baselines of centred bfloat16 products.
 _BASELINE_ROWS = 2048
@@ -257,7 +263,8 @@ class _HalfProducts:
         # scores are scaled back, so they stay comparable with exact MaxSim.
         self.scale = float(np.linalg.norm(query, axis=1).max()) or 1.0
         self.query = torch.from_numpy(query / self.scale).to(rows.dtype)
-        self.blocks = page_blocks(offsets, _BLOCK_ROWS)
+        one_thread = torch.get_num_threads() == 1
+        self.blocks = page_blocks(offsets, _ONE_THREAD_BLOCK_ROWS if one_thread else _BLOCK_ROWS)
         most_rows = max(int(offsets[last] - offsets[first]) for first, last in self.blocks)
         n_tokens = self.query.shape[0]
         gathered_shape = (most_rows if gathered else 0, rows.shape[1])

@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from llama_index_vlm.search.maxsim import ArrayLike, PageVectorMatrix, maxsim_scores, top_k
 
@@ -46,6 +47,14 @@ DEFAULT_MAX_DEPTH = 512
 
 #: Extra gain allowed for unseen pages, as a share of the spread of the residuals seen.
 DEFAULT_SLACK = 0.25
+
+#: Page vectors per product when the rerank runs on one thread: 4 ColPali pages, 2 MiB of
+#: float32 rows, which stay in the core's cache between their widening and their product.
+#: maxsim_scores' own blocks (12,288 rows and more) suit a thread team, whose every block is
+#: a few parallel regions to wake; on one thread there is none, and at 10k pages a search
+#: alone ran 43-45 instead of 36-41 a second, two processes searching at once 84-89 instead of
+#: 66-75 (``benchmarks/RESULTS.md``, issue 15). None: maxsim_scores' blocks always.
+ONE_THREAD_BLOCK_ROWS: int | None = 4096
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,13 @@ def _fetch_scores(query: np.ndarray, page_ids: list[Hashable], rerank_fn: Rerank
     n_fetched = vectors.n_pages if isinstance(vectors, PageVectorMatrix) else len(vectors)
     if n_fetched != len(page_ids):
         raise ValueError(f"rerank_fn returned {n_fetched} pages for {len(page_ids)} ids")
-    return maxsim_scores(query, vectors)[0]
+    return maxsim_scores(query, vectors, block_size=rerank_block_size())[0]
+
+
+def rerank_block_size() -> int | None:
+    """Page vectors per product in a rerank from this thread: :data:`ONE_THREAD_BLOCK_ROWS`
+    where its torch products run on one thread, else None (``maxsim_scores``' own)."""
+    return ONE_THREAD_BLOCK_ROWS if torch.get_num_threads() == 1 else None
 
 
 def first_round_depth(approximate: np.ndarray, n_distinct: int) -> int:

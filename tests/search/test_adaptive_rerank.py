@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import llama_index_vlm.search.rerank as rerank
 from llama_index_vlm.search import adaptive_rerank
-from llama_index_vlm.search.rerank import first_round_depth
+from llama_index_vlm.search.rerank import first_round_depth, rerank_block_size
 
 DIM = 8
 
@@ -89,3 +90,39 @@ def test_the_first_round_stops_at_max_depth_however_many_twins():
 )
 def test_first_round_depth_counts_different_scores(approximate, n_distinct, depth):
     assert first_round_depth(np.array(approximate, dtype=np.float32), n_distinct) == depth
+
+
+@pytest.mark.parametrize("threads, expected", [(1, rerank.ONE_THREAD_BLOCK_ROWS), (2, None)])
+def test_a_rerank_on_one_thread_takes_small_blocks(monkeypatch, threads, expected):
+    monkeypatch.setattr(rerank.torch, "get_num_threads", lambda: threads)
+    assert rerank_block_size() == expected
+
+
+def test_the_rerank_block_size_does_not_change_the_result(monkeypatch):
+    rng = np.random.default_rng(4)
+    pages = [rng.standard_normal((int(n), 8)).astype(np.float16) for n in rng.integers(3, 40, 60)]
+    query = rng.standard_normal((5, 8)).astype(np.float32)
+    approximate = np.sort(rng.standard_normal(60).astype(np.float32))[::-1]
+
+    def ranked(block_rows):
+        monkeypatch.setattr(rerank, "ONE_THREAD_BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(rerank.torch, "get_num_threads", lambda: 1)
+        result = adaptive_rerank(
+            query,
+            list(range(60)),
+            approximate,
+            10,
+            lambda ids: [pages[i] for i in ids],
+            min_depth=60,
+        )
+        return result.page_ids, result.scores
+
+    calls = []
+    real = rerank.maxsim_scores
+    monkeypatch.setattr(
+        rerank, "maxsim_scores", lambda *a, **kw: calls.append(kw["block_size"]) or real(*a, **kw)
+    )
+    one_page_each, default = ranked(1), ranked(None)
+    assert calls == [1, None]
+    assert one_page_each[0] == default[0]
+    np.testing.assert_array_equal(one_page_each[1], default[1])

@@ -93,9 +93,26 @@ def test_blocks_do_not_change_the_scores(products, monkeypatch):
     codes = stored(codes, products)
     query = unit(np.random.default_rng(2).standard_normal((9, DIM))).astype(np.float32)
     slots = np.arange(42)
+    monkeypatch.setattr(code_scores, "_BLOCK_ROWS", 1 << 20)  # one block, whatever the threads
+    monkeypatch.setattr(code_scores, "_ONE_THREAD_BLOCK_ROWS", 1 << 20)
     whole = code_maxsim_scores(query, codes, offsets, slots)
     monkeypatch.setattr(code_scores, "_BLOCK_ROWS", 100)  # several pages a block, some alone
+    monkeypatch.setattr(code_scores, "_ONE_THREAD_BLOCK_ROWS", 100)
     np.testing.assert_array_equal(code_maxsim_scores(query, codes, offsets, slots), whole)
+
+
+@pytest.mark.parametrize("threads, rows", [(1, 300), (2, 1000)])
+def test_products_on_one_thread_take_smaller_blocks(monkeypatch, threads, rows):
+    monkeypatch.setattr(code_scores, "_BLOCK_ROWS", 1000)
+    monkeypatch.setattr(code_scores, "_ONE_THREAD_BLOCK_ROWS", 300)
+    monkeypatch.setattr(code_scores.torch, "get_num_threads", lambda: threads)
+    offsets = np.arange(0, 2001, 100)  # 20 pages of 100 rows
+    rows_t = torch.zeros((2000, DIM), dtype=torch.bfloat16)
+    products = code_scores._HalfProducts(
+        np.ones((3, DIM), np.float32), offsets, rows_t, gathered=True
+    )
+    sizes = {int(offsets[last] - offsets[first]) for first, last in products.blocks}
+    assert max(sizes) == rows and products.blocks[-1][1] == 20
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
