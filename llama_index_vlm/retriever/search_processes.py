@@ -5,7 +5,9 @@ candidates' bookkeeping), and the Python between them holds the interpreter's lo
 threads of one process then wait on each other's Python: on 2 cores, 8 threads querying one
 10k-page store reached 1.15-1.37x the queries a second of one thread, while two processes
 with a thread each reached 1.79-1.96x (``benchmarks/retriever_fast.py
---compare-processes``, ``benchmarks/RESULTS.md``, issue 15).
+--compare-processes``). Through two workers, 8 threads reached 1.97x one thread of the calling
+process alone, and one thread 1.07x (``--compare-search-processes``, ``benchmarks/RESULTS.md``,
+issue 15).
 
 :class:`SearchProcesses` runs a retriever's fast searches in ``processes`` worker processes
 (``ColPaliRetriever(..., search_processes=2)``). Each worker opens the store from its

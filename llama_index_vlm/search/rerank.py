@@ -52,8 +52,8 @@ DEFAULT_SLACK = 0.25
 #: float32 rows, which stay in the core's cache between their widening and their product.
 #: maxsim_scores' own blocks (12,288 rows and more) suit a thread team, whose every block is
 #: a few parallel regions to wake; on one thread there is none, and at 10k pages a search
-#: alone ran 43-45 instead of 36-41 a second, two processes searching at once 84-89 instead of
-#: 66-75 (``benchmarks/RESULTS.md``, issue 15). None: maxsim_scores' blocks always.
+#: alone ran 43-45 instead of 36-41 a second, two processes searching at once 84-90 instead of
+#: 66-76 (``benchmarks/RESULTS.md``, issue 15). None: maxsim_scores' blocks always.
 ONE_THREAD_BLOCK_ROWS: int | None = 4096
 
 
