@@ -230,7 +230,10 @@ class SearchProcesses:
             if worker in self._workers:
                 self._workers.remove(worker)
                 if not self._answered:
-                    self.unavailable = f"the search processes could not start: {error!r}"
+                    self.unavailable = (
+                        f"the search processes could not start ({error!r}); a script that "
+                        'starts them needs an `if __name__ == "__main__":` guard'
+                    )
                 logger.warning(
                     "%s; searching in the calling process instead",
                     self.unavailable or f"a search process stopped: {error!r}",
