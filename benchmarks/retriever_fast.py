@@ -541,6 +541,36 @@ def _process_throughput(
     out.put(throughput(retriever, len(queries), 1, seconds))
 
 
+def two_processes_throughput(
+    uri: str, queries: list[np.ndarray], seconds: float, big_blocks: bool = False
+) -> tuple[float, float, str]:
+    """Queries a second of two spawned processes with one thread each (:func:`
+    _process_throughput`), timed together once both have loaded the saved fast index, the
+    cores they kept busy, and the machine's idle share meanwhile."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # the parent's threads would not survive fork
+    ready, start, out = context.Queue(), context.Event(), context.Queue()
+    processes = [
+        context.Process(
+            target=_process_throughput,
+            args=(uri, queries, seconds, ready, start, out, big_blocks),
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get()
+    before = _cpu_ticks()
+    start.set()
+    results = [out.get() for _ in processes]
+    idle = _idle_since(before)
+    for process in processes:
+        process.join()
+    return sum(r[0] for r in results), sum(r[1] for r in results), idle
+
+
 _ONE_THREAD_BLOCKS: dict[str, int | None] = {}
 
 
@@ -563,7 +593,6 @@ def compare_one_thread_blocks(retriever, uri: str, queries: list[np.ndarray], ar
     thread team's large ones (before): each query paired with the whole search on one OpenMP
     thread; then 1 and ``args.threads`` threads of this process, and two processes of one
     thread each, round by round."""
-    import multiprocessing
 
     from llama_index_vlm.retriever import search_slots
 
@@ -572,29 +601,12 @@ def compare_one_thread_blocks(retriever, uri: str, queries: list[np.ndarray], ar
     variants = {"small blocks": False, "team-sized blocks": True}
     throughput_rounds(retriever, len(queries), args, variants, use_big_blocks)
     use_big_blocks(False)
-    context = multiprocessing.get_context("spawn")
     rates: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for name, big in variants.items():
-            ready, start, out = context.Queue(), context.Event(), context.Queue()
-            processes = [
-                context.Process(
-                    target=_process_throughput,
-                    args=(uri, queries, args.seconds, ready, start, out, big),
-                )
-                for _ in range(2)
-            ]
-            for process in processes:
-                process.start()
-            for _ in processes:
-                ready.get()
-            before = _cpu_ticks()
-            start.set()
-            rate = sum(out.get()[0] for _ in processes)
-            for process in processes:
-                process.join()
+            rate, _, idle = two_processes_throughput(uri, queries, args.seconds, big)
             rates.setdefault(name, []).append(rate)
-            log(f"{name}: 2 processes x 1 thread: {rate:.1f} queries/s, idle {_idle_since(before)}")
+            log(f"{name}: 2 processes x 1 thread: {rate:.1f} queries/s, idle {idle}")
     for name, values in rates.items():
         log(f"{name}: 2 processes x 1 thread: {np.mean(values):.1f} q/s on average")
 
@@ -603,40 +615,18 @@ def compare_processes(retriever, uri: str, queries: list[np.ndarray], args) -> N
     """One thread, ``args.threads`` threads, and two processes with one thread each, querying
     the same store, round by round: what the threads of one process leave on the table. The
     processes load the saved fast index before their round starts (not timed)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # the parent's threads would not survive fork
     rates: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for name in ("1 thread", f"{args.threads} threads", "2 processes x 1 thread"):
             if name.endswith("processes x 1 thread"):
-                ready, start, out = context.Queue(), context.Event(), context.Queue()
-                processes = [
-                    context.Process(
-                        target=_process_throughput,
-                        args=(uri, queries, args.seconds, ready, start, out),
-                    )
-                    for _ in range(2)
-                ]
-                for process in processes:
-                    process.start()
-                for _ in processes:
-                    ready.get()
-                before = _cpu_ticks()
-                start.set()
-                results = [out.get() for _ in processes]
-                for process in processes:
-                    process.join()
-                rate, cores = sum(r[0] for r in results), sum(r[1] for r in results)
+                rate, cores, idle = two_processes_throughput(uri, queries, args.seconds)
             else:
                 threads = 1 if name == "1 thread" else args.threads
                 before = _cpu_ticks()
                 rate, cores = throughput(retriever, len(queries), threads, args.seconds)
+                idle = _idle_since(before)
             rates.setdefault(name, []).append(rate)
-            log(
-                f"{name}: {rate:.1f} queries/s, {cores:.2f} cores busy, machine idle "
-                f"{_idle_since(before)}"
-            )
+            log(f"{name}: {rate:.1f} queries/s, {cores:.2f} cores busy, machine idle {idle}")
     single = float(np.mean(rates["1 thread"]))
     for name, values in rates.items():
         log(f"{name}: {np.mean(values):.1f} q/s, {np.mean(values) / single:.2f}x one thread")
