@@ -236,8 +236,8 @@ class FastPageCache(PageCache):
 
     def _rerank_vectors(self, page_ids: list[str], version: int) -> list[np.ndarray]:
         """Full vectors of ``page_ids``: memory-mapped from the saved index, else from the store."""
-        saved = self._files.reader() if self._files is not None else lambda page_id: None
-        vectors = [saved(page_id) for page_id in page_ids]
+        saved = self._files.reader() if self._files is not None else lambda ids: [None] * len(ids)
+        vectors = saved(page_ids)
         missing = [page_id for page_id, v in zip(page_ids, vectors, strict=True) if v is None]
         if missing:
             fetched = self.store.get_page_vectors(missing, version=version)

@@ -4,6 +4,7 @@ the table changed, safe when two processes open it at once, never trusted when d
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -160,7 +161,8 @@ def test_many_small_commits_are_merged_into_one_segment(tmp_path):
     restored = FastPageIndex(pool_factor=4)
     assert sorted(reopened.load(restored, hashes)) == sorted(pages)
     read = reopened.reader()
-    assert all(np.array_equal(read(i), pages[i]) for i in pages)
+    assert all(np.array_equal(v, pages[i]) for i, v in zip(pages, read(list(pages)), strict=True))
+    assert read(["p3", "not-saved"])[1] is None
 
 
 @pytest.mark.parametrize(
@@ -196,3 +198,51 @@ def test_saved_codes_load_into_an_index_of_either_code_type(tmp_path, saved_by, 
         expected, expected_scores = index.search(query, 5, rerank_fn=fetch)
         assert found[0] == page_id and found == expected
         np.testing.assert_array_equal(scores, expected_scores)
+
+
+def _saved_pages(directory: Path, n_pages: int = 6):
+    from llama_index_vlm.retriever.fast_index_files import FastIndexFiles
+
+    rng = np.random.default_rng(2)
+    # Pages of different lengths, so each page's byte range is its own.
+    pages = {f"p{i}": rng.standard_normal((8 + i, 8)).astype(np.float16) for i in range(n_pages)}
+    hashes = {page_id: f"h{page_id}" for page_id in pages}
+    index, files = FastPageIndex(pool_factor=4), FastIndexFiles(directory)
+    index.add(list(pages), list(pages.values()))
+    files.add_segment(index, pages, hashes)
+    files.commit(1, index, hashes)
+    reopened = FastIndexFiles(directory)
+    reopened.load(FastPageIndex(pool_factor=4), hashes)
+    return pages, reopened
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "posix_fadvise"), reason="the OS takes no read advice (no posix_fadvise)"
+)
+def test_a_read_first_asks_the_os_for_each_pages_byte_range(tmp_path, monkeypatch):
+    pages, files = _saved_pages(tmp_path / "fast-index")
+    advice: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *args: advice.append(args))
+    wanted = ["p4", "p1", "p5"]
+    vectors = files.reader()(wanted)
+    assert [a for _, _, a in advice] == [os.POSIX_FADV_WILLNEED] * 3
+    segment_dir = next((tmp_path / "fast-index").glob("seg-*"))
+    data_start = np.load(segment_dir / "vectors.npy", mmap_mode="r").offset
+    row_bytes = 8 * 2  # 8 float16 dims
+    lengths = [8 + i for i in range(len(pages))]
+    firsts = np.concatenate([[0], np.cumsum(lengths)])
+    expected = [
+        (data_start + int(firsts[i]) * row_bytes, lengths[i] * row_bytes) for i in (4, 1, 5)
+    ]
+    assert [(start, length) for start, length, _ in advice] == expected
+    # The advised ranges are the pages the reader then returns.
+    raw = (segment_dir / "vectors.npy").read_bytes()
+    for (start, length), page_id, read in zip(expected, wanted, vectors, strict=True):
+        assert raw[start : start + length] == pages[page_id].tobytes() == read.tobytes()
+
+
+def test_without_posix_fadvise_the_reader_reads_the_same_pages(tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "posix_fadvise", raising=False)
+    pages, files = _saved_pages(tmp_path / "fast-index")
+    read = files.reader()(list(pages))
+    assert all(np.array_equal(v, pages[i]) for i, v in zip(pages, read, strict=True))
