@@ -43,6 +43,9 @@ Rows, in one process:
   throughput rows of both, round by round.
 - With ``--compare-memmap-slices``: each query with the rerank's pages sliced from plain arrays
   over the index files' mapping (today) and from the ``np.memmap`` objects, paired.
+- With ``--compare-read-advice``: each query with the rerank's pages announced to the OS
+  before they are read (today; ``posix_fadvise`` ``WILLNEED``) and without, paired: what the
+  announcement costs when the pages are in the page cache, as in this run.
 - With ``--compare-version-reads``: the table's version listed from the Lance dataset (today)
   and read through LanceDB's ``Table.version`` (before): the reads alone and from many threads
   at once, then each query paired, then the throughput rows of both, round by round.
@@ -68,6 +71,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import sys
 import tempfile
@@ -212,6 +216,12 @@ def main() -> None:
         "version (today) and at the current one",
     )
     parser.add_argument(
+        "--compare-read-advice",
+        action="store_true",
+        help="also the latency with the rerank's pages announced to the OS first (today) and "
+        "without, paired",
+    )
+    parser.add_argument(
         "--compare-memmap-slices",
         action="store_true",
         help="also the latency with the rerank's pages sliced from plain arrays over the index "
@@ -346,6 +356,8 @@ def main() -> None:
             compare_node_versions(retriever, len(queries), args)
         if args.compare_memmap_slices:
             compare_memmap_slices(retriever, cache, len(queries))
+        if args.compare_read_advice:
+            compare_read_advice(retriever, cache, len(queries))
         if args.compare_version_reads:
             compare_version_reads(retriever, len(queries), args)
         if args.diagnose_store_calls:
@@ -481,6 +493,53 @@ def compare_memmap_slices(retriever, cache, n_queries: int) -> None:
             segment.vectors = memmap if before else today
 
     paired_latencies(retriever, n_queries, 4, use, "pages sliced from plain arrays")
+
+
+def compare_read_advice(retriever, cache, n_queries: int) -> None:
+    """Each query with the rerank's pages announced to the OS before they are read (today,
+    since issue 15's fourteenth session) and without, paired: the pages are cached here, so
+    this is what the announcement costs a store that fits in memory. Then the same pairs with
+    the pages dropped from the page cache before each query."""
+    from llama_index_vlm.retriever.fast_index_files import _Segment
+
+    today = _Segment.will_read
+
+    def use(before: bool) -> None:
+        _Segment.will_read = (lambda segment, position: None) if before else today
+
+    paired_latencies(retriever, n_queries, 4, use, "rerank pages announced to the OS")
+    # The same pairs with the index files' vectors dropped from the page cache before each
+    # query, as in a store larger than memory or the first queries after a restart.
+    files = cache._files
+    segments = [(files.directory / name / "vectors.npy", s) for name, s in files._segments.items()]
+
+    def drop_vectors() -> None:
+        for path, segment in segments:
+            # Unmapped from this process first: the OS keeps mapped pages whatever it is told.
+            segment.vectors.base._mmap.madvise(mmap.MADV_DONTNEED)
+            with open(path, "rb") as handle:
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+    times: dict[str, list[float]] = {"today": [], "before": []}
+    try:
+        for round_ in range(2):
+            for position in range(n_queries):
+                order = ("today", "before") if (round_ + position) % 2 else ("before", "today")
+                for name in order:
+                    use(name == "before")
+                    drop_vectors()
+                    started = time.perf_counter()
+                    retriever.retrieve(f"q{position}")
+                    times[name].append(time.perf_counter() - started)
+    finally:
+        use(False)
+    today_ms, before_ms = (np.array(times[name]) * 1000 for name in ("today", "before"))
+    log(
+        f"the same with the index files' vectors uncached, paired over {today_ms.size} "
+        f"queries: announced p50 {np.median(today_ms):.1f} ms (p90 "
+        f"{np.percentile(today_ms, 90):.1f}), not announced p50 {np.median(before_ms):.1f} ms "
+        f"(p90 {np.percentile(before_ms, 90):.1f})"
+    )
 
 
 def compare_version_reads(retriever, n_queries: int, args) -> None:
