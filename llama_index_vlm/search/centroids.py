@@ -217,7 +217,8 @@ class CentroidPostings:
     ) -> np.ndarray:
         """The same sum, one plain assignment per list, the token's weakest list first so
         that its best list is written last: a few ns an entry but ~2.5 us of Python per list
-        (the faster for long lists: at 1M pages 38 against 105 ms, ``benchmarks/RESULTS.md``).
+        (the faster for long lists: at 1M pages 34-49 against 134-199 ms,
+        ``benchmarks/RESULTS.md``).
         A list holds each page once, so no assignment writes a page twice."""
         total = np.zeros(self.n_pages, dtype=np.float32)
         best = np.empty(self.n_pages, dtype=np.float32)
