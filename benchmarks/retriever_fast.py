@@ -433,10 +433,13 @@ def compare_read_paths(retriever, n_queries: int, rounds: int) -> None:
     paired_latencies(retriever, n_queries, rounds, use, "read paths")
 
 
-def paired_latencies(retriever, n_queries: int, rounds: int, use, label: str) -> None:
+def paired_latencies(
+    retriever, n_queries: int, rounds: int, use, label: str, prepare=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each query through ``retriever.retrieve`` after ``use(False)`` (today) and after
     ``use(True)`` (before), one right after the other in alternating order, so a burst of load
-    hits both alike; ``use(False)`` again at the end."""
+    hits both alike; ``use(False)`` again at the end. ``prepare()``, if given, runs untimed
+    before each query. Returns the (today, before) latencies in ms."""
     times: dict[str, list[float]] = {"today": [], "before": []}
     try:
         for round_ in range(rounds):
@@ -444,6 +447,8 @@ def paired_latencies(retriever, n_queries: int, rounds: int, use, label: str) ->
                 order = ("today", "before") if (round_ + position) % 2 else ("before", "today")
                 for name in order:
                     use(name == "before")
+                    if prepare is not None:
+                        prepare()
                     started = time.perf_counter()
                     retriever.retrieve(f"q{position}")
                     times[name].append(time.perf_counter() - started)
@@ -455,6 +460,7 @@ def paired_latencies(retriever, n_queries: int, rounds: int, use, label: str) ->
         f"ms, before p50 {np.median(before_ms):.1f} ms, median saving "
         f"{np.median(before_ms - today_ms):.1f} ms"
     )
+    return today_ms, before_ms
 
 
 def compare_node_versions(retriever, n_queries: int, args) -> None:
@@ -520,25 +526,11 @@ def compare_read_advice(retriever, cache, n_queries: int) -> None:
             with open(path, "rb") as handle:
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
-    times: dict[str, list[float]] = {"today": [], "before": []}
-    try:
-        for round_ in range(2):
-            for position in range(n_queries):
-                order = ("today", "before") if (round_ + position) % 2 else ("before", "today")
-                for name in order:
-                    use(name == "before")
-                    drop_vectors()
-                    started = time.perf_counter()
-                    retriever.retrieve(f"q{position}")
-                    times[name].append(time.perf_counter() - started)
-    finally:
-        use(False)
-    today_ms, before_ms = (np.array(times[name]) * 1000 for name in ("today", "before"))
+    label = "the same with the index files' vectors uncached"
+    today_ms, before_ms = paired_latencies(retriever, n_queries, 2, use, label, drop_vectors)
     log(
-        f"the same with the index files' vectors uncached, paired over {today_ms.size} "
-        f"queries: announced p50 {np.median(today_ms):.1f} ms (p90 "
-        f"{np.percentile(today_ms, 90):.1f}), not announced p50 {np.median(before_ms):.1f} ms "
-        f"(p90 {np.percentile(before_ms, 90):.1f})"
+        f"uncached p90: announced {np.percentile(today_ms, 90):.1f} ms, not announced "
+        f"{np.percentile(before_ms, 90):.1f} ms"
     )
 
 
