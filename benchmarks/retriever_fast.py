@@ -71,7 +71,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import mmap
 import os
 import sys
 import tempfile
@@ -516,15 +515,13 @@ def compare_read_advice(retriever, cache, n_queries: int) -> None:
     paired_latencies(retriever, n_queries, 4, use, "rerank pages announced to the OS")
     # The same pairs with the index files' vectors dropped from the page cache before each
     # query, as in a store larger than memory or the first queries after a restart.
-    files = cache._files
-    segments = [(files.directory / name / "vectors.npy", s) for name, s in files._segments.items()]
+    from search_scale import drop_from_page_cache
+
+    segments = list(cache._files._segments.values())
 
     def drop_vectors() -> None:
-        for path, segment in segments:
-            # Unmapped from this process first: the OS keeps mapped pages whatever it is told.
-            segment.vectors.base._mmap.madvise(mmap.MADV_DONTNEED)
-            with open(path, "rb") as handle:
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        for segment in segments:
+            drop_from_page_cache(segment)
 
     label = "the same with the index files' vectors uncached"
     today_ms, before_ms = paired_latencies(retriever, n_queries, 2, use, label, drop_vectors)

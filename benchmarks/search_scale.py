@@ -92,11 +92,9 @@ def _random_postings(rng: np.random.Generator, n_pages: int, bag: int, n_centroi
     return CentroidPostings(list_offsets=offsets, slots=slots, n_pages=n_pages)
 
 
-def _write_random_rows(
-    path: Path, n_rows: int, rng: np.random.Generator, code_dtype: str = "float16"
-) -> np.ndarray:
+def _write_random_rows(path: Path, n_rows: int, rng: np.random.Generator, code_dtype: str) -> None:
     """A ``(n_rows, DIM)`` .npy file of unit rows as :func:`code_matrix` stores them in
-    ``code_dtype``, written in blocks; memory-mapped."""
+    ``code_dtype``, written in blocks."""
     stored_dtype = np.float16 if code_dtype == "float16" else np.uint16
     array = np.lib.format.open_memmap(path, mode="w+", dtype=stored_dtype, shape=(n_rows, DIM))
     for start in range(0, n_rows, 1 << 20):
@@ -107,18 +105,20 @@ def _write_random_rows(
     # On disk before any read is timed: write-back would slow the first cold reads.
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
-def _drop_from_page_cache(path: Path, mapped: np.ndarray) -> None:
-    """``path``'s pages out of the page cache, unmapped from ``mapped`` (a view of the file's
-    ``np.memmap``) first: the OS keeps the pages a process maps whatever it is told."""
-    mapped.base._mmap.madvise(mmap.MADV_DONTNEED)
-    with open(path, "rb") as handle:
+def drop_from_page_cache(segment: _Segment) -> None:
+    """A persisted-index segment's full vectors out of the page cache, unmapped from this
+    process first: the OS keeps the pages a process maps whatever it is told."""
+    segment.vectors.base._mmap.madvise(mmap.MADV_DONTNEED)
+    with open(segment.vectors.base.filename, "rb") as handle:
         os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def measure_first_stages(args, n_pages: int, cold_codes: np.ndarray, cold_path: Path) -> str:
+def measure_first_stages(args, n_pages: int, cold: _Segment) -> str:
+    """The prefilter both ways, the top pages, and the pooled-code stage from RAM and from
+    ``cold``, a segment whose "vectors" are pages of pooled codes (announced as a rerank
+    announces its pages)."""
     rng = np.random.default_rng(n_pages)
     n_centroids = codebook_size(n_pages * CODES_PER_PAGE)
     depth = args.prefilter or default_prefilter_depth(n_pages)
@@ -128,13 +128,10 @@ def measure_first_stages(args, n_pages: int, cold_codes: np.ndarray, cold_path: 
     centroids = _unit_rows(rng, n_centroids)
     warm_codes = code_matrix(_unit_rows(rng, depth * CODES_PER_PAGE), CODE_DTYPE)
     warm_offsets = np.arange(depth + 1, dtype=np.int64) * CODES_PER_PAGE
-    cold_pages = cold_codes.shape[0] // CODES_PER_PAGE
-    cold_offsets = np.arange(cold_pages + 1, dtype=np.int64) * CODES_PER_PAGE
-    cold_header = np.load(cold_path, mmap_mode="r").offset
+    cold_pages = cold.vector_offsets.size - 1
     times: dict[str, list[float]] = {
         name: [] for name in ("scattered", "by_list", "top", "warm", "cold", "cold_announced")
     }
-    code_bytes = CODES_PER_PAGE * DIM * 2
     default_threshold = centroids_module.LIST_BY_LIST_MIN_LENGTH
     load_start = _load()
     try:
@@ -158,18 +155,13 @@ def measure_first_stages(args, n_pages: int, cold_codes: np.ndarray, cold_path: 
             # The kept pages, mapped onto the cold file's pages (random, ascending, as kept).
             cold_slots = np.sort(rng.choice(cold_pages, depth, replace=False))
             for state in ("cold", "cold_announced"):
-                _drop_from_page_cache(cold_path, cold_codes)
+                drop_from_page_cache(cold)
                 began = time.perf_counter()
                 if state == "cold_announced":
-                    with open(cold_path, "rb") as handle:
-                        for slot in cold_slots.tolist():
-                            os.posix_fadvise(
-                                handle.fileno(),
-                                cold_header + slot * code_bytes,
-                                code_bytes,
-                                os.POSIX_FADV_WILLNEED,
-                            )
-                top_k(code_maxsim_scores(query, cold_codes, cold_offsets, cold_slots), 512)
+                    for slot in cold_slots.tolist():
+                        cold.will_read(slot)
+                scores = code_maxsim_scores(query, cold.vectors, cold.vector_offsets, cold_slots)
+                top_k(scores, 512)
                 times[state].append(time.perf_counter() - began)
     finally:
         centroids_module.LIST_BY_LIST_MIN_LENGTH = default_threshold
@@ -192,12 +184,10 @@ def measure_first_stages(args, n_pages: int, cold_codes: np.ndarray, cold_path: 
     )
 
 
-def measure_rerank(args, segment_dir: Path) -> list[str]:
+def measure_rerank(args, segment: _Segment) -> list[str]:
     """The rerank's reads through the persisted index's own segment reader, each query's
     pages cold (dropped from the page cache) with and without announcing them first, then
     cached, with and without announcing them (what announcing costs a cached store)."""
-    segment = _Segment(segment_dir, None)
-    vectors_path = segment_dir / "vectors.npy"
     n_pages = segment.vector_offsets.size - 1
     rng = np.random.default_rng(7)
 
@@ -224,7 +214,7 @@ def measure_rerank(args, segment_dir: Path) -> list[str]:
                 ("cached_announced", announced_fetch),
             ):
                 if state.startswith("cold"):
-                    _drop_from_page_cache(vectors_path, segment.vectors)
+                    drop_from_page_cache(segment)
                 began = time.perf_counter()
                 rerank_exactly(query, ids, 10, read)
                 times[state].append(time.perf_counter() - began)
@@ -234,13 +224,17 @@ def measure_rerank(args, segment_dir: Path) -> list[str]:
     return rows
 
 
-def _write_segment(directory: Path, n_pages: int, rng: np.random.Generator) -> None:
-    """A persisted-index segment of ``n_pages`` random full pages (and one code each)."""
+def _write_segment(
+    directory: Path, n_pages: int, rows_per_page: int, rng: np.random.Generator, dtype: str
+) -> _Segment:
+    """A persisted-index segment of ``n_pages`` random pages of ``rows_per_page`` rows (as
+    :func:`code_matrix` stores them in ``dtype``) for its "vectors", and one code each."""
     directory.mkdir()
-    _write_random_rows(directory / "vectors.npy", n_pages * VECTORS_PER_PAGE, rng)
-    np.save(directory / "vector_offsets.npy", np.arange(n_pages + 1) * VECTORS_PER_PAGE)
+    _write_random_rows(directory / "vectors.npy", n_pages * rows_per_page, rng, dtype)
+    np.save(directory / "vector_offsets.npy", np.arange(n_pages + 1) * rows_per_page)
     np.save(directory / "codes.npy", np.zeros((n_pages, DIM), dtype=np.float16))
     np.save(directory / "code_offsets.npy", np.arange(n_pages + 1))
+    return _Segment(directory, None)
 
 
 def measure_assignment(page_counts: list[int]) -> str:
@@ -282,10 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     page_counts = [int(value) for value in args.pages.split(",")]
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         rng = np.random.default_rng(0)
-        codes_path = Path(workdir, "codes.npy")
-        n_rows = args.cold_code_pages * CODES_PER_PAGE
-        cold_codes = _write_random_rows(codes_path, n_rows, rng, CODE_DTYPE)
-        _write_segment(Path(workdir, "seg-rerank"), args.cold_vector_pages, rng)
+        cold_codes = _write_segment(
+            Path(workdir, "seg-codes"), args.cold_code_pages, CODES_PER_PAGE, rng, CODE_DTYPE
+        )
+        full_pages = _write_segment(
+            Path(workdir, "seg-rerank"), args.cold_vector_pages, VECTORS_PER_PAGE, rng, "float16"
+        )
         print(
             f"codes in {CODE_DTYPE}, torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY="
             f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}, {args.queries} queries per row, "
@@ -302,15 +298,15 @@ def main(argv: list[str] | None = None) -> None:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         )
         for n_pages in page_counts:
-            print(measure_first_stages(args, n_pages, cold_codes, codes_path), flush=True)
+            print(measure_first_stages(args, n_pages, cold_codes), flush=True)
         print(
             "\n| rerank depth (pages) | full vectors read MB | cold ms | cold, announced ms "
             "| cached ms | cached, announced ms | load |\n|---:|---:|---:|---:|---:|---:|---|"
         )
-        for row in measure_rerank(args, Path(workdir, "seg-rerank")):
+        for row in measure_rerank(args, full_pages):
             print(row, flush=True)
         print(f"\n{measure_assignment(page_counts)}", flush=True)
-        del cold_codes
+        del cold_codes, full_pages
 
 
 if __name__ == "__main__":
