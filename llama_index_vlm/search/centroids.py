@@ -198,8 +198,9 @@ class CentroidPostings:
     def _best_gains_scattered(
         self, starts: np.ndarray, ends: np.ndarray, gains: np.ndarray
     ) -> np.ndarray:
-        """Sum over tokens of each page's best gain, every list entry in one ``maximum.at``:
-        ~15 ns an entry, with no Python per list (the faster for short lists)."""
+        """Sum over tokens of each page's best gain, every list entry in one ``maximum.at``,
+        with no Python per list (the faster for short lists: 2.3-2.8 against 2.6-3.0 ms at
+        10k pages, ``benchmarks/RESULTS.md``)."""
         n_tokens, n_probe = starts.shape
         lengths = (ends - starts).ravel()
         rows = np.repeat(starts.ravel(), lengths) + ranges(lengths)
@@ -216,10 +217,11 @@ class CentroidPostings:
         self, starts: np.ndarray, ends: np.ndarray, gains: np.ndarray
     ) -> np.ndarray:
         """The same sum, one plain assignment per list, the token's weakest list first so
-        that its best list is written last: a few ns an entry but ~2.5 us of Python per list
-        (the faster for long lists: at 1M pages 34-49 against 134-199 ms,
-        ``benchmarks/RESULTS.md``).
-        A list holds each page once, so no assignment writes a page twice."""
+        that its best list is written last. An entry costs less than in ``maximum.at`` but each
+        list costs a Python-level call (640 a query at 20 tokens x 32 probes), so this is the
+        faster for long lists: at 1M pages 34-49 against 134-199 ms, at 100k 6.0-7.6 against
+        10.9-13.7 ms (``benchmarks/RESULTS.md``). A list holds each page once, so no
+        assignment writes a page twice."""
         total = np.zeros(self.n_pages, dtype=np.float32)
         best = np.empty(self.n_pages, dtype=np.float32)
         slots = self.slots
